@@ -1,0 +1,92 @@
+//! Opening a connection to a node: TCP, then TLS as `warehouse.tls.mode` says.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::BackendError;
+use crate::config::{NodeTlsMode, Warehouse};
+use crate::net::Stream;
+use crate::protocol::backend::{REQUEST_DECLINED, SSL_ACCEPTED};
+use crate::protocol::startup::SSL_REQUEST_CODE;
+use crate::tls::{self, TlsError};
+
+/// Everything needed to open node connections under one configuration.
+#[derive(Clone)]
+pub struct NodeConnector {
+    mode: NodeTlsMode,
+    tls: Option<Arc<rustls::ClientConfig>>,
+    timeout: Duration,
+}
+
+impl NodeConnector {
+    pub fn new(warehouse: &Warehouse) -> Result<NodeConnector, TlsError> {
+        Ok(NodeConnector {
+            mode: warehouse.tls.mode,
+            tls: tls::node_client_config(&warehouse.tls)?,
+            timeout: warehouse.connect_timeout,
+        })
+    }
+
+    /// The rustls config for node connections, shared with the health check.
+    pub fn tls_config(&self) -> Option<&Arc<rustls::ClientConfig>> {
+        self.tls.as_ref()
+    }
+
+    pub fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
+    /// Connects to `addr`, negotiating TLS first when configured; the whole
+    /// of it must finish within the connect timeout.
+    pub async fn connect(&self, addr: &str) -> Result<Stream, BackendError> {
+        tokio::time::timeout(self.timeout, self.connect_inner(addr))
+            .await
+            .map_err(|_| BackendError::ConnectTimeout {
+                node: addr.to_string(),
+                timeout: self.timeout,
+            })?
+    }
+
+    /// A plain TCP connection, for CancelRequests: PostgreSQL reads them
+    /// before any TLS negotiation, so they need none.
+    pub async fn connect_plain(&self, addr: &str) -> Result<TcpStream, BackendError> {
+        let node = || addr.to_string();
+        let tcp = tokio::time::timeout(self.timeout, TcpStream::connect(addr))
+            .await
+            .map_err(|_| BackendError::ConnectTimeout { node: node(), timeout: self.timeout })?
+            .map_err(|source| BackendError::Connect { node: node(), source })?;
+        let _ = tcp.set_nodelay(true);
+        Ok(tcp)
+    }
+
+    async fn connect_inner(&self, addr: &str) -> Result<Stream, BackendError> {
+        let node = || addr.to_string();
+        let mut tcp = TcpStream::connect(addr)
+            .await
+            .map_err(|source| BackendError::Connect { node: node(), source })?;
+        let _ = tcp.set_nodelay(true);
+        let Some(config) = &self.tls else {
+            return Ok(Stream::Plain(tcp));
+        };
+        let io = |source| BackendError::Connect { node: node(), source };
+        let mut request = [0u8; 8];
+        request[..4].copy_from_slice(&8i32.to_be_bytes());
+        request[4..].copy_from_slice(&SSL_REQUEST_CODE.to_be_bytes());
+        tcp.write_all(&request).await.map_err(io)?;
+        match tcp.read_u8().await.map_err(io)? {
+            SSL_ACCEPTED => {}
+            REQUEST_DECLINED if self.mode == NodeTlsMode::Prefer => return Ok(Stream::Plain(tcp)),
+            REQUEST_DECLINED => return Err(BackendError::TlsRefused { node: node() }),
+            other => return Err(BackendError::TlsAnswer { node: node(), answer: other as char }),
+        }
+        let name = tls::server_name(addr).ok_or_else(|| BackendError::TlsServerName { node: node() })?;
+        let stream = tls::connector(config.clone())
+            .connect(name, tcp)
+            .await
+            .map_err(|source| BackendError::TlsHandshake { node: node(), source })?;
+        Ok(Stream::Tls(Box::new(stream.into())))
+    }
+}

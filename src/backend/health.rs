@@ -1,0 +1,118 @@
+//! Health checks: one task per node logs in with the service account and
+//! runs `SELECT 1` every interval.
+//!
+//! A node leaves rotation after `unhealthy_after` failed checks in a row and
+//! returns after `healthy_after` good ones, so a flapping node does not bounce
+//! sessions around. Every transition is logged with its reason.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::Node;
+use crate::server::Generation;
+
+/// Runs the health check of `node` until the node is retired or sluice stops.
+pub async fn run(node: Arc<Node>, generations: watch::Receiver<Arc<Generation>>, stop: CancellationToken) {
+    let mut good_streak = 0u32;
+    let mut bad_streak = 0u32;
+    loop {
+        let generation = generations.borrow().clone();
+        let warehouse = &generation.config.warehouse;
+        let started = Instant::now();
+        let verdict = check(node.addr(), &generation).await;
+        match verdict {
+            Ok(()) => {
+                good_streak += 1;
+                bad_streak = 0;
+                tracing::trace!(node = node.addr(), elapsed = ?started.elapsed(), "health check passed");
+                if good_streak >= warehouse.healthy_after && node.set_healthy(true) {
+                    tracing::info!(node = node.addr(), "node is healthy again and back in rotation");
+                }
+            }
+            Err(reason) => {
+                bad_streak += 1;
+                good_streak = 0;
+                tracing::debug!(node = node.addr(), %reason, "health check failed");
+                if bad_streak >= warehouse.unhealthy_after && node.set_healthy(false) {
+                    tracing::warn!(node = node.addr(), %reason, "node failed its health check and is out of rotation");
+                }
+            }
+        }
+        let pause = warehouse.health_check_interval;
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = node.retired().cancelled() => return,
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+/// One check: log in and run `SELECT 1` within the health-check timeout.
+/// The error is a phrase for the log.
+pub async fn check(addr: &str, generation: &Generation) -> Result<(), String> {
+    let warehouse = &generation.config.warehouse;
+    let timeout = warehouse.health_check_timeout;
+    match tokio::time::timeout(timeout, check_inner(addr, generation)).await {
+        Ok(result) => result,
+        Err(_) => Err(format!("no answer within {}", humantime::format_duration(timeout))),
+    }
+}
+
+async fn check_inner(addr: &str, generation: &Generation) -> Result<(), String> {
+    let warehouse = &generation.config.warehouse;
+    let (host, port) = addr.rsplit_once(':').ok_or("address has no port")?;
+    let mut pg = tokio_postgres::Config::new();
+    pg.host(host)
+        .port(port.parse().map_err(|_| "address has a bad port")?)
+        .user(&warehouse.service_user)
+        .dbname(&warehouse.service_database)
+        .application_name("sluice health check")
+        .connect_timeout(warehouse.connect_timeout.min(warehouse.health_check_timeout));
+    if !warehouse.service_password.is_empty() {
+        pg.password(warehouse.service_password.expose());
+    }
+    let describe = |e: tokio_postgres::Error| describe_pg_error(&e);
+    let client = match generation.node_connector.tls_config() {
+        Some(tls) => {
+            pg.ssl_mode(match warehouse.tls.mode {
+                crate::config::NodeTlsMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+                _ => tokio_postgres::config::SslMode::Require,
+            });
+            let (client, conn) = pg
+                .connect(tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone()))
+                .await
+                .map_err(describe)?;
+            tokio::spawn(conn);
+            client
+        }
+        None => {
+            let (client, conn) = pg.connect(tokio_postgres::NoTls).await.map_err(describe)?;
+            tokio::spawn(conn);
+            client
+        }
+    };
+    client.simple_query("SELECT 1").await.map_err(describe)?;
+    Ok(())
+}
+
+/// tokio-postgres prints only "db error" for server errors; the server's
+/// message is what an operator needs to read.
+fn describe_pg_error(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code()),
+        None => {
+            let mut text = e.to_string();
+            let mut source = std::error::Error::source(e);
+            while let Some(s) = source {
+                text.push_str(": ");
+                text.push_str(&s.to_string());
+                source = s.source();
+            }
+            text
+        }
+    }
+}
+

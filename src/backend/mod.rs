@@ -1,0 +1,15 @@
+//! The warehouse side: which nodes exist, which are healthy, and how sluice
+//! opens a connection to one.
+//!
+//! * [`node`]: a node, its health, and the round-robin choice among nodes.
+//! * [`connect`]: a TCP (and optionally TLS) connection to a node.
+//! * [`health`]: the periodic health check that moves nodes in and out of rotation.
+
+pub mod connect;
+pub mod health;
+pub mod node;
+
+mod error;
+
+pub use error::BackendError;
+pub use node::{Node, NodeSet};

@@ -1,0 +1,458 @@
+//! Configuration: read in two stages.
+//!
+//! [`raw`] mirrors the TOML file and its defaults; [`Config::parse`] validates
+//! every key, resolves it into the types the rest of sluice uses, and reports
+//! every problem at once with its line and key path. Sessions receive an
+//! `Arc<Config>` when they start; a reload builds a new one beside it, so a
+//! session keeps the configuration it started with.
+
+mod error;
+mod raw;
+
+use std::net::SocketAddr;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use toml::Spanned;
+
+pub use error::{ConfigError, Problem};
+use raw::RawConfig;
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: Server,
+    pub warehouse: Warehouse,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: SocketAddr,
+    /// HTTP listener for /healthz, /readyz and /metrics; `None` when set to "".
+    pub metrics_listen: Option<SocketAddr>,
+    pub max_client_connections: usize,
+    pub drain_timeout: Duration,
+    pub startup_timeout: Duration,
+    pub max_message_size: usize,
+    pub max_startup_packet_size: usize,
+    pub max_startup_parameters: usize,
+    pub tls: Option<ServerTls>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientTlsMode {
+    /// Answer SSLRequest with 'N'.
+    Disable,
+    /// Offer TLS; plaintext clients are served too.
+    Prefer,
+    /// Refuse clients that do not ask for TLS.
+    Require,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub mode: ClientTlsMode,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialect {
+    Postgres,
+    Vertica,
+}
+
+#[derive(Debug, Clone)]
+pub struct Warehouse {
+    pub dialect: Dialect,
+    /// Node addresses as written (`host:port`); they also name the nodes.
+    pub nodes: Vec<String>,
+    pub health_check_interval: Duration,
+    pub health_check_timeout: Duration,
+    /// Consecutive good checks before a down node takes sessions again.
+    pub healthy_after: u32,
+    /// Consecutive failed checks before a node is taken out of rotation.
+    pub unhealthy_after: u32,
+    pub connect_timeout: Duration,
+    pub service_user: String,
+    pub service_password: Secret,
+    pub service_database: String,
+    pub tls: NodeTls,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NodeTlsMode {
+    Disable,
+    /// TLS when the node offers it, without verifying its certificate.
+    Prefer,
+    /// TLS always, without verifying the certificate (libpq's `require`).
+    Require,
+    /// TLS with the certificate verified against `ca` and the node's host name.
+    VerifyFull,
+}
+
+#[derive(Debug, Clone)]
+pub struct NodeTls {
+    pub mode: NodeTlsMode,
+    pub ca: Option<PathBuf>,
+}
+
+/// A value that must never reach a log, an error or the admin console.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
+    }
+}
+
+impl Config {
+    /// Reads and validates a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let shown = path.display().to_string();
+        let source = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            path: shown.clone(),
+            problems: vec![Problem {
+                line: None,
+                key: "(file)".into(),
+                message: format!("cannot read the file: {e}"),
+            }],
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&source, &shown, base)
+    }
+
+    /// Validates configuration text; relative file paths resolve against `base`.
+    pub fn parse(source: &str, shown_path: &str, base: &Path) -> Result<Config, ConfigError> {
+        let mut v = Validator {
+            source,
+            base,
+            problems: Vec::new(),
+        };
+        let raw: RawConfig = match toml::from_str(source) {
+            Ok(raw) => raw,
+            Err(e) => {
+                v.problems.push(Problem {
+                    line: e.span().map(|s| v.line(&s)),
+                    key: "(syntax)".into(),
+                    message: e.message().trim().to_string(),
+                });
+                return Err(v.into_error(shown_path));
+            }
+        };
+        let config = v.config(raw);
+        match config {
+            Some(c) if v.problems.is_empty() => Ok(c),
+            _ => Err(v.into_error(shown_path)),
+        }
+    }
+}
+
+/// Collects problems while resolving raw values; each resolver returns
+/// `None` for a bad value and records why.
+struct Validator<'a> {
+    source: &'a str,
+    base: &'a Path,
+    problems: Vec<Problem>,
+}
+
+impl Validator<'_> {
+    fn line(&self, span: &Range<usize>) -> usize {
+        let end = span.start.min(self.source.len());
+        self.source[..end].bytes().filter(|&b| b == b'\n').count() + 1
+    }
+
+    fn problem(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
+        // Defaults carry an empty span at 0: they have no line.
+        let line = (span != (0..0)).then(|| self.line(&span));
+        self.problems.push(Problem {
+            line,
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn into_error(self, path: &str) -> ConfigError {
+        ConfigError {
+            path: path.to_string(),
+            problems: self.problems,
+        }
+    }
+
+    fn duration(&mut self, key: &str, value: &Spanned<String>) -> Option<Duration> {
+        match humantime::parse_duration(value.get_ref()) {
+            Ok(d) if !d.is_zero() => Some(d),
+            Ok(_) => {
+                self.problem(value.span(), key, "must be longer than zero");
+                None
+            }
+            Err(e) => {
+                self.problem(
+                    value.span(),
+                    key,
+                    format!("{:?} is not a duration ({e}); write e.g. \"500ms\", \"2s\", \"5m\"", value.get_ref()),
+                );
+                None
+            }
+        }
+    }
+
+    fn count(&mut self, key: &str, value: &Spanned<i64>, min: i64, max: i64) -> Option<usize> {
+        let n = *value.get_ref();
+        if n < min || n > max {
+            self.problem(value.span(), key, format!("must be between {min} and {max}, not {n}"));
+            return None;
+        }
+        Some(n as usize)
+    }
+
+    fn socket_addr(&mut self, key: &str, value: &Spanned<String>) -> Option<SocketAddr> {
+        match value.get_ref().parse() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.problem(
+                    value.span(),
+                    key,
+                    format!("{:?} is not an IP address with a port, e.g. \"127.0.0.1:5433\"", value.get_ref()),
+                );
+                None
+            }
+        }
+    }
+
+    fn choice<T: Copy>(&mut self, key: &str, value: &Spanned<String>, choices: &[(&str, T)]) -> Option<T> {
+        if let Some((_, t)) = choices.iter().find(|(name, _)| *name == value.get_ref()) {
+            return Some(*t);
+        }
+        let names: Vec<String> = choices.iter().map(|(n, _)| format!("{n:?}")).collect();
+        self.problem(
+            value.span(),
+            key,
+            format!("{:?} is not one of {}", value.get_ref(), names.join(", ")),
+        );
+        None
+    }
+
+    fn file(&mut self, key: &str, value: &Spanned<String>) -> Option<PathBuf> {
+        let path = self.base.join(value.get_ref());
+        if let Err(e) = std::fs::metadata(&path) {
+            self.problem(value.span(), key, format!("cannot read {}: {e}", path.display()));
+            return None;
+        }
+        Some(path)
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Option<Config> {
+        let server = self.server(raw.server);
+        let Some(warehouse) = raw.warehouse else {
+            self.problem(0..0, "warehouse", "missing section: add [warehouse] with nodes = [\"host:port\", ...]");
+            return None;
+        };
+        let warehouse = self.warehouse(warehouse.into_inner());
+        Some(Config {
+            server: server?,
+            warehouse: warehouse?,
+        })
+    }
+
+    fn server(&mut self, raw: raw::RawServer) -> Option<Server> {
+        let listen = self.socket_addr("server.listen", &raw.listen);
+        let metrics_listen = if raw.metrics_listen.get_ref().is_empty() {
+            Some(None)
+        } else {
+            self.socket_addr("server.metrics_listen", &raw.metrics_listen).map(Some)
+        };
+        let max_clients = self.count("server.max_client_connections", &raw.max_client_connections, 1, 1_000_000);
+        let drain = self.duration("server.drain_timeout", &raw.drain_timeout);
+        let startup = self.duration("server.startup_timeout", &raw.startup_timeout);
+        let max_message = self.count("server.max_message_size", &raw.max_message_size, 1024, 1 << 30);
+        let max_startup = self.count("server.max_startup_packet_size", &raw.max_startup_packet_size, 64, 1 << 20);
+        let max_params = self.count("server.max_startup_parameters", &raw.max_startup_parameters, 1, 10_000);
+        let tls = match raw.tls {
+            None => Some(None),
+            Some(t) => {
+                let cert = self.file("server.tls.cert", &t.cert);
+                let key = self.file("server.tls.key", &t.key);
+                let mode = self.choice(
+                    "server.tls.mode",
+                    &t.mode,
+                    &[
+                        ("disable", ClientTlsMode::Disable),
+                        ("prefer", ClientTlsMode::Prefer),
+                        ("require", ClientTlsMode::Require),
+                    ],
+                );
+                if let (Some(cert), Some(key)) = (&cert, &key) {
+                    if let Err(e) = crate::tls::acceptor(cert, key) {
+                        self.problem(t.cert.span(), "server.tls", e.to_string());
+                    }
+                }
+                Some(Some(ServerTls { cert: cert?, key: key?, mode: mode? }))
+            }
+        };
+        Some(Server {
+            listen: listen?,
+            metrics_listen: metrics_listen?,
+            max_client_connections: max_clients?,
+            drain_timeout: drain?,
+            startup_timeout: startup?,
+            max_message_size: max_message?,
+            max_startup_packet_size: max_startup?,
+            max_startup_parameters: max_params?,
+            tls: tls?,
+        })
+    }
+
+    fn warehouse(&mut self, raw: raw::RawWarehouse) -> Option<Warehouse> {
+        let dialect = self.choice(
+            "warehouse.dialect",
+            &raw.dialect,
+            &[("postgres", Dialect::Postgres), ("vertica", Dialect::Vertica)],
+        );
+        let mut nodes: Vec<String> = Vec::new();
+        if raw.nodes.get_ref().is_empty() {
+            self.problem(raw.nodes.span(), "warehouse.nodes", "lists no node; add at least one \"host:port\"");
+        }
+        for (i, node) in raw.nodes.get_ref().iter().enumerate() {
+            let key = format!("warehouse.nodes[{i}]");
+            match node_address_problem(node.get_ref()) {
+                Some(why) => self.problem(node.span(), &key, why),
+                None if nodes.contains(node.get_ref()) => {
+                    self.problem(node.span(), &key, format!("{:?} is listed twice", node.get_ref()))
+                }
+                None => nodes.push(node.get_ref().clone()),
+            }
+        }
+        let interval = self.duration("warehouse.health_check_interval", &raw.health_check_interval);
+        let check_timeout = self.duration("warehouse.health_check_timeout", &raw.health_check_timeout);
+        let healthy_after = self.count("warehouse.healthy_after", &raw.healthy_after, 1, 100);
+        let unhealthy_after = self.count("warehouse.unhealthy_after", &raw.unhealthy_after, 1, 100);
+        let connect_timeout = self.duration("warehouse.connect_timeout", &raw.connect_timeout);
+        if raw.service_user.get_ref().is_empty() {
+            self.problem(raw.service_user.span(), "warehouse.service_user", "must not be empty");
+        }
+        let tls = match raw.tls {
+            None => Some(NodeTls { mode: NodeTlsMode::Disable, ca: None }),
+            Some(t) => {
+                let mode = self.choice(
+                    "warehouse.tls.mode",
+                    &t.mode,
+                    &[
+                        ("disable", NodeTlsMode::Disable),
+                        ("prefer", NodeTlsMode::Prefer),
+                        ("require", NodeTlsMode::Require),
+                        ("verify-full", NodeTlsMode::VerifyFull),
+                    ],
+                );
+                let ca = match &t.ca {
+                    Some(ca) => self.file("warehouse.tls.ca", ca).map(Some),
+                    None => Some(None),
+                };
+                if mode == Some(NodeTlsMode::VerifyFull) && t.ca.is_none() {
+                    self.problem(t.mode.span(), "warehouse.tls.ca", "is required with mode = \"verify-full\"");
+                }
+                Some(NodeTls { mode: mode?, ca: ca? })
+            }
+        };
+        if nodes.len() != raw.nodes.get_ref().len() {
+            return None;
+        }
+        Some(Warehouse {
+            dialect: dialect?,
+            nodes,
+            health_check_interval: interval?,
+            health_check_timeout: check_timeout?,
+            healthy_after: healthy_after? as u32,
+            unhealthy_after: unhealthy_after? as u32,
+            connect_timeout: connect_timeout?,
+            service_user: raw.service_user.into_inner(),
+            service_password: Secret::new(raw.service_password),
+            service_database: raw.service_database.into_inner(),
+            tls: tls?,
+        })
+    }
+}
+
+/// Why `addr` is not a usable `host:port`, if it is not.
+fn node_address_problem(addr: &str) -> Option<String> {
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Some(format!("{addr:?} has no port; write \"host:port\""));
+    };
+    if host.is_empty() {
+        return Some(format!("{addr:?} has no host"));
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => None,
+        _ => Some(format!("{addr:?} has no valid port (1-65535)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> Result<Config, ConfigError> {
+        Config::parse(src, "sluice.toml", Path::new("."))
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse("[warehouse]\nnodes = [\"127.0.0.1:5441\"]\n").unwrap();
+        assert_eq!(c.server.listen.to_string(), "127.0.0.1:5433");
+        assert_eq!(c.server.max_message_size, 64 << 20);
+        assert_eq!(c.warehouse.health_check_interval, Duration::from_secs(2));
+        assert_eq!(c.warehouse.dialect, Dialect::Postgres);
+        assert_eq!(c.warehouse.tls.mode, NodeTlsMode::Disable);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_line_and_key() {
+        let src = "[server]\nlisten = \"nowhere\"\ndrain_timeout = \"soon\"\n\n[warehouse]\ndialect = \"oracle\"\nnodes = [\"127.0.0.1:5441\", \"db\", \"127.0.0.1:5441\"]\n";
+        let err = parse(src).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("sluice.toml:2: server.listen:"), "{text}");
+        assert!(text.contains("sluice.toml:3: server.drain_timeout:"), "{text}");
+        assert!(text.contains("sluice.toml:6: warehouse.dialect: \"oracle\" is not one of"), "{text}");
+        assert!(text.contains("sluice.toml:7: warehouse.nodes[1]: \"db\" has no port"), "{text}");
+        assert!(text.contains("warehouse.nodes[2]: \"127.0.0.1:5441\" is listed twice"), "{text}");
+        assert_eq!(err.problems.len(), 5);
+    }
+
+    #[test]
+    fn unknown_keys_and_syntax_errors_name_their_line() {
+        let err = parse("[warehouse]\nnodes = [\"a:1\"]\nnode_list = 3\n").unwrap_err();
+        assert_eq!(err.problems[0].line, Some(3));
+        assert!(err.problems[0].message.contains("node_list"), "{err}");
+        let err = parse("[warehouse\n").unwrap_err();
+        assert_eq!(err.problems[0].line, Some(1));
+    }
+
+    #[test]
+    fn missing_warehouse_is_explained() {
+        let err = parse("").unwrap_err();
+        assert!(err.to_string().contains("warehouse: missing section"));
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let c = parse("[warehouse]\nnodes = [\"a:1\"]\nservice_password = \"hunter2\"\n").unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+        assert_eq!(c.warehouse.service_password.expose(), "hunter2");
+    }
+}

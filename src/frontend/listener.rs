@@ -1,0 +1,123 @@
+//! The client listener: accepts connections, runs each one's opening, and
+//! hands sessions to [`super::session`], cancels to the node that owns them.
+//!
+//! While sluice drains, the listener keeps accepting so that clients get a
+//! clear 57P03 instead of a refused TCP connection, and cancels still work.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::negotiate::{Opening, negotiate, send_fatal};
+use super::session;
+use crate::protocol::backend::ErrorFields;
+use crate::protocol::sqlstate;
+use crate::protocol::startup::CancelKey;
+use crate::server::{Generation, Sluice};
+
+/// Accepts clients until sluice stops.
+pub async fn accept_loop(sluice: Arc<Sluice>, listener: TcpListener) {
+    loop {
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = sluice.kill.cancelled() => return,
+        };
+        let (tcp, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors, most likely: back off rather than spin.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let sluice2 = sluice.clone();
+        sluice.sessions.spawn(handle(sluice2, tcp, peer));
+    }
+}
+
+async fn handle(sluice: Arc<Sluice>, tcp: TcpStream, peer: SocketAddr) {
+    let _ = tcp.set_nodelay(true);
+    let generation = sluice.generation();
+    let startup_timeout = generation.config.server.startup_timeout;
+    let opening = match tokio::time::timeout(startup_timeout, negotiate(tcp, &generation)).await {
+        Ok(Ok(opening)) => opening,
+        Ok(Err(e)) => {
+            tracing::debug!(%peer, error = %e, "connection failed during startup");
+            return;
+        }
+        Err(_) => {
+            tracing::info!(%peer, timeout = ?startup_timeout, "closed a connection that did not finish its startup in time");
+            return;
+        }
+    };
+    match opening {
+        Opening::Closed => {}
+        Opening::Cancel(key) => forward_cancel(&sluice, &generation, key, peer).await,
+        Opening::Session { mut stream, startup } => {
+            if sluice.is_draining() {
+                let error = ErrorFields::fatal(sqlstate::CANNOT_CONNECT_NOW, "sluice is shutting down and accepts no new sessions")
+                    .with_hint("Reconnect in a moment; another sluice instance or this one after its restart will serve you.");
+                send_fatal(&mut stream, &error).await;
+                return;
+            }
+            let limit = generation.config.server.max_client_connections;
+            let Some(_slot) = ClientSlot::take(&sluice, limit) else {
+                let error = ErrorFields::fatal(
+                    sqlstate::TOO_MANY_CONNECTIONS,
+                    format!("too many clients: sluice serves at most {limit} (server.max_client_connections)"),
+                );
+                tracing::warn!(%peer, limit, "refused a client over the connection limit");
+                send_fatal(&mut stream, &error).await;
+                return;
+            };
+            session::run(sluice.clone(), generation, stream, startup, peer).await;
+        }
+    }
+}
+
+/// Holds one of the `max_client_connections` places until dropped.
+struct ClientSlot<'a>(&'a Sluice);
+
+impl<'a> ClientSlot<'a> {
+    fn take(sluice: &'a Sluice, limit: usize) -> Option<ClientSlot<'a>> {
+        let before = sluice.clients.fetch_add(1, Ordering::AcqRel);
+        if before >= limit {
+            sluice.clients.fetch_sub(1, Ordering::AcqRel);
+            return None;
+        }
+        Some(ClientSlot(sluice))
+    }
+}
+
+impl Drop for ClientSlot<'_> {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Sends a client's CancelRequest to the node running its query, with the
+/// node's real key. Unknown keys are dropped without a word, as PostgreSQL does.
+async fn forward_cancel(sluice: &Sluice, generation: &Generation, key: CancelKey, peer: SocketAddr) {
+    let Some(target) = sluice.cancels.lookup(&key) else {
+        tracing::debug!(%peer, "ignored a CancelRequest with an unknown key");
+        return;
+    };
+    let sent = async {
+        let mut tcp = generation.node_connector.connect_plain(&target.node).await.map_err(|e| e.to_string())?;
+        tcp.write_all(&target.key.cancel_request()).await.map_err(|e| e.to_string())?;
+        // The node answers by closing; waiting for it keeps the cancel ahead
+        // of whatever the client does next.
+        let mut sink = [0u8; 16];
+        let _ = tokio::time::timeout(generation.node_connector.timeout(), tcp.read(&mut sink)).await;
+        Ok::<_, String>(())
+    };
+    match sent.await {
+        Ok(()) => tracing::info!(%peer, node = target.node, "forwarded a cancel request"),
+        Err(e) => tracing::warn!(%peer, node = target.node, error = e, "could not forward a cancel request"),
+    }
+}

@@ -1,0 +1,11 @@
+//! The client side: accepting connections, the pre-startup negotiation, and
+//! the session that relays a client to its node.
+//!
+//! * [`listener`]: the accept loop, the client limit and draining.
+//! * [`negotiate`]: SSLRequest, GSSENCRequest, LoadBalanceRequest,
+//!   CancelRequest and the StartupMessage, before any typed message.
+//! * [`session`]: chooses a node and relays the session both ways.
+
+pub mod listener;
+pub mod negotiate;
+pub mod session;

@@ -1,0 +1,29 @@
+//! sluice: a query proxy for analytics warehouses.
+//!
+//! Clients (DBeaver, DataGrip, Tableau, psql, Vertica drivers) connect to
+//! sluice as if it were the warehouse; sluice relays each session to one of
+//! the warehouse nodes, chosen round robin among the healthy ones.
+//!
+//! # Layout
+//! * [`protocol`]: the wire protocol as bytes; no I/O.
+//! * [`config`]: the TOML configuration, validated with line-and-key errors.
+//! * [`frontend`]: the client side: listener, pre-startup negotiation, sessions.
+//! * [`backend`]: the node side: node list, round robin, connections, health checks.
+//! * [`cancel`]: sluice's own cancel keys and the node keys they stand for.
+//! * [`server`]: the running proxy: shared state, reload, drain and shutdown.
+//! * [`http`]: `/healthz` and `/readyz` for orchestrators.
+//! * [`net`], [`tls`]: one stream type for plain and TLS sockets; rustls setup.
+//! * [`localpg`]: throwaway local PostgreSQL clusters, for `sluice demo` and the tests.
+//! * [`demo`]: the embedded demo.
+
+pub mod backend;
+pub mod cancel;
+pub mod config;
+pub mod demo;
+pub mod frontend;
+pub mod http;
+pub mod localpg;
+pub mod net;
+pub mod protocol;
+pub mod server;
+pub mod tls;

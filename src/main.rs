@@ -1,0 +1,102 @@
+//! The `sluice` command: `run`, `check`, `demo`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sluice::config::Config;
+
+#[derive(Parser)]
+#[command(name = "sluice", version, about = "A query proxy for analytics warehouses")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve clients with the given configuration.
+    Run {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Validate a configuration file; print every problem with its line and key.
+    Check {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// Start local PostgreSQL nodes with sample data and sluice in front of them.
+    Demo {
+        /// Client port for sluice (0 picks a free one).
+        #[arg(long, default_value_t = 5433)]
+        port: u16,
+    },
+}
+
+fn main() -> ExitCode {
+    init_logging();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check { config } => match Config::load(&config) {
+            Ok(c) => {
+                println!(
+                    "{}: ok ({} node{}, listening on {})",
+                    config.display(),
+                    c.warehouse.nodes.len(),
+                    if c.warehouse.nodes.len() == 1 { "" } else { "s" },
+                    c.server.listen
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run { config } => {
+            let loaded = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            runtime().block_on(async {
+                let running = match sluice::server::start(loaded, Some(config)).await {
+                    Ok(r) => r,
+                    Err(e) => {
+                        eprintln!("sluice: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                };
+                match running.run_until_signalled().await {
+                    Ok(()) => ExitCode::SUCCESS,
+                    Err(e) => {
+                        eprintln!("sluice: cannot handle signals: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            })
+        }
+        Command::Demo { port } => match runtime().block_on(sluice::demo::run(port)) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sluice demo: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+}

@@ -1,0 +1,252 @@
+//! Messages a server sends: the tags sluice watches, the few it reads, and
+//! the ones it writes itself (its own errors, its own BackendKeyData).
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+use super::ProtocolError;
+use super::startup::CancelKey;
+use super::write::{self, read_cstr};
+
+pub const AUTHENTICATION: u8 = b'R';
+pub const BACKEND_KEY_DATA: u8 = b'K';
+pub const ERROR_RESPONSE: u8 = b'E';
+pub const NOTICE_RESPONSE: u8 = b'N';
+pub const PARAMETER_STATUS: u8 = b'S';
+pub const READY_FOR_QUERY: u8 = b'Z';
+
+/// The single-byte answers to SSLRequest, GSSENCRequest and LoadBalanceRequest.
+pub const SSL_ACCEPTED: u8 = b'S';
+pub const REQUEST_DECLINED: u8 = b'N';
+
+/// Transaction status carried by ReadyForQuery.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransactionStatus {
+    Idle,
+    InTransaction,
+    Failed,
+}
+
+/// Reads ReadyForQuery's status byte.
+pub fn ready_for_query(body: &[u8]) -> Result<TransactionStatus, ProtocolError> {
+    match body {
+        [b'I'] => Ok(TransactionStatus::Idle),
+        [b'T'] => Ok(TransactionStatus::InTransaction),
+        [b'E'] => Ok(TransactionStatus::Failed),
+        _ => Err(ProtocolError::malformed("ReadyForQuery", "status must be one of I, T, E")),
+    }
+}
+
+/// Reads BackendKeyData: `Int32 process id`, then the secret (4 bytes in
+/// protocol 3.0, up to 256 in 3.2).
+pub fn backend_key_data(body: &[u8]) -> Result<CancelKey, ProtocolError> {
+    if body.len() < 8 || body.len() > 260 {
+        return Err(ProtocolError::malformed("BackendKeyData", "key must be 8 to 260 bytes"));
+    }
+    Ok(CancelKey {
+        process_id: i32::from_be_bytes([body[0], body[1], body[2], body[3]]),
+        secret: Bytes::copy_from_slice(&body[4..]),
+    })
+}
+
+pub fn encode_backend_key_data(buf: &mut BytesMut, key: &CancelKey) {
+    write::message(buf, BACKEND_KEY_DATA, |b| {
+        b.put_i32(key.process_id);
+        b.put_slice(&key.secret);
+    });
+}
+
+/// AuthenticationSASL's code: the body lists the mechanisms the server offers.
+pub const AUTH_SASL: i32 = 10;
+
+/// Rewrites an AuthenticationSASL offer without the channel-binding
+/// (`-PLUS`) mechanisms; `None` when the message needs no change.
+///
+/// Channel binding ties SCRAM to the TLS connection it runs on. Through a
+/// proxy the client's TLS connection is not the node's, so a client that
+/// picked SCRAM-SHA-256-PLUS would always fail to log in.
+pub fn without_channel_binding(body: &[u8]) -> Option<Bytes> {
+    if body.len() < 4 || i32::from_be_bytes([body[0], body[1], body[2], body[3]]) != AUTH_SASL {
+        return None;
+    }
+    let mut mechanisms = Vec::new();
+    let mut rest = &body[4..];
+    while let Some((name, after)) = read_cstr(rest) {
+        if name.is_empty() {
+            break;
+        }
+        mechanisms.push(name);
+        rest = after;
+    }
+    if !mechanisms.iter().any(|m| m.ends_with(b"-PLUS")) {
+        return None;
+    }
+    let mut buf = BytesMut::new();
+    write::message(&mut buf, AUTHENTICATION, |b| {
+        b.put_i32(AUTH_SASL);
+        for m in mechanisms.iter().filter(|m| !m.ends_with(b"-PLUS")) {
+            b.put_slice(m);
+            b.put_u8(0);
+        }
+        b.put_u8(0);
+    });
+    Some(buf.freeze())
+}
+
+/// The fields of an ErrorResponse or NoticeResponse that sluice writes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ErrorFields {
+    /// ERROR, FATAL, WARNING, NOTICE, ...
+    pub severity: &'static str,
+    pub code: String,
+    pub message: String,
+    pub detail: Option<String>,
+    pub hint: Option<String>,
+}
+
+impl ErrorFields {
+    pub fn error(code: &str, message: impl Into<String>) -> ErrorFields {
+        ErrorFields {
+            severity: "ERROR",
+            code: code.to_string(),
+            message: message.into(),
+            ..ErrorFields::default()
+        }
+    }
+
+    /// An error after which the connection is closed.
+    pub fn fatal(code: &str, message: impl Into<String>) -> ErrorFields {
+        ErrorFields {
+            severity: "FATAL",
+            ..ErrorFields::error(code, message)
+        }
+    }
+
+    pub fn with_detail(mut self, detail: impl Into<String>) -> ErrorFields {
+        self.detail = Some(detail.into());
+        self
+    }
+
+    pub fn with_hint(mut self, hint: impl Into<String>) -> ErrorFields {
+        self.hint = Some(hint.into());
+        self
+    }
+
+    /// Appends the ErrorResponse.
+    pub fn encode(&self, buf: &mut BytesMut) {
+        self.encode_as(buf, ERROR_RESPONSE)
+    }
+
+    /// Appends the same fields as a NoticeResponse.
+    pub fn encode_notice(&self, buf: &mut BytesMut) {
+        self.encode_as(buf, NOTICE_RESPONSE)
+    }
+
+    fn encode_as(&self, buf: &mut BytesMut, tag: u8) {
+        write::message(buf, tag, |b| {
+            let mut field = |code: u8, value: &str| {
+                b.put_u8(code);
+                write::cstr(b, value);
+            };
+            field(b'S', self.severity);
+            // 'V' is the unlocalized severity in PostgreSQL but Vertica's
+            // numeric error code, so it is left out: both read S.
+            field(b'C', &self.code);
+            field(b'M', &self.message);
+            if let Some(d) = &self.detail {
+                field(b'D', d);
+            }
+            if let Some(h) = &self.hint {
+                field(b'H', h);
+            }
+            b.put_u8(0);
+        });
+    }
+
+    /// The encoded ErrorResponse as one buffer.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut buf = BytesMut::new();
+        self.encode(&mut buf);
+        buf.freeze()
+    }
+}
+
+/// Reads the (code, value) fields of an ErrorResponse or NoticeResponse body.
+pub fn error_fields(body: &[u8]) -> Result<Vec<(u8, String)>, ProtocolError> {
+    let mut fields = Vec::new();
+    let mut rest = body;
+    loop {
+        match rest.split_first() {
+            Some((0, tail)) if tail.is_empty() => return Ok(fields),
+            Some((&code, tail)) if code != 0 => {
+                let (value, after) =
+                    read_cstr(tail).ok_or(ProtocolError::malformed("ErrorResponse", "field is not terminated"))?;
+                fields.push((code, String::from_utf8_lossy(value).into_owned()));
+                rest = after;
+            }
+            _ => return Err(ProtocolError::malformed("ErrorResponse", "missing or early terminator")),
+        }
+    }
+}
+
+/// The SQLSTATE and message of an ErrorResponse body, for logs and metrics.
+pub fn error_summary(body: &[u8]) -> (String, String) {
+    let fields = error_fields(body).unwrap_or_default();
+    let get = |code| {
+        fields
+            .iter()
+            .find(|(c, _)| *c == code)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_default()
+    };
+    (get(b'C'), get(b'M'))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_response_round_trips() {
+        let e = ErrorFields::fatal("08006", "no warehouse node was reachable").with_hint("check the nodes");
+        let bytes = e.to_bytes();
+        assert_eq!(bytes[0], b'E');
+        let len = i32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
+        assert_eq!(len + 1, bytes.len());
+        let fields = error_fields(&bytes[5..]).unwrap();
+        assert!(fields.contains(&(b'S', "FATAL".into())));
+        assert!(fields.contains(&(b'H', "check the nodes".into())));
+        assert_eq!(error_summary(&bytes[5..]), ("08006".into(), "no warehouse node was reachable".into()));
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors() {
+        assert!(error_fields(b"").is_err());
+        assert!(error_fields(b"Mabc").is_err());
+        assert!(error_fields(b"Mabc\0").is_err());
+        assert!(ready_for_query(b"X").is_err());
+        assert!(ready_for_query(b"").is_err());
+        assert!(backend_key_data(b"1234").is_err());
+    }
+
+    #[test]
+    fn channel_binding_is_taken_out_of_sasl_offers() {
+        let mut body = AUTH_SASL.to_be_bytes().to_vec();
+        body.extend_from_slice(b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0");
+        let rewritten = without_channel_binding(&body).unwrap();
+        let mut expected = AUTH_SASL.to_be_bytes().to_vec();
+        expected.extend_from_slice(b"SCRAM-SHA-256\0\0");
+        assert_eq!(&rewritten[5..], &expected[..]);
+        assert_eq!(rewritten[0], b'R');
+        assert_eq!(without_channel_binding(&expected), None);
+        assert_eq!(without_channel_binding(&0i32.to_be_bytes()), None);
+        assert_eq!(without_channel_binding(b"\0\0"), None);
+    }
+
+    #[test]
+    fn backend_key_data_round_trips() {
+        let key = CancelKey { process_id: -7, secret: Bytes::from_static(b"abcd") };
+        let mut buf = BytesMut::new();
+        encode_backend_key_data(&mut buf, &key);
+        assert_eq!(backend_key_data(&buf[5..]).unwrap(), key);
+    }
+}

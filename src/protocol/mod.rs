@@ -1,0 +1,24 @@
+//! The PostgreSQL v3 wire protocol, and Vertica's dialect of it, as bytes.
+//!
+//! Nothing here does I/O, reads configuration or logs: every function turns
+//! bytes into values or values into bytes. The session code in
+//! [`crate::frontend`] and [`crate::backend`] decides what to do with them.
+//!
+//! * [`frame`]: splits a message stream into runs relayed untouched and the
+//!   few whole messages sluice must look at.
+//! * [`startup`]: the untagged packets a client sends before its first typed
+//!   message (SSLRequest, CancelRequest, Vertica's LoadBalanceRequest, ...).
+//! * [`backend`]: messages servers send, and the ones sluice writes itself.
+//! * [`frontend`]: messages clients send.
+//! * [`sqlstate`]: the SQLSTATE codes sluice reports.
+
+pub mod backend;
+pub mod frame;
+pub mod frontend;
+pub mod sqlstate;
+pub mod startup;
+
+mod error;
+mod write;
+
+pub use error::ProtocolError;

@@ -1,0 +1,236 @@
+//! The running proxy: its shared state, start-up, reload and shutdown.
+//!
+//! A [`Generation`] is one configuration with the objects built from it (TLS
+//! acceptor, node connector). Reload builds a new generation beside the old
+//! one and publishes it; each session keeps the generation it started with,
+//! so a reload never disturbs an open session.
+//!
+//! Shutdown has two speeds. Draining (SIGTERM) refuses new sessions with
+//! 57P03 and waits up to `server.drain_timeout` for open ones to end; then,
+//! or at once on SIGINT, the `kill` token closes every session.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::backend::connect::NodeConnector;
+use crate::backend::{Node, NodeSet, health};
+use crate::cancel::CancelRegistry;
+use crate::config::{ClientTlsMode, Config};
+use crate::tls::{self, TlsError};
+
+/// One configuration and what is built from it.
+pub struct Generation {
+    pub config: Arc<Config>,
+    pub node_connector: NodeConnector,
+    /// `None` when client TLS is not configured or disabled.
+    pub client_tls: Option<TlsAcceptor>,
+}
+
+impl Generation {
+    pub fn new(config: Config) -> Result<Generation, TlsError> {
+        let client_tls = match &config.server.tls {
+            Some(t) if t.mode != ClientTlsMode::Disable => Some(tls::acceptor(&t.cert, &t.key)?),
+            _ => None,
+        };
+        Ok(Generation {
+            node_connector: NodeConnector::new(&config.warehouse)?,
+            client_tls,
+            config: Arc::new(config),
+        })
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot listen on {addr} ({key}): {source}")]
+    Bind { key: &'static str, addr: SocketAddr, source: std::io::Error },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// State shared by every task of one running sluice.
+pub struct Sluice {
+    generations: watch::Sender<Arc<Generation>>,
+    pub nodes: NodeSet,
+    pub cancels: Arc<CancelRegistry>,
+    /// Client sessions now open.
+    pub clients: AtomicUsize,
+    /// Session tasks, waited for when draining.
+    pub sessions: TaskTracker,
+    /// Set when draining starts: new sessions are refused.
+    draining: CancellationToken,
+    /// Ends every session and the accept loop.
+    pub kill: CancellationToken,
+    /// Ends background tasks (health checks, HTTP).
+    stop: CancellationToken,
+    config_path: Option<PathBuf>,
+}
+
+impl Sluice {
+    /// The configuration generation new sessions start with.
+    pub fn generation(&self) -> Arc<Generation> {
+        self.generations.borrow().clone()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.is_cancelled()
+    }
+
+    /// Why sluice should not get new clients now, if it should not.
+    pub fn not_ready_reason(&self) -> Option<String> {
+        if self.is_draining() {
+            return Some("draining for shutdown".into());
+        }
+        if self.nodes.healthy_count() == 0 {
+            return Some(format!("none of the {} warehouse nodes is healthy", self.nodes.all().len()));
+        }
+        None
+    }
+
+    fn start_health_checks(&self, nodes: Vec<Arc<Node>>) {
+        for node in nodes {
+            tokio::spawn(health::run(node, self.generations.subscribe(), self.stop.clone()));
+        }
+    }
+
+    /// Puts a new configuration into effect for new sessions.
+    pub fn reload(&self, config: Config) -> Result<(), TlsError> {
+        let old = self.generation();
+        for (key, changed) in [
+            ("server.listen", old.config.server.listen != config.server.listen),
+            ("server.metrics_listen", old.config.server.metrics_listen != config.server.metrics_listen),
+        ] {
+            if changed {
+                tracing::warn!(key, "this key changed but takes effect only after a restart");
+            }
+        }
+        let generation = Generation::new(config)?;
+        let joined = self.nodes.replace(&generation.config.warehouse.nodes);
+        let nodes = generation.config.warehouse.nodes.len();
+        self.generations.send_replace(Arc::new(generation));
+        self.start_health_checks(joined);
+        tracing::info!(nodes, "configuration reloaded");
+        Ok(())
+    }
+
+    /// Reloads the file sluice was started with; a bad file changes nothing.
+    pub fn reload_from_file(&self) {
+        let Some(path) = &self.config_path else {
+            tracing::warn!("reload requested, but sluice was not started from a config file");
+            return;
+        };
+        let result = Config::load(path)
+            .map_err(|e| e.to_string())
+            .and_then(|c| self.reload(c).map_err(|e| e.to_string()));
+        if let Err(e) = result {
+            tracing::error!("reload refused; the running configuration stays in effect:\n{e}");
+        }
+    }
+}
+
+/// A started sluice and the addresses it listens on.
+pub struct Running {
+    pub sluice: Arc<Sluice>,
+    pub listen_addr: SocketAddr,
+    pub metrics_addr: Option<SocketAddr>,
+}
+
+/// Binds the listeners and starts serving.
+pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, StartError> {
+    let bind = |key: &'static str, addr: SocketAddr| async move {
+        TcpListener::bind(addr).await.map_err(|source| StartError::Bind { key, addr, source })
+    };
+    let listener = bind("server.listen", config.server.listen).await?;
+    let metrics_listener = match config.server.metrics_listen {
+        Some(addr) => Some(bind("server.metrics_listen", addr).await?),
+        None => None,
+    };
+    let generation = Arc::new(Generation::new(config)?);
+    let (generations, _) = watch::channel(generation.clone());
+    let sluice = Arc::new(Sluice {
+        generations,
+        nodes: NodeSet::default(),
+        cancels: Arc::default(),
+        clients: AtomicUsize::new(0),
+        sessions: TaskTracker::new(),
+        draining: CancellationToken::new(),
+        kill: CancellationToken::new(),
+        stop: CancellationToken::new(),
+        config_path,
+    });
+    let joined = sluice.nodes.replace(&generation.config.warehouse.nodes);
+    sluice.start_health_checks(joined);
+
+    let listen_addr = listener.local_addr().expect("bound listener has an address");
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    tokio::spawn(crate::frontend::listener::accept_loop(sluice.clone(), listener));
+    if let Some(l) = metrics_listener {
+        tokio::spawn(crate::http::serve(sluice.clone(), l, sluice.stop.clone()));
+    }
+    tracing::info!(listen = %listen_addr, metrics = ?metrics_addr,
+        nodes = ?generation.config.warehouse.nodes, "sluice is serving");
+    Ok(Running { sluice, listen_addr, metrics_addr })
+}
+
+impl Running {
+    /// Serves until SIGTERM (drain) or SIGINT (stop now); SIGHUP reloads.
+    pub async fn run_until_signalled(self) -> std::io::Result<()> {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangup = signal(SignalKind::hangup())?;
+        let mut terminate = signal(SignalKind::terminate())?;
+        let mut interrupt = signal(SignalKind::interrupt())?;
+        loop {
+            tokio::select! {
+                _ = hangup.recv() => {
+                    tracing::info!("SIGHUP: reloading the configuration");
+                    self.sluice.reload_from_file();
+                }
+                _ = terminate.recv() => {
+                    tracing::info!("SIGTERM: draining");
+                    self.drain().await;
+                    return Ok(());
+                }
+                _ = interrupt.recv() => {
+                    tracing::info!("SIGINT: stopping now");
+                    self.stop_now().await;
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    /// Refuses new sessions and waits for open ones, up to the drain timeout.
+    pub async fn drain(&self) {
+        let s = &self.sluice;
+        s.draining.cancel();
+        s.sessions.close();
+        let timeout = s.generation().config.server.drain_timeout;
+        let open = s.clients.load(std::sync::atomic::Ordering::Relaxed);
+        tracing::info!(open, ?timeout, "waiting for open sessions to end");
+        if tokio::time::timeout(timeout, s.sessions.wait()).await.is_err() {
+            let open = s.clients.load(std::sync::atomic::Ordering::Relaxed);
+            tracing::warn!(open, "drain timeout passed; closing the remaining sessions");
+        }
+        self.stop_now().await;
+    }
+
+    /// Closes every session and stops.
+    pub async fn stop_now(&self) {
+        let s = &self.sluice;
+        s.draining.cancel();
+        s.kill.cancel();
+        s.sessions.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), s.sessions.wait()).await;
+        s.stop.cancel();
+        tracing::info!("sluice stopped");
+    }
+}
