@@ -27,7 +27,10 @@ impl CancelRegistry {
     /// Makes up a client key standing for `node_key` on `node`. The mapping
     /// lives as long as the returned registration.
     pub fn register(self: &Arc<Self>, node: &str, node_key: CancelKey) -> Registration {
-        let target = CancelTarget { node: node.to_string(), key: node_key };
+        let target = CancelTarget {
+            node: node.to_string(),
+            key: node_key,
+        };
         loop {
             let mut secret = vec![0u8; target.key.secret.len()];
             rand::fill(&mut secret[..]);
@@ -38,7 +41,10 @@ impl CancelRegistry {
             };
             if let Entry::Vacant(slot) = self.targets.entry(client_key.clone()) {
                 slot.insert(target);
-                return Registration { registry: self.clone(), client_key };
+                return Registration {
+                    registry: self.clone(),
+                    client_key,
+                };
             }
         }
     }
@@ -82,13 +88,19 @@ mod tests {
     #[test]
     fn keys_map_to_targets_until_the_session_ends() {
         let registry = Arc::new(CancelRegistry::default());
-        let node_key = CancelKey { process_id: 1234, secret: Bytes::from_static(b"abcd") };
+        let node_key = CancelKey {
+            process_id: 1234,
+            secret: Bytes::from_static(b"abcd"),
+        };
         let reg = registry.register("127.0.0.1:5441", node_key.clone());
         let client_key = reg.client_key().clone();
         assert_ne!(client_key, node_key);
         assert_eq!(client_key.secret.len(), 4);
         assert_eq!(registry.lookup(&client_key).unwrap().key, node_key);
-        let forged = CancelKey { process_id: client_key.process_id, secret: Bytes::from_static(b"zzzz") };
+        let forged = CancelKey {
+            process_id: client_key.process_id,
+            secret: Bytes::from_static(b"zzzz"),
+        };
         assert_eq!(registry.lookup(&forged), None);
         drop(reg);
         assert!(registry.lookup(&client_key).is_none());

@@ -469,6 +469,32 @@ impl LocalCluster {
         })
     }
 
+    /// Turns on TLS with the given PEM certificate and key, and restarts.
+    /// The key is copied into the data dir with mode 0600 and the server's
+    /// owner, since PostgreSQL refuses a key others can read.
+    pub fn enable_tls(&mut self, cert: &Path, key: &Path) -> Result<(), Error> {
+        use std::os::unix::fs::PermissionsExt;
+        let owner = server_owner()?;
+        for (src, name) in [(cert, "server.crt"), (key, "server.key")] {
+            let dest = self.data_dir.join(name);
+            fs::copy(src, &dest).map_err(io_err("copy", src))?;
+            fs::set_permissions(&dest, fs::Permissions::from_mode(0o600))
+                .map_err(io_err("chmod", &dest))?;
+            chown_to_server(&dest, owner)?;
+        }
+        let path = self.data_dir.join("postgresql.conf");
+        fs::OpenOptions::new()
+            .append(true)
+            .open(&path)
+            .and_then(|mut f| {
+                f.write_all(
+                    b"ssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n",
+                )
+            })
+            .map_err(io_err("append to", &path))?;
+        self.restart()
+    }
+
     /// Starts the server again after a stop, on the same port and data dir.
     pub fn start_again(&mut self) -> Result<(), Error> {
         if self.launch()? {

@@ -7,7 +7,11 @@ use clap::{Parser, Subcommand};
 use sluice::config::Config;
 
 #[derive(Parser)]
-#[command(name = "sluice", version, about = "A query proxy for analytics warehouses")]
+#[command(
+    name = "sluice",
+    version,
+    about = "A query proxy for analytics warehouses"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -43,7 +47,11 @@ fn main() -> ExitCode {
                     "{}: ok ({} node{}, listening on {})",
                     config.display(),
                     c.warehouse.nodes.len(),
-                    if c.warehouse.nodes.len() == 1 { "" } else { "s" },
+                    if c.warehouse.nodes.len() == 1 {
+                        ""
+                    } else {
+                        "s"
+                    },
                     c.server.listen
                 );
                 ExitCode::SUCCESS
@@ -98,5 +106,10 @@ fn runtime() -> tokio::runtime::Runtime {
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("SLUICE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
 }

@@ -52,7 +52,11 @@ impl Generation {
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("cannot listen on {addr} ({key}): {source}")]
-    Bind { key: &'static str, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        key: &'static str,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error(transparent)]
     Tls(#[from] TlsError),
 }
@@ -91,14 +95,21 @@ impl Sluice {
             return Some("draining for shutdown".into());
         }
         if self.nodes.healthy_count() == 0 {
-            return Some(format!("none of the {} warehouse nodes is healthy", self.nodes.all().len()));
+            return Some(format!(
+                "none of the {} warehouse nodes is healthy",
+                self.nodes.all().len()
+            ));
         }
         None
     }
 
     fn start_health_checks(&self, nodes: Vec<Arc<Node>>) {
         for node in nodes {
-            tokio::spawn(health::run(node, self.generations.subscribe(), self.stop.clone()));
+            tokio::spawn(health::run(
+                node,
+                self.generations.subscribe(),
+                self.stop.clone(),
+            ));
         }
     }
 
@@ -106,11 +117,20 @@ impl Sluice {
     pub fn reload(&self, config: Config) -> Result<(), TlsError> {
         let old = self.generation();
         for (key, changed) in [
-            ("server.listen", old.config.server.listen != config.server.listen),
-            ("server.metrics_listen", old.config.server.metrics_listen != config.server.metrics_listen),
+            (
+                "server.listen",
+                old.config.server.listen != config.server.listen,
+            ),
+            (
+                "server.metrics_listen",
+                old.config.server.metrics_listen != config.server.metrics_listen,
+            ),
         ] {
             if changed {
-                tracing::warn!(key, "this key changed but takes effect only after a restart");
+                tracing::warn!(
+                    key,
+                    "this key changed but takes effect only after a restart"
+                );
             }
         }
         let generation = Generation::new(config)?;
@@ -147,7 +167,9 @@ pub struct Running {
 /// Binds the listeners and starts serving.
 pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Running, StartError> {
     let bind = |key: &'static str, addr: SocketAddr| async move {
-        TcpListener::bind(addr).await.map_err(|source| StartError::Bind { key, addr, source })
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { key, addr, source })
     };
     let listener = bind("server.listen", config.server.listen).await?;
     let metrics_listener = match config.server.metrics_listen {
@@ -170,15 +192,24 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let joined = sluice.nodes.replace(&generation.config.warehouse.nodes);
     sluice.start_health_checks(joined);
 
-    let listen_addr = listener.local_addr().expect("bound listener has an address");
+    let listen_addr = listener
+        .local_addr()
+        .expect("bound listener has an address");
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
-    tokio::spawn(crate::frontend::listener::accept_loop(sluice.clone(), listener));
+    tokio::spawn(crate::frontend::listener::accept_loop(
+        sluice.clone(),
+        listener,
+    ));
     if let Some(l) = metrics_listener {
         tokio::spawn(crate::http::serve(sluice.clone(), l, sluice.stop.clone()));
     }
     tracing::info!(listen = %listen_addr, metrics = ?metrics_addr,
         nodes = ?generation.config.warehouse.nodes, "sluice is serving");
-    Ok(Running { sluice, listen_addr, metrics_addr })
+    Ok(Running {
+        sluice,
+        listen_addr,
+        metrics_addr,
+    })
 }
 
 impl Running {
@@ -216,7 +247,10 @@ impl Running {
         let timeout = s.generation().config.server.drain_timeout;
         let open = s.clients.load(std::sync::atomic::Ordering::Relaxed);
         tracing::info!(open, ?timeout, "waiting for open sessions to end");
-        if tokio::time::timeout(timeout, s.sessions.wait()).await.is_err() {
+        if tokio::time::timeout(timeout, s.sessions.wait())
+            .await
+            .is_err()
+        {
             let open = s.clients.load(std::sync::atomic::Ordering::Relaxed);
             tracing::warn!(open, "drain timeout passed; closing the remaining sessions");
         }

@@ -19,9 +19,15 @@ use crate::config::{NodeTls, NodeTlsMode};
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read certificates from {path}: {source}")]
-    Certificates { path: String, source: rustls::pki_types::pem::Error },
+    Certificates {
+        path: String,
+        source: rustls::pki_types::pem::Error,
+    },
     #[error("cannot read a private key from {path}: {source}")]
-    PrivateKey { path: String, source: rustls::pki_types::pem::Error },
+    PrivateKey {
+        path: String,
+        source: rustls::pki_types::pem::Error,
+    },
     #[error("{path} holds no certificate")]
     NoCertificate { path: String },
     #[error("the certificate and key do not make a TLS configuration: {0}")]
@@ -36,7 +42,10 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let shown = || path.display().to_string();
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())
-        .map_err(|source| TlsError::Certificates { path: shown(), source })?;
+        .map_err(|source| TlsError::Certificates {
+            path: shown(),
+            source,
+        })?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate { path: shown() });
     }
@@ -59,7 +68,8 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
 
 /// The TLS client config for connections to nodes, or `None` when disabled.
 pub fn node_client_config(tls: &NodeTls) -> Result<Option<Arc<rustls::ClientConfig>>, TlsError> {
-    let builder = rustls::ClientConfig::builder_with_provider(provider()).with_safe_default_protocol_versions()?;
+    let builder = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()?;
     let config = match tls.mode {
         NodeTlsMode::Disable => return Ok(None),
         NodeTlsMode::VerifyFull => {
@@ -114,7 +124,12 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls12_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -123,7 +138,12 @@ impl ServerCertVerifier for AnyCertificate {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        verify_tls13_signature(message, cert, dss, &self.0.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {

@@ -56,8 +56,14 @@ impl NodeConnector {
         let node = || addr.to_string();
         let tcp = tokio::time::timeout(self.timeout, TcpStream::connect(addr))
             .await
-            .map_err(|_| BackendError::ConnectTimeout { node: node(), timeout: self.timeout })?
-            .map_err(|source| BackendError::Connect { node: node(), source })?;
+            .map_err(|_| BackendError::ConnectTimeout {
+                node: node(),
+                timeout: self.timeout,
+            })?
+            .map_err(|source| BackendError::Connect {
+                node: node(),
+                source,
+            })?;
         let _ = tcp.set_nodelay(true);
         Ok(tcp)
     }
@@ -66,12 +72,18 @@ impl NodeConnector {
         let node = || addr.to_string();
         let mut tcp = TcpStream::connect(addr)
             .await
-            .map_err(|source| BackendError::Connect { node: node(), source })?;
+            .map_err(|source| BackendError::Connect {
+                node: node(),
+                source,
+            })?;
         let _ = tcp.set_nodelay(true);
         let Some(config) = &self.tls else {
             return Ok(Stream::Plain(tcp));
         };
-        let io = |source| BackendError::Connect { node: node(), source };
+        let io = |source| BackendError::Connect {
+            node: node(),
+            source,
+        };
         let mut request = [0u8; 8];
         request[..4].copy_from_slice(&8i32.to_be_bytes());
         request[4..].copy_from_slice(&SSL_REQUEST_CODE.to_be_bytes());
@@ -80,13 +92,22 @@ impl NodeConnector {
             SSL_ACCEPTED => {}
             REQUEST_DECLINED if self.mode == NodeTlsMode::Prefer => return Ok(Stream::Plain(tcp)),
             REQUEST_DECLINED => return Err(BackendError::TlsRefused { node: node() }),
-            other => return Err(BackendError::TlsAnswer { node: node(), answer: other as char }),
+            other => {
+                return Err(BackendError::TlsAnswer {
+                    node: node(),
+                    answer: other as char,
+                });
+            }
         }
-        let name = tls::server_name(addr).ok_or_else(|| BackendError::TlsServerName { node: node() })?;
+        let name =
+            tls::server_name(addr).ok_or_else(|| BackendError::TlsServerName { node: node() })?;
         let stream = tls::connector(config.clone())
             .connect(name, tcp)
             .await
-            .map_err(|source| BackendError::TlsHandshake { node: node(), source })?;
+            .map_err(|source| BackendError::TlsHandshake {
+                node: node(),
+                source,
+            })?;
         Ok(Stream::Tls(Box::new(stream.into())))
     }
 }

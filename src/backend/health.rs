@@ -15,7 +15,11 @@ use super::Node;
 use crate::server::Generation;
 
 /// Runs the health check of `node` until the node is retired or sluice stops.
-pub async fn run(node: Arc<Node>, generations: watch::Receiver<Arc<Generation>>, stop: CancellationToken) {
+pub async fn run(
+    node: Arc<Node>,
+    generations: watch::Receiver<Arc<Generation>>,
+    stop: CancellationToken,
+) {
     let mut good_streak = 0u32;
     let mut bad_streak = 0u32;
     loop {
@@ -29,7 +33,10 @@ pub async fn run(node: Arc<Node>, generations: watch::Receiver<Arc<Generation>>,
                 bad_streak = 0;
                 tracing::trace!(node = node.addr(), elapsed = ?started.elapsed(), "health check passed");
                 if good_streak >= warehouse.healthy_after && node.set_healthy(true) {
-                    tracing::info!(node = node.addr(), "node is healthy again and back in rotation");
+                    tracing::info!(
+                        node = node.addr(),
+                        "node is healthy again and back in rotation"
+                    );
                 }
             }
             Err(reason) => {
@@ -57,7 +64,10 @@ pub async fn check(addr: &str, generation: &Generation) -> Result<(), String> {
     let timeout = warehouse.health_check_timeout;
     match tokio::time::timeout(timeout, check_inner(addr, generation)).await {
         Ok(result) => result,
-        Err(_) => Err(format!("no answer within {}", humantime::format_duration(timeout))),
+        Err(_) => Err(format!(
+            "no answer within {}",
+            humantime::format_duration(timeout)
+        )),
     }
 }
 
@@ -70,7 +80,11 @@ async fn check_inner(addr: &str, generation: &Generation) -> Result<(), String> 
         .user(&warehouse.service_user)
         .dbname(&warehouse.service_database)
         .application_name("sluice health check")
-        .connect_timeout(warehouse.connect_timeout.min(warehouse.health_check_timeout));
+        .connect_timeout(
+            warehouse
+                .connect_timeout
+                .min(warehouse.health_check_timeout),
+        );
     if !warehouse.service_password.is_empty() {
         pg.password(warehouse.service_password.expose());
     }
@@ -82,7 +96,9 @@ async fn check_inner(addr: &str, generation: &Generation) -> Result<(), String> 
                 _ => tokio_postgres::config::SslMode::Require,
             });
             let (client, conn) = pg
-                .connect(tokio_postgres_rustls::MakeRustlsConnect::new((**tls).clone()))
+                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(
+                    (**tls).clone(),
+                ))
                 .await
                 .map_err(describe)?;
             tokio::spawn(conn);
@@ -102,7 +118,12 @@ async fn check_inner(addr: &str, generation: &Generation) -> Result<(), String> 
 /// message is what an operator needs to read.
 fn describe_pg_error(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
-        Some(db) => format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code()),
+        Some(db) => format!(
+            "{}: {} (SQLSTATE {})",
+            db.severity(),
+            db.message(),
+            db.code().code()
+        ),
         None => {
             let mut text = e.to_string();
             let mut source = std::error::Error::source(e);
@@ -115,4 +136,3 @@ fn describe_pg_error(e: &tokio_postgres::Error) -> String {
         }
     }
 }
-

@@ -147,7 +147,9 @@ mod tests {
     fn round_robin_skips_unhealthy_nodes() {
         let set = NodeSet::default();
         set.replace(&addrs(&["a:1", "b:1", "c:1"]));
-        let firsts: Vec<String> = (0..6).map(|_| set.candidates()[0].addr().to_string()).collect();
+        let firsts: Vec<String> = (0..6)
+            .map(|_| set.candidates()[0].addr().to_string())
+            .collect();
         assert_eq!(firsts, ["a:1", "b:1", "c:1", "a:1", "b:1", "c:1"]);
         set.all()[1].set_healthy(false);
         for _ in 0..6 {

@@ -206,7 +206,10 @@ impl Validator<'_> {
                 self.problem(
                     value.span(),
                     key,
-                    format!("{:?} is not a duration ({e}); write e.g. \"500ms\", \"2s\", \"5m\"", value.get_ref()),
+                    format!(
+                        "{:?} is not a duration ({e}); write e.g. \"500ms\", \"2s\", \"5m\"",
+                        value.get_ref()
+                    ),
                 );
                 None
             }
@@ -216,7 +219,11 @@ impl Validator<'_> {
     fn count(&mut self, key: &str, value: &Spanned<i64>, min: i64, max: i64) -> Option<usize> {
         let n = *value.get_ref();
         if n < min || n > max {
-            self.problem(value.span(), key, format!("must be between {min} and {max}, not {n}"));
+            self.problem(
+                value.span(),
+                key,
+                format!("must be between {min} and {max}, not {n}"),
+            );
             return None;
         }
         Some(n as usize)
@@ -229,14 +236,22 @@ impl Validator<'_> {
                 self.problem(
                     value.span(),
                     key,
-                    format!("{:?} is not an IP address with a port, e.g. \"127.0.0.1:5433\"", value.get_ref()),
+                    format!(
+                        "{:?} is not an IP address with a port, e.g. \"127.0.0.1:5433\"",
+                        value.get_ref()
+                    ),
                 );
                 None
             }
         }
     }
 
-    fn choice<T: Copy>(&mut self, key: &str, value: &Spanned<String>, choices: &[(&str, T)]) -> Option<T> {
+    fn choice<T: Copy>(
+        &mut self,
+        key: &str,
+        value: &Spanned<String>,
+        choices: &[(&str, T)],
+    ) -> Option<T> {
         if let Some((_, t)) = choices.iter().find(|(name, _)| *name == value.get_ref()) {
             return Some(*t);
         }
@@ -252,7 +267,11 @@ impl Validator<'_> {
     fn file(&mut self, key: &str, value: &Spanned<String>) -> Option<PathBuf> {
         let path = self.base.join(value.get_ref());
         if let Err(e) = std::fs::metadata(&path) {
-            self.problem(value.span(), key, format!("cannot read {}: {e}", path.display()));
+            self.problem(
+                value.span(),
+                key,
+                format!("cannot read {}: {e}", path.display()),
+            );
             return None;
         }
         Some(path)
@@ -261,7 +280,11 @@ impl Validator<'_> {
     fn config(&mut self, raw: RawConfig) -> Option<Config> {
         let server = self.server(raw.server);
         let Some(warehouse) = raw.warehouse else {
-            self.problem(0..0, "warehouse", "missing section: add [warehouse] with nodes = [\"host:port\", ...]");
+            self.problem(
+                0..0,
+                "warehouse",
+                "missing section: add [warehouse] with nodes = [\"host:port\", ...]",
+            );
             return None;
         };
         let warehouse = self.warehouse(warehouse.into_inner());
@@ -276,14 +299,35 @@ impl Validator<'_> {
         let metrics_listen = if raw.metrics_listen.get_ref().is_empty() {
             Some(None)
         } else {
-            self.socket_addr("server.metrics_listen", &raw.metrics_listen).map(Some)
+            self.socket_addr("server.metrics_listen", &raw.metrics_listen)
+                .map(Some)
         };
-        let max_clients = self.count("server.max_client_connections", &raw.max_client_connections, 1, 1_000_000);
+        let max_clients = self.count(
+            "server.max_client_connections",
+            &raw.max_client_connections,
+            1,
+            1_000_000,
+        );
         let drain = self.duration("server.drain_timeout", &raw.drain_timeout);
         let startup = self.duration("server.startup_timeout", &raw.startup_timeout);
-        let max_message = self.count("server.max_message_size", &raw.max_message_size, 1024, 1 << 30);
-        let max_startup = self.count("server.max_startup_packet_size", &raw.max_startup_packet_size, 64, 1 << 20);
-        let max_params = self.count("server.max_startup_parameters", &raw.max_startup_parameters, 1, 10_000);
+        let max_message = self.count(
+            "server.max_message_size",
+            &raw.max_message_size,
+            1024,
+            1 << 30,
+        );
+        let max_startup = self.count(
+            "server.max_startup_packet_size",
+            &raw.max_startup_packet_size,
+            64,
+            1 << 20,
+        );
+        let max_params = self.count(
+            "server.max_startup_parameters",
+            &raw.max_startup_parameters,
+            1,
+            10_000,
+        );
         let tls = match raw.tls {
             None => Some(None),
             Some(t) => {
@@ -298,12 +342,16 @@ impl Validator<'_> {
                         ("require", ClientTlsMode::Require),
                     ],
                 );
-                if let (Some(cert), Some(key)) = (&cert, &key) {
-                    if let Err(e) = crate::tls::acceptor(cert, key) {
-                        self.problem(t.cert.span(), "server.tls", e.to_string());
-                    }
+                if let (Some(cert), Some(key)) = (&cert, &key)
+                    && let Err(e) = crate::tls::acceptor(cert, key)
+                {
+                    self.problem(t.cert.span(), "server.tls", e.to_string());
                 }
-                Some(Some(ServerTls { cert: cert?, key: key?, mode: mode? }))
+                Some(Some(ServerTls {
+                    cert: cert?,
+                    key: key?,
+                    mode: mode?,
+                }))
             }
         };
         Some(Server {
@@ -323,32 +371,52 @@ impl Validator<'_> {
         let dialect = self.choice(
             "warehouse.dialect",
             &raw.dialect,
-            &[("postgres", Dialect::Postgres), ("vertica", Dialect::Vertica)],
+            &[
+                ("postgres", Dialect::Postgres),
+                ("vertica", Dialect::Vertica),
+            ],
         );
         let mut nodes: Vec<String> = Vec::new();
         if raw.nodes.get_ref().is_empty() {
-            self.problem(raw.nodes.span(), "warehouse.nodes", "lists no node; add at least one \"host:port\"");
+            self.problem(
+                raw.nodes.span(),
+                "warehouse.nodes",
+                "lists no node; add at least one \"host:port\"",
+            );
         }
         for (i, node) in raw.nodes.get_ref().iter().enumerate() {
             let key = format!("warehouse.nodes[{i}]");
             match node_address_problem(node.get_ref()) {
                 Some(why) => self.problem(node.span(), &key, why),
-                None if nodes.contains(node.get_ref()) => {
-                    self.problem(node.span(), &key, format!("{:?} is listed twice", node.get_ref()))
-                }
+                None if nodes.contains(node.get_ref()) => self.problem(
+                    node.span(),
+                    &key,
+                    format!("{:?} is listed twice", node.get_ref()),
+                ),
                 None => nodes.push(node.get_ref().clone()),
             }
         }
-        let interval = self.duration("warehouse.health_check_interval", &raw.health_check_interval);
-        let check_timeout = self.duration("warehouse.health_check_timeout", &raw.health_check_timeout);
+        let interval = self.duration(
+            "warehouse.health_check_interval",
+            &raw.health_check_interval,
+        );
+        let check_timeout =
+            self.duration("warehouse.health_check_timeout", &raw.health_check_timeout);
         let healthy_after = self.count("warehouse.healthy_after", &raw.healthy_after, 1, 100);
         let unhealthy_after = self.count("warehouse.unhealthy_after", &raw.unhealthy_after, 1, 100);
         let connect_timeout = self.duration("warehouse.connect_timeout", &raw.connect_timeout);
         if raw.service_user.get_ref().is_empty() {
-            self.problem(raw.service_user.span(), "warehouse.service_user", "must not be empty");
+            self.problem(
+                raw.service_user.span(),
+                "warehouse.service_user",
+                "must not be empty",
+            );
         }
         let tls = match raw.tls {
-            None => Some(NodeTls { mode: NodeTlsMode::Disable, ca: None }),
+            None => Some(NodeTls {
+                mode: NodeTlsMode::Disable,
+                ca: None,
+            }),
             Some(t) => {
                 let mode = self.choice(
                     "warehouse.tls.mode",
@@ -365,9 +433,16 @@ impl Validator<'_> {
                     None => Some(None),
                 };
                 if mode == Some(NodeTlsMode::VerifyFull) && t.ca.is_none() {
-                    self.problem(t.mode.span(), "warehouse.tls.ca", "is required with mode = \"verify-full\"");
+                    self.problem(
+                        t.mode.span(),
+                        "warehouse.tls.ca",
+                        "is required with mode = \"verify-full\"",
+                    );
                 }
-                Some(NodeTls { mode: mode?, ca: ca? })
+                Some(NodeTls {
+                    mode: mode?,
+                    ca: ca?,
+                })
             }
         };
         if nodes.len() != raw.nodes.get_ref().len() {
@@ -427,10 +502,22 @@ mod tests {
         let err = parse(src).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("sluice.toml:2: server.listen:"), "{text}");
-        assert!(text.contains("sluice.toml:3: server.drain_timeout:"), "{text}");
-        assert!(text.contains("sluice.toml:6: warehouse.dialect: \"oracle\" is not one of"), "{text}");
-        assert!(text.contains("sluice.toml:7: warehouse.nodes[1]: \"db\" has no port"), "{text}");
-        assert!(text.contains("warehouse.nodes[2]: \"127.0.0.1:5441\" is listed twice"), "{text}");
+        assert!(
+            text.contains("sluice.toml:3: server.drain_timeout:"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice.toml:6: warehouse.dialect: \"oracle\" is not one of"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice.toml:7: warehouse.nodes[1]: \"db\" has no port"),
+            "{text}"
+        );
+        assert!(
+            text.contains("warehouse.nodes[2]: \"127.0.0.1:5441\" is listed twice"),
+            "{text}"
+        );
         assert_eq!(err.problems.len(), 5);
     }
 

@@ -94,22 +94,58 @@ mod defaults {
         Spanned::new(0..0, v)
     }
 
-    pub fn listen() -> Spanned<String> { s("127.0.0.1:5433") }
-    pub fn metrics_listen() -> Spanned<String> { s("127.0.0.1:9187") }
-    pub fn max_client_connections() -> Spanned<i64> { n(5000) }
-    pub fn drain_timeout() -> Spanned<String> { s("30s") }
-    pub fn startup_timeout() -> Spanned<String> { s("10s") }
-    pub fn max_message_size() -> Spanned<i64> { n(64 << 20) }
-    pub fn max_startup_packet_size() -> Spanned<i64> { n(10_000) }
-    pub fn max_startup_parameters() -> Spanned<i64> { n(64) }
-    pub fn client_tls_mode() -> Spanned<String> { s("prefer") }
-    pub fn dialect() -> Spanned<String> { s("postgres") }
-    pub fn health_check_interval() -> Spanned<String> { s("2s") }
-    pub fn health_check_timeout() -> Spanned<String> { s("3s") }
-    pub fn healthy_after() -> Spanned<i64> { n(1) }
-    pub fn unhealthy_after() -> Spanned<i64> { n(1) }
-    pub fn connect_timeout() -> Spanned<String> { s("5s") }
-    pub fn service_user() -> Spanned<String> { s("sluice") }
-    pub fn service_database() -> Spanned<String> { s("postgres") }
-    pub fn node_tls_mode() -> Spanned<String> { s("disable") }
+    pub fn listen() -> Spanned<String> {
+        s("127.0.0.1:5433")
+    }
+    pub fn metrics_listen() -> Spanned<String> {
+        s("127.0.0.1:9187")
+    }
+    pub fn max_client_connections() -> Spanned<i64> {
+        n(5000)
+    }
+    pub fn drain_timeout() -> Spanned<String> {
+        s("30s")
+    }
+    pub fn startup_timeout() -> Spanned<String> {
+        s("10s")
+    }
+    pub fn max_message_size() -> Spanned<i64> {
+        n(64 << 20)
+    }
+    pub fn max_startup_packet_size() -> Spanned<i64> {
+        n(10_000)
+    }
+    pub fn max_startup_parameters() -> Spanned<i64> {
+        n(64)
+    }
+    pub fn client_tls_mode() -> Spanned<String> {
+        s("prefer")
+    }
+    pub fn dialect() -> Spanned<String> {
+        s("postgres")
+    }
+    pub fn health_check_interval() -> Spanned<String> {
+        s("2s")
+    }
+    pub fn health_check_timeout() -> Spanned<String> {
+        s("3s")
+    }
+    pub fn healthy_after() -> Spanned<i64> {
+        n(1)
+    }
+    pub fn unhealthy_after() -> Spanned<i64> {
+        n(1)
+    }
+    pub fn connect_timeout() -> Spanned<String> {
+        s("5s")
+    }
+    pub fn service_user() -> Spanned<String> {
+        s("sluice")
+    }
+    pub fn service_database() -> Spanned<String> {
+        s("postgres")
+    }
+    pub fn node_tls_mode() -> Spanned<String> {
+        s("disable")
+    }
 }

@@ -58,7 +58,10 @@ async fn handle(sluice: Arc<Sluice>, tcp: TcpStream, peer: SocketAddr) {
     match opening {
         Opening::Closed => {}
         Opening::Cancel(key) => forward_cancel(&sluice, &generation, key, peer).await,
-        Opening::Session { mut stream, startup } => {
+        Opening::Session {
+            mut stream,
+            startup,
+        } => {
             if sluice.is_draining() {
                 let error = ErrorFields::fatal(sqlstate::CANNOT_CONNECT_NOW, "sluice is shutting down and accepts no new sessions")
                     .with_hint("Reconnect in a moment; another sluice instance or this one after its restart will serve you.");
@@ -69,7 +72,9 @@ async fn handle(sluice: Arc<Sluice>, tcp: TcpStream, peer: SocketAddr) {
             let Some(_slot) = ClientSlot::take(&sluice, limit) else {
                 let error = ErrorFields::fatal(
                     sqlstate::TOO_MANY_CONNECTIONS,
-                    format!("too many clients: sluice serves at most {limit} (server.max_client_connections)"),
+                    format!(
+                        "too many clients: sluice serves at most {limit} (server.max_client_connections)"
+                    ),
                 );
                 tracing::warn!(%peer, limit, "refused a client over the connection limit");
                 send_fatal(&mut stream, &error).await;
@@ -102,22 +107,36 @@ impl Drop for ClientSlot<'_> {
 
 /// Sends a client's CancelRequest to the node running its query, with the
 /// node's real key. Unknown keys are dropped without a word, as PostgreSQL does.
-async fn forward_cancel(sluice: &Sluice, generation: &Generation, key: CancelKey, peer: SocketAddr) {
+async fn forward_cancel(
+    sluice: &Sluice,
+    generation: &Generation,
+    key: CancelKey,
+    peer: SocketAddr,
+) {
     let Some(target) = sluice.cancels.lookup(&key) else {
         tracing::debug!(%peer, "ignored a CancelRequest with an unknown key");
         return;
     };
     let sent = async {
-        let mut tcp = generation.node_connector.connect_plain(&target.node).await.map_err(|e| e.to_string())?;
-        tcp.write_all(&target.key.cancel_request()).await.map_err(|e| e.to_string())?;
+        let mut tcp = generation
+            .node_connector
+            .connect_plain(&target.node)
+            .await
+            .map_err(|e| e.to_string())?;
+        tcp.write_all(&target.key.cancel_request())
+            .await
+            .map_err(|e| e.to_string())?;
         // The node answers by closing; waiting for it keeps the cancel ahead
         // of whatever the client does next.
         let mut sink = [0u8; 16];
-        let _ = tokio::time::timeout(generation.node_connector.timeout(), tcp.read(&mut sink)).await;
+        let _ =
+            tokio::time::timeout(generation.node_connector.timeout(), tcp.read(&mut sink)).await;
         Ok::<_, String>(())
     };
     match sent.await {
         Ok(()) => tracing::info!(%peer, node = target.node, "forwarded a cancel request"),
-        Err(e) => tracing::warn!(%peer, node = target.node, error = e, "could not forward a cancel request"),
+        Err(e) => {
+            tracing::warn!(%peer, node = target.node, error = e, "could not forward a cancel request")
+        }
     }
 }

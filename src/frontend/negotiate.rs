@@ -19,7 +19,10 @@ use crate::server::Generation;
 /// How a connection's opening ended.
 pub enum Opening {
     /// A session to start.
-    Session { stream: Stream, startup: StartupMessage },
+    Session {
+        stream: Stream,
+        startup: StartupMessage,
+    },
     /// A CancelRequest; the connection carries nothing else.
     Cancel(CancelKey),
     /// The client left, or was refused with an error already sent.
@@ -68,7 +71,10 @@ pub async fn negotiate(tcp: TcpStream, generation: &Generation) -> std::io::Resu
             }
             StartupPacket::CancelRequest(key) => return Ok(Opening::Cancel(key)),
             StartupPacket::Startup(startup) => {
-                let tls_required = server.tls.as_ref().is_some_and(|t| t.mode == ClientTlsMode::Require);
+                let tls_required = server
+                    .tls
+                    .as_ref()
+                    .is_some_and(|t| t.mode == ClientTlsMode::Require);
                 if tls_required && !stream.is_tls() {
                     let error = ErrorFields::fatal(
                         sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,

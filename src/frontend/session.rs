@@ -5,8 +5,7 @@
 //! relayed, so the warehouse keeps enforcing its own users. sluice decodes
 //! only what it must: BackendKeyData (replaced by a key of sluice's own),
 //! ReadyForQuery (where the session stands), ErrorResponse (FATAL ends the
-//! session), SASL offers (channel binding cannot survive two TLS legs), and
-//! the client's Terminate. Everything else streams through in the pieces the
+//! session) and the client's Terminate. Everything else streams through in the pieces the
 //! socket delivers, so memory does not grow with the size of a result.
 //!
 //! The two directions run concurrently in one task: neither waits on the
@@ -34,6 +33,8 @@ use super::negotiate::send_fatal;
 /// Reads start at this size and grow while the peer keeps them full.
 const READ_CHUNK: usize = 8 * 1024;
 const MAX_READ_CHUNK: usize = 256 * 1024;
+
+const CHANNEL_BINDING_HINT: &str = "sluice relays logins to the warehouse, and SCRAM channel binding cannot cross a proxy when both the client and the node connection use TLS: connect with channel_binding=disable, or set warehouse.tls.mode = \"disable\".";
 
 /// Where the session stands, as the node's messages say.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,7 +95,10 @@ pub async fn run(
     let Some((attached, mut server)) = connected else {
         let error = ErrorFields::fatal(
             sqlstate::CONNECTION_FAILURE,
-            format!("no warehouse node was reachable (tried {})", candidates.len()),
+            format!(
+                "no warehouse node was reachable (tried {})",
+                candidates.len()
+            ),
         )
         .with_detail(failures.join("; "));
         send_fatal(&mut client, &error).await;
@@ -104,7 +108,10 @@ pub async fn run(
     tracing::debug!(%peer, node, user = startup.user(), database = startup.database(),
         application = startup.application(), dialect = %startup.dialect(), "session started");
     if let Err(e) = server.write_all(startup.raw()).await {
-        let error = ErrorFields::fatal(sqlstate::CONNECTION_FAILURE, format!("node {node} closed the connection during startup: {e}"));
+        let error = ErrorFields::fatal(
+            sqlstate::CONNECTION_FAILURE,
+            format!("node {node} closed the connection during startup: {e}"),
+        );
         send_fatal(&mut client, &error).await;
         return;
     }
@@ -121,7 +128,9 @@ pub async fn run(
     };
     let (mut client_rd, mut client_wr) = tokio::io::split(client);
     let (mut node_rd, mut node_wr) = tokio::io::split(server);
-    let end = relay.run(&mut client_rd, &mut client_wr, &mut node_rd, &mut node_wr).await;
+    let end = relay
+        .run(&mut client_rd, &mut client_wr, &mut node_rd, &mut node_wr)
+        .await;
     relay.finish(end, &mut client_wr, &mut node_wr, peer).await;
 }
 
@@ -134,7 +143,7 @@ fn client_treatment(tag: u8) -> Treatment {
 
 fn node_treatment(tag: u8) -> Treatment {
     match tag {
-        backend::BACKEND_KEY_DATA | backend::READY_FOR_QUERY | backend::ERROR_RESPONSE | backend::AUTHENTICATION => {
+        backend::BACKEND_KEY_DATA | backend::READY_FOR_QUERY | backend::ERROR_RESPONSE => {
             Treatment::Inspect
         }
         _ => Treatment::Relay,
@@ -164,9 +173,26 @@ impl Relay<'_> {
         node_wr: &mut WriteHalf<Stream>,
     ) -> End {
         let kill = self.sluice.kill.clone();
-        let Relay { to_node, to_client, phase, registration, client_mid_write, sluice, attached } = self;
+        let Relay {
+            to_node,
+            to_client,
+            phase,
+            registration,
+            client_mid_write,
+            sluice,
+            attached,
+        } = self;
         let upstream = client_to_node(to_node, client_rd, node_wr);
-        let downstream = node_to_client(to_client, node_rd, client_wr, phase, registration, client_mid_write, sluice, attached);
+        let downstream = node_to_client(
+            to_client,
+            node_rd,
+            client_wr,
+            phase,
+            registration,
+            client_mid_write,
+            sluice,
+            attached,
+        );
         tokio::select! {
             end = upstream => end,
             end = downstream => end,
@@ -175,7 +201,13 @@ impl Relay<'_> {
     }
 
     /// Tells the peers why the session ends, where the protocol allows it.
-    async fn finish(self, end: End, client_wr: &mut ClientWr, node_wr: &mut WriteHalf<Stream>, peer: SocketAddr) {
+    async fn finish(
+        self,
+        end: End,
+        client_wr: &mut ClientWr,
+        node_wr: &mut WriteHalf<Stream>,
+        peer: SocketAddr,
+    ) {
         let node = self.attached.node().addr();
         let client_at_boundary = self.to_client.at_boundary() && !self.client_mid_write;
         let error = match &end {
@@ -189,7 +221,10 @@ impl Relay<'_> {
                 sqlstate::ADMIN_SHUTDOWN,
                 "sluice is shutting down and closed this session",
             )),
-            End::ClientProtocol(e) => Some(ErrorFields::fatal(e.sqlstate(), format!("invalid message from client: {e}"))),
+            End::ClientProtocol(e) => Some(ErrorFields::fatal(
+                e.sqlstate(),
+                format!("invalid message from client: {e}"),
+            )),
             End::NodeProtocol(e) => Some(ErrorFields::fatal(
                 sqlstate::PROTOCOL_VIOLATION,
                 format!("warehouse node {node} sent an invalid message: {e}"),
@@ -200,7 +235,9 @@ impl Relay<'_> {
             End::ClientLeft | End::NodeClosed if error.is_none() => {
                 tracing::debug!(%peer, node, "session ended")
             }
-            End::Io(e) => tracing::debug!(%peer, node, error = %e, "session ended by a connection error"),
+            End::Io(e) => {
+                tracing::debug!(%peer, node, error = %e, "session ended by a connection error")
+            }
             _ => tracing::info!(%peer, node, reason = ?end, "session ended"),
         }
         if let Some(error) = error.filter(|_| client_at_boundary) {
@@ -218,7 +255,11 @@ impl Relay<'_> {
 
 /// Reads into `buf`, growing the read size while reads come back full.
 /// Cancel safe: bytes read are in `buf` even if the caller stops waiting.
-async fn fill(rd: &mut (impl AsyncRead + Unpin), buf: &mut BytesMut, chunk: &mut usize) -> std::io::Result<usize> {
+async fn fill(
+    rd: &mut (impl AsyncRead + Unpin),
+    buf: &mut BytesMut,
+    chunk: &mut usize,
+) -> std::io::Result<usize> {
     if buf.capacity() - buf.len() < *chunk / 2 {
         buf.reserve(*chunk);
     }
@@ -229,7 +270,11 @@ async fn fill(rd: &mut (impl AsyncRead + Unpin), buf: &mut BytesMut, chunk: &mut
     Ok(n)
 }
 
-async fn client_to_node(scanner: &mut Scanner, rd: &mut ClientRd, wr: &mut WriteHalf<Stream>) -> End {
+async fn client_to_node(
+    scanner: &mut Scanner,
+    rd: &mut ClientRd,
+    wr: &mut WriteHalf<Stream>,
+) -> End {
     let mut buf = BytesMut::new();
     let mut out = BytesMut::new();
     let mut chunk = READ_CHUNK;
@@ -313,19 +358,30 @@ async fn node_to_client(
                     out.extend_from_slice(frame.raw());
                 }
                 backend::ERROR_RESPONSE => {
-                    if is_fatal(frame.body()) {
+                    if *phase == Phase::Startup {
                         let (code, message) = backend::error_summary(frame.body());
-                        if *phase == Phase::Startup {
-                            tracing::info!(node = attached.node().addr(), code, message, "node refused the session");
+                        tracing::info!(
+                            node = attached.node().addr(),
+                            code,
+                            message,
+                            "node refused the session"
+                        );
+                        // SCRAM channel binding ties the login to one TLS
+                        // connection; sluice's two legs are two connections.
+                        if message.contains("channel binding") {
+                            match backend::error_with_hint(frame.body(), CHANNEL_BINDING_HINT) {
+                                Ok(hinted) => out.extend_from_slice(&hinted),
+                                Err(_) => out.extend_from_slice(frame.raw()),
+                            }
+                            *phase = Phase::Ending;
+                            continue;
                         }
+                    }
+                    if is_fatal(frame.body()) {
                         *phase = Phase::Ending;
                     }
                     out.extend_from_slice(frame.raw());
                 }
-                backend::AUTHENTICATION => match backend::without_channel_binding(frame.body()) {
-                    Some(rewritten) => out.extend_from_slice(&rewritten),
-                    None => out.extend_from_slice(frame.raw()),
-                },
                 _ => out.extend_from_slice(frame.raw()),
             }
         }
@@ -342,6 +398,10 @@ async fn node_to_client(
 
 fn is_fatal(body: &[u8]) -> bool {
     backend::error_fields(body)
-        .map(|fields| fields.iter().any(|(c, v)| *c == b'S' && (v == "FATAL" || v == "PANIC")))
+        .map(|fields| {
+            fields
+                .iter()
+                .any(|(c, v)| *c == b'S' && (v == "FATAL" || v == "PANIC"))
+        })
         .unwrap_or(false)
 }

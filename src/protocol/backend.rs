@@ -32,7 +32,10 @@ pub fn ready_for_query(body: &[u8]) -> Result<TransactionStatus, ProtocolError> 
         [b'I'] => Ok(TransactionStatus::Idle),
         [b'T'] => Ok(TransactionStatus::InTransaction),
         [b'E'] => Ok(TransactionStatus::Failed),
-        _ => Err(ProtocolError::malformed("ReadyForQuery", "status must be one of I, T, E")),
+        _ => Err(ProtocolError::malformed(
+            "ReadyForQuery",
+            "status must be one of I, T, E",
+        )),
     }
 }
 
@@ -40,7 +43,10 @@ pub fn ready_for_query(body: &[u8]) -> Result<TransactionStatus, ProtocolError> 
 /// protocol 3.0, up to 256 in 3.2).
 pub fn backend_key_data(body: &[u8]) -> Result<CancelKey, ProtocolError> {
     if body.len() < 8 || body.len() > 260 {
-        return Err(ProtocolError::malformed("BackendKeyData", "key must be 8 to 260 bytes"));
+        return Err(ProtocolError::malformed(
+            "BackendKeyData",
+            "key must be 8 to 260 bytes",
+        ));
     }
     Ok(CancelKey {
         process_id: i32::from_be_bytes([body[0], body[1], body[2], body[3]]),
@@ -55,41 +61,29 @@ pub fn encode_backend_key_data(buf: &mut BytesMut, key: &CancelKey) {
     });
 }
 
-/// AuthenticationSASL's code: the body lists the mechanisms the server offers.
-pub const AUTH_SASL: i32 = 10;
-
-/// Rewrites an AuthenticationSASL offer without the channel-binding
-/// (`-PLUS`) mechanisms; `None` when the message needs no change.
-///
-/// Channel binding ties SCRAM to the TLS connection it runs on. Through a
-/// proxy the client's TLS connection is not the node's, so a client that
-/// picked SCRAM-SHA-256-PLUS would always fail to log in.
-pub fn without_channel_binding(body: &[u8]) -> Option<Bytes> {
-    if body.len() < 4 || i32::from_be_bytes([body[0], body[1], body[2], body[3]]) != AUTH_SASL {
-        return None;
-    }
-    let mut mechanisms = Vec::new();
-    let mut rest = &body[4..];
-    while let Some((name, after)) = read_cstr(rest) {
-        if name.is_empty() {
-            break;
-        }
-        mechanisms.push(name);
-        rest = after;
-    }
-    if !mechanisms.iter().any(|m| m.ends_with(b"-PLUS")) {
-        return None;
-    }
+/// Re-encodes an ErrorResponse body with a hint of sluice's added after the
+/// node's own fields (and its own hint, if any).
+pub fn error_with_hint(body: &[u8], hint: &str) -> Result<Bytes, ProtocolError> {
+    let fields = error_fields(body)?;
     let mut buf = BytesMut::new();
-    write::message(&mut buf, AUTHENTICATION, |b| {
-        b.put_i32(AUTH_SASL);
-        for m in mechanisms.iter().filter(|m| !m.ends_with(b"-PLUS")) {
-            b.put_slice(m);
-            b.put_u8(0);
+    write::message(&mut buf, ERROR_RESPONSE, |b| {
+        let mut hinted = false;
+        for (code, value) in &fields {
+            b.put_u8(*code);
+            if *code == b'H' {
+                write::cstr(b, &format!("{value} {hint}"));
+                hinted = true;
+            } else {
+                write::cstr(b, value);
+            }
+        }
+        if !hinted {
+            b.put_u8(b'H');
+            write::cstr(b, hint);
         }
         b.put_u8(0);
     });
-    Some(buf.freeze())
+    Ok(buf.freeze())
 }
 
 /// The fields of an ErrorResponse or NoticeResponse that sluice writes.
@@ -176,14 +170,21 @@ pub fn error_fields(body: &[u8]) -> Result<Vec<(u8, String)>, ProtocolError> {
     let mut rest = body;
     loop {
         match rest.split_first() {
-            Some((0, tail)) if tail.is_empty() => return Ok(fields),
+            Some((0, [])) => return Ok(fields),
             Some((&code, tail)) if code != 0 => {
-                let (value, after) =
-                    read_cstr(tail).ok_or(ProtocolError::malformed("ErrorResponse", "field is not terminated"))?;
+                let (value, after) = read_cstr(tail).ok_or(ProtocolError::malformed(
+                    "ErrorResponse",
+                    "field is not terminated",
+                ))?;
                 fields.push((code, String::from_utf8_lossy(value).into_owned()));
                 rest = after;
             }
-            _ => return Err(ProtocolError::malformed("ErrorResponse", "missing or early terminator")),
+            _ => {
+                return Err(ProtocolError::malformed(
+                    "ErrorResponse",
+                    "missing or early terminator",
+                ));
+            }
         }
     }
 }
@@ -207,7 +208,8 @@ mod tests {
 
     #[test]
     fn error_response_round_trips() {
-        let e = ErrorFields::fatal("08006", "no warehouse node was reachable").with_hint("check the nodes");
+        let e = ErrorFields::fatal("08006", "no warehouse node was reachable")
+            .with_hint("check the nodes");
         let bytes = e.to_bytes();
         assert_eq!(bytes[0], b'E');
         let len = i32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]) as usize;
@@ -215,7 +217,10 @@ mod tests {
         let fields = error_fields(&bytes[5..]).unwrap();
         assert!(fields.contains(&(b'S', "FATAL".into())));
         assert!(fields.contains(&(b'H', "check the nodes".into())));
-        assert_eq!(error_summary(&bytes[5..]), ("08006".into(), "no warehouse node was reachable".into()));
+        assert_eq!(
+            error_summary(&bytes[5..]),
+            ("08006".into(), "no warehouse node was reachable".into())
+        );
     }
 
     #[test]
@@ -229,22 +234,26 @@ mod tests {
     }
 
     #[test]
-    fn channel_binding_is_taken_out_of_sasl_offers() {
-        let mut body = AUTH_SASL.to_be_bytes().to_vec();
-        body.extend_from_slice(b"SCRAM-SHA-256-PLUS\0SCRAM-SHA-256\0\0");
-        let rewritten = without_channel_binding(&body).unwrap();
-        let mut expected = AUTH_SASL.to_be_bytes().to_vec();
-        expected.extend_from_slice(b"SCRAM-SHA-256\0\0");
-        assert_eq!(&rewritten[5..], &expected[..]);
-        assert_eq!(rewritten[0], b'R');
-        assert_eq!(without_channel_binding(&expected), None);
-        assert_eq!(without_channel_binding(&0i32.to_be_bytes()), None);
-        assert_eq!(without_channel_binding(b"\0\0"), None);
+    fn a_hint_is_added_to_a_node_error() {
+        let e = ErrorFields::fatal("28000", "SCRAM channel binding negotiation error").to_bytes();
+        let hinted = error_with_hint(&e[5..], "try this").unwrap();
+        let fields = error_fields(&hinted[5..]).unwrap();
+        assert!(fields.contains(&(b'H', "try this".into())));
+        assert!(fields.contains(&(b'C', "28000".into())));
+        let twice = error_with_hint(&hinted[5..], "and that").unwrap();
+        assert!(
+            error_fields(&twice[5..])
+                .unwrap()
+                .contains(&(b'H', "try this and that".into()))
+        );
     }
 
     #[test]
     fn backend_key_data_round_trips() {
-        let key = CancelKey { process_id: -7, secret: Bytes::from_static(b"abcd") };
+        let key = CancelKey {
+            process_id: -7,
+            secret: Bytes::from_static(b"abcd"),
+        };
         let mut buf = BytesMut::new();
         encode_backend_key_data(&mut buf, &key);
         assert_eq!(backend_key_data(&buf[5..]).unwrap(), key);

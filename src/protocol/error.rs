@@ -17,7 +17,10 @@ pub enum ProtocolError {
     #[error("startup packet has more than {limit} parameters")]
     TooManyParameters { limit: usize },
     #[error("malformed {what}: {why}")]
-    Malformed { what: &'static str, why: &'static str },
+    Malformed {
+        what: &'static str,
+        why: &'static str,
+    },
 }
 
 impl ProtocolError {

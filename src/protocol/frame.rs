@@ -155,7 +155,11 @@ mod tests {
     }
 
     fn inspect_z(tag: u8) -> Treatment {
-        if tag == b'Z' { Treatment::Inspect } else { Treatment::Relay }
+        if tag == b'Z' {
+            Treatment::Inspect
+        } else {
+            Treatment::Relay
+        }
     }
 
     fn drain(scanner: &mut Scanner, buf: &mut BytesMut) -> Vec<Item> {
@@ -215,7 +219,12 @@ mod tests {
         let mut s = Scanner::new(1 << 30, inspect_z);
         let mut buf = BytesMut::new();
         buf.extend_from_slice(&[b'D', 0x10, 0, 0, 0, 1, 2, 3]);
-        assert_eq!(drain(&mut s, &mut buf), vec![Item::Relay(Bytes::from_static(&[b'D', 0x10, 0, 0, 0, 1, 2, 3]))]);
+        assert_eq!(
+            drain(&mut s, &mut buf),
+            vec![Item::Relay(Bytes::from_static(&[
+                b'D', 0x10, 0, 0, 0, 1, 2, 3
+            ]))]
+        );
         assert!(!s.at_boundary());
     }
 
@@ -233,11 +242,20 @@ mod tests {
     fn lengths_are_checked_before_anything_is_buffered() {
         let mut s = Scanner::new(64, |_| Treatment::Inspect);
         let mut buf = BytesMut::from(&[b'Q', 0x7f, 0xff, 0xff, 0xff][..]);
-        assert!(matches!(s.next(&mut buf), Err(ProtocolError::MessageTooLarge { .. })));
+        assert!(matches!(
+            s.next(&mut buf),
+            Err(ProtocolError::MessageTooLarge { .. })
+        ));
         let mut s = Scanner::new(64, |_| Treatment::Relay);
         let mut buf = BytesMut::from(&[b'Q', 0, 0, 0, 3][..]);
-        assert!(matches!(s.next(&mut buf), Err(ProtocolError::LengthTooSmall { len: 3, .. })));
+        assert!(matches!(
+            s.next(&mut buf),
+            Err(ProtocolError::LengthTooSmall { len: 3, .. })
+        ));
         let mut buf = BytesMut::from(&[b'Q', 0xff, 0xff, 0xff, 0xff][..]);
-        assert!(matches!(s.next(&mut buf), Err(ProtocolError::LengthTooSmall { len: -1, .. })));
+        assert!(matches!(
+            s.next(&mut buf),
+            Err(ProtocolError::LengthTooSmall { len: -1, .. })
+        ));
     }
 }

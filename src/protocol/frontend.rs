@@ -16,14 +16,23 @@ pub const TERMINATE_MESSAGE: [u8; 5] = [TERMINATE, 0, 0, 0, 4];
 pub fn query_text(body: &[u8]) -> Result<&[u8], ProtocolError> {
     match read_cstr(body) {
         Some((text, [])) => Ok(text),
-        _ => Err(ProtocolError::malformed("Query", "text must end with its only NUL")),
+        _ => Err(ProtocolError::malformed(
+            "Query",
+            "text must end with its only NUL",
+        )),
     }
 }
 
 /// The statement name and SQL text of a Parse message.
 pub fn parse_text(body: &[u8]) -> Result<(&[u8], &[u8]), ProtocolError> {
-    let (name, rest) = read_cstr(body).ok_or(ProtocolError::malformed("Parse", "statement name is not terminated"))?;
-    let (text, _) = read_cstr(rest).ok_or(ProtocolError::malformed("Parse", "query text is not terminated"))?;
+    let (name, rest) = read_cstr(body).ok_or(ProtocolError::malformed(
+        "Parse",
+        "statement name is not terminated",
+    ))?;
+    let (text, _) = read_cstr(rest).ok_or(ProtocolError::malformed(
+        "Parse",
+        "query text is not terminated",
+    ))?;
     Ok((name, text))
 }
 
@@ -36,7 +45,10 @@ mod tests {
         assert_eq!(query_text(b"select 1\0").unwrap(), b"select 1");
         assert!(query_text(b"select 1").is_err());
         assert!(query_text(b"a\0b\0").is_err());
-        assert_eq!(parse_text(b"s1\0select $1\0\0\0").unwrap(), (&b"s1"[..], &b"select $1"[..]));
+        assert_eq!(
+            parse_text(b"s1\0select $1\0\0\0").unwrap(),
+            (&b"s1"[..], &b"select $1"[..])
+        );
         assert!(parse_text(b"s1\0select").is_err());
     }
 }

@@ -160,7 +160,10 @@ pub fn packet_len(declared: i32, limit: usize) -> Result<usize, ProtocolError> {
 /// Parses one whole packet (length word included).
 pub fn parse(packet: Bytes, max_params: usize) -> Result<StartupPacket, ProtocolError> {
     if packet.len() < MIN_PACKET {
-        return Err(ProtocolError::malformed("startup packet", "shorter than 8 bytes"));
+        return Err(ProtocolError::malformed(
+            "startup packet",
+            "shorter than 8 bytes",
+        ));
     }
     let code = i32::from_be_bytes([packet[4], packet[5], packet[6], packet[7]]);
     let fixed_size = |name: &'static str| {
@@ -201,16 +204,25 @@ pub fn parse(packet: Bytes, max_params: usize) -> Result<StartupPacket, Protocol
     }
 }
 
-fn parse_startup(raw: Bytes, version: i32, max_params: usize) -> Result<StartupMessage, ProtocolError> {
+fn parse_startup(
+    raw: Bytes,
+    version: i32,
+    max_params: usize,
+) -> Result<StartupMessage, ProtocolError> {
     let mut params = Vec::new();
     let mut vertica_protocol = None;
     let mut rest = &raw[8..];
     loop {
-        let (name, after_name) =
-            read_cstr(rest).ok_or(ProtocolError::malformed("startup packet", "parameter name is not terminated"))?;
+        let (name, after_name) = read_cstr(rest).ok_or(ProtocolError::malformed(
+            "startup packet",
+            "parameter name is not terminated",
+        ))?;
         if name.is_empty() {
             if !after_name.is_empty() {
-                return Err(ProtocolError::malformed("startup packet", "bytes after the final terminator"));
+                return Err(ProtocolError::malformed(
+                    "startup packet",
+                    "bytes after the final terminator",
+                ));
             }
             break;
         }
@@ -221,15 +233,22 @@ fn parse_startup(raw: Bytes, version: i32, max_params: usize) -> Result<StartupM
         // Vertica sends protocol_version as Int32 + NUL; as a C string it
         // would read as "" followed by junk. Versions are 0x0003xxxx, so the
         // first byte is 0, which no decimal text starts with.
-        if name == "protocol_version" && after_name.len() >= 5 && after_name[0] == 0 && after_name[4] == 0 {
-            let v = i32::from_be_bytes([after_name[0], after_name[1], after_name[2], after_name[3]]);
+        if name == "protocol_version"
+            && after_name.len() >= 5
+            && after_name[0] == 0
+            && after_name[4] == 0
+        {
+            let v =
+                i32::from_be_bytes([after_name[0], after_name[1], after_name[2], after_name[3]]);
             vertica_protocol = Some(v);
             params.push((name, v.to_string()));
             rest = &after_name[5..];
             continue;
         }
-        let (value, after_value) = read_cstr(after_name)
-            .ok_or(ProtocolError::malformed("startup packet", "parameter value is not terminated"))?;
+        let (value, after_value) = read_cstr(after_name).ok_or(ProtocolError::malformed(
+            "startup packet",
+            "parameter value is not terminated",
+        ))?;
         params.push((name, String::from_utf8_lossy(value).into_owned()));
         rest = after_value;
     }
@@ -254,8 +273,14 @@ mod tests {
 
     #[test]
     fn postgres_startup_round_trips() {
-        let raw = StartupMessage::encode(&[("user", "alice"), ("database", "dwh"), ("application_name", "DBeaver")]);
-        let StartupPacket::Startup(m) = parse(raw.clone(), 64).unwrap() else { panic!() };
+        let raw = StartupMessage::encode(&[
+            ("user", "alice"),
+            ("database", "dwh"),
+            ("application_name", "DBeaver"),
+        ]);
+        let StartupPacket::Startup(m) = parse(raw.clone(), 64).unwrap() else {
+            panic!()
+        };
         assert_eq!(m.user(), "alice");
         assert_eq!(m.database(), "dwh");
         assert_eq!(m.application(), "DBeaver");
@@ -269,7 +294,9 @@ mod tests {
         let mut body = b"protocol_version\0".to_vec();
         body.extend_from_slice(&[0x00, 0x03, 0x00, 0x10, 0x00]);
         body.extend_from_slice(b"user\0dbadmin\0client_label\0vp-1\0\0");
-        let StartupPacket::Startup(m) = parse(packet(0x0003_0005, &body), 64).unwrap() else { panic!() };
+        let StartupPacket::Startup(m) = parse(packet(0x0003_0005, &body), 64).unwrap() else {
+            panic!()
+        };
         assert_eq!(m.vertica_protocol(), Some(196624));
         assert_eq!(m.param("protocol_version"), Some("196624"));
         assert_eq!(m.user(), "dbadmin");
@@ -280,22 +307,43 @@ mod tests {
 
     #[test]
     fn special_packets() {
-        assert_eq!(parse(packet(SSL_REQUEST_CODE, b""), 64).unwrap(), StartupPacket::SslRequest);
-        assert_eq!(parse(packet(GSSENC_REQUEST_CODE, b""), 64).unwrap(), StartupPacket::GssEncRequest);
-        assert_eq!(parse(packet(LOAD_BALANCE_REQUEST_CODE, b""), 64).unwrap(), StartupPacket::LoadBalanceRequest);
-        let key = CancelKey { process_id: 42, secret: Bytes::from_static(&[1, 2, 3, 4]) };
-        assert_eq!(parse(key.cancel_request(), 64).unwrap(), StartupPacket::CancelRequest(key));
+        assert_eq!(
+            parse(packet(SSL_REQUEST_CODE, b""), 64).unwrap(),
+            StartupPacket::SslRequest
+        );
+        assert_eq!(
+            parse(packet(GSSENC_REQUEST_CODE, b""), 64).unwrap(),
+            StartupPacket::GssEncRequest
+        );
+        assert_eq!(
+            parse(packet(LOAD_BALANCE_REQUEST_CODE, b""), 64).unwrap(),
+            StartupPacket::LoadBalanceRequest
+        );
+        let key = CancelKey {
+            process_id: 42,
+            secret: Bytes::from_static(&[1, 2, 3, 4]),
+        };
+        assert_eq!(
+            parse(key.cancel_request(), 64).unwrap(),
+            StartupPacket::CancelRequest(key)
+        );
     }
 
     #[test]
     fn malformed_packets_are_errors_not_panics() {
         assert!(parse(packet(SSL_REQUEST_CODE, b"x"), 64).is_err());
         assert!(parse(packet(CANCEL_REQUEST_CODE, b"abc"), 64).is_err());
-        assert!(matches!(parse(packet(2 << 16, b"\0"), 64), Err(ProtocolError::UnsupportedProtocol { major: 2, .. })));
+        assert!(matches!(
+            parse(packet(2 << 16, b"\0"), 64),
+            Err(ProtocolError::UnsupportedProtocol { major: 2, .. })
+        ));
         assert!(parse(packet(3 << 16, b"user\0alice"), 64).is_err());
         assert!(parse(packet(3 << 16, b"user"), 64).is_err());
         assert!(parse(packet(3 << 16, b"\0junk"), 64).is_err());
-        assert!(matches!(parse(packet(3 << 16, b"a\0b\0c\0d\0\0"), 1), Err(ProtocolError::TooManyParameters { .. })));
+        assert!(matches!(
+            parse(packet(3 << 16, b"a\0b\0c\0d\0\0"), 1),
+            Err(ProtocolError::TooManyParameters { .. })
+        ));
         assert!(packet_len(0, 10_000).is_err());
         assert!(packet_len(i32::MAX, 10_000).is_err());
         assert!(packet_len(-5, 10_000).is_err());

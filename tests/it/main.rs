@@ -1,1 +1,14 @@
+//! Integration tests: real PostgreSQL servers (started per test from a
+//! template), the real sluice binary as a child process, real clients
+//! (tokio-postgres, psql, raw sockets).
+//!
+//! Tests need the PostgreSQL server binaries; without them they fail with a
+//! message that says how to install them.
 
+mod support;
+
+mod failover;
+mod operations;
+mod relay;
+mod startup;
+mod tls;

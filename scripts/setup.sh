@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Installs what sluice's demo and tests need on a fresh Debian/Ubuntu machine
+# (PostgreSQL server and client, openssl), when it is missing. Needs root (or
+# sudo) only when something must be installed.
+set -euo pipefail
+
+have_pg_server() {
+    local bindir
+    bindir=$(pg_config --bindir 2>/dev/null || true)
+    [ -n "$bindir" ] && [ -x "$bindir/initdb" ] && return 0
+    compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null
+}
+
+missing=()
+have_pg_server || missing+=(postgresql)
+command -v psql >/dev/null || missing+=(postgresql-client)
+command -v openssl >/dev/null || missing+=(openssl)
+command -v runuser >/dev/null || missing+=(util-linux)
+
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+
+# Debian's package starts a cluster of its own; sluice's tests and demo start
+# their own on free ports and do not need it.
+if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
+    useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
+fi
