@@ -18,6 +18,7 @@
 
 pub mod backend;
 pub mod cancel;
+pub mod classify;
 pub mod config;
 pub mod demo;
 pub mod frontend;

@@ -297,6 +297,8 @@ pub struct ClusterOptions {
     /// Extra postgresql.conf settings as (name, value); values are written verbatim,
     /// so quote strings yourself: `("shared_preload_libraries", "'pg_stat_statements'")`.
     pub extra_conf: Vec<(String, String)>,
+    /// Extra `postgres` command-line options, e.g. `-b` (binary-upgrade mode).
+    pub server_options: Vec<String>,
     /// Sets `log_statement = 'all'`, so [`LocalCluster::read_log`] shows every query.
     pub log_statements: bool,
     /// Short label used in the temp dir name, to tell clusters apart.
@@ -309,6 +311,7 @@ impl ClusterOptions {
         Self {
             cache_dir: cache_dir.into(),
             extra_conf: Vec::new(),
+            server_options: Vec::new(),
             log_statements: false,
             name: "cluster".to_owned(),
         }
@@ -321,6 +324,12 @@ impl ClusterOptions {
     }
 
     /// Sets the label used in the temp dir name.
+    /// Adds a `postgres` command-line option (kept across restarts).
+    pub fn with_server_option(mut self, option: impl Into<String>) -> Self {
+        self.server_options.push(option.into());
+        self
+    }
+
     pub fn with_name(mut self, name: impl Into<String>) -> Self {
         self.name = name.into();
         self
@@ -343,6 +352,7 @@ pub struct LocalCluster {
     data_dir: PathBuf,
     bindir: PathBuf,
     running: bool,
+    server_options: Vec<String>,
 }
 
 impl LocalCluster {
@@ -370,6 +380,7 @@ impl LocalCluster {
             root,
             bindir,
             running: false,
+            server_options: opts.server_options.clone(),
         };
         chown_to_server(&cluster.root, owner)?;
 
@@ -446,7 +457,12 @@ impl LocalCluster {
         cmd.arg("-l")
             .arg(&log_path)
             .args(["-w", "-t", PG_CTL_TIMEOUT, "-o"]);
-        cmd.arg(format!("-p {}", self.port)).arg("start");
+        let mut options = format!("-p {}", self.port);
+        for option in &self.server_options {
+            options.push(' ');
+            options.push_str(option);
+        }
+        cmd.arg(options).arg("start");
         let what = "pg_ctl start";
         let out = cmd.output().map_err(|source| Error::Spawn {
             cmd: what.to_owned(),

@@ -24,6 +24,30 @@ use raw::RawConfig;
 pub struct Config {
     pub server: Server,
     pub warehouse: Warehouse,
+    /// `None` when no `[catalog]` section: every query goes to the nodes.
+    pub catalog: Option<Catalog>,
+}
+
+/// The PostgreSQL catalog copy that answers catalog lookups.
+#[derive(Debug, Clone)]
+pub struct Catalog {
+    pub host: String,
+    pub port: u16,
+    /// A superuser of the catalog copy: it must `SET ROLE` to each client's role.
+    pub user: String,
+    pub password: Secret,
+    pub schemas: Vec<String>,
+    pub allowed_functions: Vec<String>,
+    pub pool_size: usize,
+    /// How long a lookup may wait for a pooled connection before the node answers it.
+    pub acquire_timeout: Duration,
+    pub connect_timeout: Duration,
+    /// After the copy failed, lookups go to the nodes for this long before it is tried again.
+    pub retry_after: Duration,
+    /// Periodic sync inside `sluice run`; `None`: only `sluice catalog-sync`.
+    pub sync_interval: Option<Duration>,
+    /// Classifications kept by query text.
+    pub cache_size: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -288,9 +312,14 @@ impl Validator<'_> {
             return None;
         };
         let warehouse = self.warehouse(warehouse.into_inner());
+        let catalog = match raw.catalog {
+            Some(c) => self.catalog(c).map(Some),
+            None => Some(None),
+        };
         Some(Config {
             server: server?,
             warehouse: warehouse?,
+            catalog: catalog?,
         })
     }
 
@@ -464,6 +493,84 @@ impl Validator<'_> {
     }
 }
 
+impl Validator<'_> {
+    fn catalog(&mut self, raw: raw::RawCatalog) -> Option<Catalog> {
+        let dsn: Option<tokio_postgres::Config> = match raw.dsn.get_ref().parse() {
+            Ok(c) => Some(c),
+            Err(e) => {
+                self.problem(
+                    raw.dsn.span(),
+                    "catalog.dsn",
+                    format!("is not a libpq connection string: {e}"),
+                );
+                None
+            }
+        };
+        let endpoint = dsn.as_ref().and_then(|c| {
+            let host = match c.get_hosts().first() {
+                Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+                _ => {
+                    self.problem(
+                        raw.dsn.span(),
+                        "catalog.dsn",
+                        "needs host=<address> (a TCP host, not a socket path)",
+                    );
+                    return None;
+                }
+            };
+            let port = c.get_ports().first().copied().unwrap_or(5432);
+            let Some(user) = c.get_user().map(str::to_string) else {
+                self.problem(
+                    raw.dsn.span(),
+                    "catalog.dsn",
+                    "needs user=<superuser of the catalog copy>",
+                );
+                return None;
+            };
+            let password = c
+                .get_password()
+                .map(|p| String::from_utf8_lossy(p).into_owned())
+                .unwrap_or_default();
+            Some((host, port, user, password))
+        });
+        if raw.schemas.is_empty() {
+            self.problem(
+                raw.dsn.span(),
+                "catalog.schemas",
+                "lists no schema; catalog lookups could never match",
+            );
+        }
+        let pool_size = self.count("catalog.pool_size", &raw.pool_size, 1, 10_000);
+        let acquire_timeout = self.duration("catalog.acquire_timeout", &raw.acquire_timeout);
+        let connect_timeout = self.duration("catalog.connect_timeout", &raw.connect_timeout);
+        let retry_after = self.duration("catalog.retry_after", &raw.retry_after);
+        let sync_interval = match &raw.sync_interval {
+            Some(v) => self.duration("catalog.sync_interval", v).map(Some),
+            None => Some(None),
+        };
+        let cache_size = self.count("catalog.cache_size", &raw.cache_size, 1, 10_000_000);
+        let (host, port, user, password) = endpoint?;
+        Some(Catalog {
+            host,
+            port,
+            user,
+            password: Secret::new(password),
+            schemas: raw.schemas.iter().map(|s| s.to_lowercase()).collect(),
+            allowed_functions: raw
+                .allowed_functions
+                .iter()
+                .map(|s| s.to_lowercase())
+                .collect(),
+            pool_size: pool_size?,
+            acquire_timeout: acquire_timeout?,
+            connect_timeout: connect_timeout?,
+            retry_after: retry_after?,
+            sync_interval: sync_interval?,
+            cache_size: cache_size?,
+        })
+    }
+}
+
 /// Why `addr` is not a usable `host:port`, if it is not.
 fn node_address_problem(addr: &str) -> Option<String> {
     let Some((host, port)) = addr.rsplit_once(':') else {
@@ -528,6 +635,29 @@ mod tests {
         assert!(err.problems[0].message.contains("node_list"), "{err}");
         let err = parse("[warehouse\n").unwrap_err();
         assert_eq!(err.problems[0].line, Some(1));
+    }
+
+    #[test]
+    fn catalog_section_is_validated() {
+        let c = parse("[warehouse]\nnodes = [\"a:1\"]\n[catalog]\ndsn = \"host=127.0.0.1 port=5440 user=sluice password=pw\"\n").unwrap();
+        let cat = c.catalog.unwrap();
+        assert_eq!(
+            (cat.host.as_str(), cat.port, cat.user.as_str()),
+            ("127.0.0.1", 5440, "sluice")
+        );
+        assert_eq!(cat.password.expose(), "pw");
+        assert_eq!(
+            cat.schemas,
+            ["pg_catalog", "information_schema", "v_catalog"]
+        );
+        assert!(cat.sync_interval.is_none());
+        let err = parse(
+            "[warehouse]\nnodes = [\"a:1\"]\n[catalog]\ndsn = \"port=5440\"\npool_size = 0\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(":4: catalog.dsn: needs host="), "{text}");
+        assert!(text.contains(":5: catalog.pool_size:"), "{text}");
     }
 
     #[test]

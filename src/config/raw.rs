@@ -11,6 +11,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
     pub warehouse: Option<Spanned<RawWarehouse>>,
+    pub catalog: Option<RawCatalog>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -83,6 +84,27 @@ pub struct RawNodeTls {
     pub ca: Option<Spanned<String>>,
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCatalog {
+    pub dsn: Spanned<String>,
+    #[serde(default = "defaults::catalog_schemas")]
+    pub schemas: Vec<String>,
+    #[serde(default)]
+    pub allowed_functions: Vec<String>,
+    #[serde(default = "defaults::catalog_pool_size")]
+    pub pool_size: Spanned<i64>,
+    #[serde(default = "defaults::catalog_acquire_timeout")]
+    pub acquire_timeout: Spanned<String>,
+    #[serde(default = "defaults::catalog_connect_timeout")]
+    pub connect_timeout: Spanned<String>,
+    #[serde(default = "defaults::catalog_retry_after")]
+    pub retry_after: Spanned<String>,
+    pub sync_interval: Option<Spanned<String>>,
+    #[serde(default = "defaults::classification_cache_size")]
+    pub cache_size: Spanned<i64>,
+}
+
 /// Defaults, one function per key (serde wants functions).
 mod defaults {
     use toml::Spanned;
@@ -147,5 +169,25 @@ mod defaults {
     }
     pub fn node_tls_mode() -> Spanned<String> {
         s("disable")
+    }
+    pub fn catalog_schemas() -> Vec<String> {
+        ["pg_catalog", "information_schema", "v_catalog"]
+            .map(String::from)
+            .to_vec()
+    }
+    pub fn catalog_pool_size() -> Spanned<i64> {
+        n(16)
+    }
+    pub fn catalog_acquire_timeout() -> Spanned<String> {
+        s("1s")
+    }
+    pub fn catalog_connect_timeout() -> Spanned<String> {
+        s("2s")
+    }
+    pub fn catalog_retry_after() -> Spanned<String> {
+        s("5s")
+    }
+    pub fn classification_cache_size() -> Spanned<i64> {
+        n(10_000)
     }
 }

@@ -8,4 +8,5 @@
 
 pub mod listener;
 pub mod negotiate;
+pub mod router;
 pub mod session;

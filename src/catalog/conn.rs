@@ -1,0 +1,147 @@
+//! One connection to the catalog copy, speaking the protocol directly.
+
+use std::collections::HashSet;
+
+use bytes::BytesMut;
+use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::CatalogError;
+use crate::config::Catalog;
+use crate::protocol::backend;
+use crate::protocol::frame::{Frame, Item, Scanner, Treatment};
+use crate::protocol::frontend;
+use crate::protocol::startup::StartupMessage;
+
+/// Answers from the copy are inspected whole, except rows, which stream.
+fn treatment(tag: u8) -> Treatment {
+    match tag {
+        b'D' => Treatment::Relay,
+        _ => Treatment::Inspect,
+    }
+}
+
+pub struct CatalogConn {
+    stream: TcpStream,
+    buf: BytesMut,
+    scanner: Scanner,
+    pub database: String,
+    /// The role set by the last `SET ROLE`, if any.
+    pub role: Option<String>,
+    /// Server-side names of statements prepared on this connection.
+    pub prepared: HashSet<String>,
+}
+
+impl CatalogConn {
+    /// Connects and logs in to `database` as the configured superuser.
+    pub async fn connect(settings: &Catalog, database: &str) -> Result<CatalogConn, CatalogError> {
+        let addr = format!("{}:{}", settings.host, settings.port);
+        let stream = TcpStream::connect(&addr)
+            .await
+            .map_err(|source| CatalogError::Connect { addr: addr.clone(), source })?;
+        let _ = stream.set_nodelay(true);
+        let mut conn = CatalogConn {
+            stream,
+            buf: BytesMut::with_capacity(8192),
+            scanner: Scanner::new(usize::MAX, treatment),
+            database: database.to_string(),
+            role: None,
+            prepared: HashSet::new(),
+        };
+        let startup = StartupMessage::encode(&[
+            ("user", &settings.user),
+            ("database", database),
+            ("application_name", "sluice catalog"),
+        ]);
+        conn.stream.write_all(&startup).await?;
+        conn.authenticate(settings).await?;
+        Ok(conn)
+    }
+
+    async fn authenticate(&mut self, settings: &Catalog) -> Result<(), CatalogError> {
+        let password = settings.password.expose().as_bytes();
+        let mut scram: Option<ScramSha256> = None;
+        loop {
+            let frame = self.next_frame().await?;
+            let body = frame.body();
+            match frame.tag() {
+                backend::AUTHENTICATION => {
+                    let code = i32::from_be_bytes(body.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0xff; 4]));
+                    let mut out = BytesMut::new();
+                    match code {
+                        0 => continue,
+                        3 => frontend::encode_password(&mut out, password),
+                        5 => {
+                            let salt: [u8; 4] = body.get(4..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 4]);
+                            let hash = postgres_protocol::authentication::md5_hash(settings.user.as_bytes(), password, salt);
+                            frontend::encode_password(&mut out, hash.as_bytes());
+                        }
+                        10 => {
+                            let s = ScramSha256::new(password, ChannelBinding::unsupported());
+                            frontend::encode_sasl_initial_response(&mut out, SCRAM_SHA_256, s.message());
+                            scram = Some(s);
+                        }
+                        11 | 12 => {
+                            let s = scram.as_mut().ok_or(CatalogError::UnsupportedAuth(code))?;
+                            if code == 11 {
+                                s.update(&body[4..]).map_err(CatalogError::Scram)?;
+                                frontend::encode_sasl_response(&mut out, s.message());
+                            } else {
+                                s.finish(&body[4..]).map_err(CatalogError::Scram)?;
+                                continue;
+                            }
+                        }
+                        other => return Err(CatalogError::UnsupportedAuth(other)),
+                    }
+                    self.stream.write_all(&out).await?;
+                }
+                backend::ERROR_RESPONSE => {
+                    let (code, message) = backend::error_summary(body);
+                    return Err(CatalogError::Refused { code, message });
+                }
+                backend::READY_FOR_QUERY => return Ok(()),
+                // ParameterStatus, BackendKeyData, notices: not needed here.
+                _ => {}
+            }
+        }
+    }
+
+    /// The next whole message (rows included, so only for small answers).
+    pub async fn next_frame(&mut self) -> Result<Frame, CatalogError> {
+        loop {
+            match self.next_item().await? {
+                Item::Inspect(frame) => return Ok(frame),
+                Item::Relay(_) => continue,
+            }
+        }
+    }
+
+    /// The next item of the answer stream: rows as relayable runs, the rest whole.
+    pub async fn next_item(&mut self) -> Result<Item, CatalogError> {
+        loop {
+            if let Some(item) = self.scanner.next(&mut self.buf)? {
+                return Ok(item);
+            }
+            if self.buf.capacity() - self.buf.len() < 4096 {
+                self.buf.reserve(64 * 1024);
+            }
+            if self.stream.read_buf(&mut self.buf).await? == 0 {
+                return Err(CatalogError::Io(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "the catalog copy closed the connection",
+                )));
+            }
+        }
+    }
+
+    pub async fn send(&mut self, bytes: &[u8]) -> Result<(), CatalogError> {
+        self.stream.write_all(bytes).await?;
+        Ok(())
+    }
+
+    /// True when the connection is between answers and can be reused.
+    pub fn is_clean(&self) -> bool {
+        self.buf.is_empty() && self.scanner.at_boundary()
+    }
+}

@@ -1,0 +1,26 @@
+//! The catalog copy: a PostgreSQL server holding the warehouse's schema (not
+//! its data) that answers catalog lookups, so metadata floods never reach the
+//! warehouse.
+//!
+//! * [`conn`]: one raw protocol connection to the copy (sluice relays its
+//!   answers byte for byte, so it cannot go through a client library).
+//! * [`pool`]: connections by database, leased per lookup, with a breaker
+//!   that sends lookups to the nodes while the copy is failing.
+//! * [`sync`]: rebuilding the copy from a warehouse node and swapping it in.
+//!
+//! The copy runs in binary-upgrade mode (`postgres -b`) and is loaded with
+//! `pg_dump --binary-upgrade`, so every object keeps the OID it has on the
+//! warehouse: clients feed OIDs from one catalog query into the next (psql's
+//! `\d`, PgJDBC's type and ResultSetMetaData lookups), and those must agree
+//! with what the node says. Binary-upgrade mode admits only superusers, which
+//! suits a pool that logs in once and runs each lookup under `SET ROLE`.
+
+pub mod conn;
+pub mod pool;
+pub mod sync;
+
+mod error;
+
+pub use conn::CatalogConn;
+pub use error::CatalogError;
+pub use pool::{CatalogPool, Lease};

@@ -1,0 +1,499 @@
+//! Parsing a query and deciding where it runs.
+//!
+//! A statement is a *catalog lookup* when it only reads and every relation it
+//! references lies in a catalog schema. Unqualified names resolve as the
+//! server resolves them: pg_catalog is searched first, so `pg_class` is
+//! `pg_catalog.pg_class`, while an unqualified `tables` is a user table.
+//! Everything else, including text that does not parse, runs on the node:
+//! when in doubt, the warehouse answers.
+
+use std::collections::BTreeSet;
+use std::ops::ControlFlow;
+
+use sqlparser::ast::{
+    Expr, FunctionArguments, ObjectName, ObjectNamePart, Query, SetExpr, Statement, TableFactor,
+    Visit, Visitor,
+};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::Parser;
+
+use super::pg_catalog::PG_CATALOG_RELATIONS;
+
+/// Where a query runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// The catalog copy answers.
+    Catalog,
+    /// The session's warehouse node answers.
+    Node,
+}
+
+/// The kind of a statement, as rules and routing need it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StatementKind {
+    Select,
+    Insert,
+    Update,
+    Delete,
+    Merge,
+    Copy,
+    /// CREATE, ALTER, DROP, COMMENT, GRANT, REVOKE, ...: changes what the catalog shows.
+    Ddl,
+    /// BEGIN, COMMIT, ROLLBACK, SAVEPOINT, ...
+    Transaction,
+    /// SET, RESET, SHOW, DISCARD.
+    Session,
+    Other,
+}
+
+impl StatementKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StatementKind::Select => "select",
+            StatementKind::Insert => "insert",
+            StatementKind::Update => "update",
+            StatementKind::Delete => "delete",
+            StatementKind::Merge => "merge",
+            StatementKind::Copy => "copy",
+            StatementKind::Ddl => "ddl",
+            StatementKind::Transaction => "transaction",
+            StatementKind::Session => "session",
+            StatementKind::Other => "other",
+        }
+    }
+}
+
+/// Which schemas make up the catalog, and which functions a relation-less
+/// query may call and still be answered by the catalog copy.
+#[derive(Clone, Debug)]
+pub struct CatalogPolicy {
+    pub schemas: Vec<String>,
+    pub allowed_functions: Vec<String>,
+}
+
+impl Default for CatalogPolicy {
+    fn default() -> Self {
+        CatalogPolicy {
+            schemas: vec![
+                "pg_catalog".into(),
+                "information_schema".into(),
+                "v_catalog".into(),
+            ],
+            allowed_functions: Vec::new(),
+        }
+    }
+}
+
+/// What one parse of a query text found, over all its statements.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Facts {
+    pub kinds: Vec<StatementKind>,
+    /// Relations read, resolved to `schema.name` (unqualified user relations stay bare).
+    pub relations: BTreeSet<String>,
+    /// Functions called, lowercased, qualified as written.
+    pub functions: BTreeSet<String>,
+    /// A query locks rows (FOR UPDATE/SHARE) or creates a table (SELECT INTO).
+    pub writes_from_select: bool,
+}
+
+/// The decision for one query text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Classification {
+    pub route: Route,
+    /// Why, in a phrase (for `sluice explain` and logs).
+    pub reason: String,
+    /// `None` when the text did not parse.
+    pub facts: Option<Facts>,
+    pub parse_error: Option<String>,
+}
+
+impl Classification {
+    /// The query changes what catalog lookups would show (DDL).
+    pub fn is_ddl(&self) -> bool {
+        self.facts
+            .as_ref()
+            .is_some_and(|f| f.kinds.contains(&StatementKind::Ddl))
+    }
+
+    fn node(reason: impl Into<String>, facts: Option<Facts>) -> Classification {
+        Classification {
+            route: Route::Node,
+            reason: reason.into(),
+            facts,
+            parse_error: None,
+        }
+    }
+}
+
+/// Relations of pg_catalog that describe the node's live state or hold data,
+/// not the schema: only the node can answer them.
+fn is_live_state(name: &str) -> bool {
+    name.starts_with("pg_stat")
+        || matches!(
+            name,
+            "pg_locks"
+                | "pg_settings"
+                | "pg_file_settings"
+                | "pg_cursors"
+                | "pg_prepared_statements"
+                | "pg_prepared_xacts"
+                | "pg_backend_memory_contexts"
+                | "pg_shmem_allocations"
+                | "pg_replication_slots"
+                | "pg_replication_origin_status"
+                | "pg_hba_file_rules"
+                | "pg_ident_file_mappings"
+                | "pg_largeobject"
+                | "pg_sequences"
+                | "pg_config"
+        )
+}
+
+/// Functions that act on or report the node's state; a query calling one runs on the node.
+fn is_node_function(name: &str) -> bool {
+    let base = name.rsplit('.').next().unwrap_or(name);
+    matches!(
+        base,
+        "nextval"
+            | "setval"
+            | "currval"
+            | "lastval"
+            | "set_config"
+            | "current_setting"
+            | "pg_notify"
+            | "pg_reload_conf"
+            | "pg_backend_pid"
+            | "inet_server_port"
+            | "inet_server_addr"
+            | "inet_client_addr"
+            | "inet_client_port"
+            | "pg_postmaster_start_time"
+            | "pg_conf_load_time"
+            | "pg_is_in_recovery"
+            | "txid_current"
+            | "pg_current_xact_id"
+            | "pg_relation_size"
+            | "pg_total_relation_size"
+            | "pg_table_size"
+            | "pg_indexes_size"
+            | "pg_database_size"
+    ) || base.starts_with("pg_sleep")
+        || base.starts_with("pg_advisory")
+        || base.starts_with("pg_try_advisory")
+        || base.starts_with("pg_terminate")
+        || base.starts_with("pg_cancel")
+        || base.starts_with("pg_stat_")
+        || base.starts_with("lo_")
+        || base.starts_with("dblink")
+        || base.starts_with("pg_read_")
+}
+
+/// Parses `sql` and decides where it runs.
+pub fn classify(sql: &str, policy: &CatalogPolicy) -> Classification {
+    let statements = match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
+        Ok(s) => s,
+        Err(e) => {
+            return Classification {
+                route: Route::Node,
+                reason: "the text does not parse; the node answers".into(),
+                facts: None,
+                parse_error: Some(e.to_string()),
+            };
+        }
+    };
+    let facts = facts_of(&statements);
+    decide(facts, policy)
+}
+
+fn decide(facts: Facts, policy: &CatalogPolicy) -> Classification {
+    if facts.kinds.is_empty() {
+        return Classification::node("an empty query", Some(facts));
+    }
+    if let Some(kind) = facts.kinds.iter().find(|k| **k != StatementKind::Select) {
+        return Classification::node(format!("a {} statement", kind.name()), Some(facts));
+    }
+    if facts.writes_from_select {
+        return Classification::node("the query locks rows or creates a table", Some(facts));
+    }
+    if let Some(f) = facts.functions.iter().find(|f| is_node_function(f)) {
+        return Classification::node(
+            format!("calls {f}(), which reports or changes the node's state"),
+            Some(facts),
+        );
+    }
+    if facts.relations.is_empty() {
+        let allowed = |f: &String| {
+            policy
+                .allowed_functions
+                .iter()
+                .any(|a| a.eq_ignore_ascii_case(f))
+        };
+        if !facts.functions.is_empty() && facts.functions.iter().all(allowed) {
+            return Classification {
+                route: Route::Catalog,
+                reason: "references no relation and calls only allowed functions".into(),
+                facts: Some(facts),
+                parse_error: None,
+            };
+        }
+        return Classification::node("references no relation", Some(facts));
+    }
+    for relation in &facts.relations {
+        let Some((schema, name)) = relation.split_once('.') else {
+            return Classification::node(format!("reads {relation}, a user relation"), Some(facts));
+        };
+        if !policy.schemas.iter().any(|s| s == schema) {
+            return Classification::node(
+                format!("reads {relation}, outside the catalog schemas"),
+                Some(facts),
+            );
+        }
+        if schema == "pg_catalog" && is_live_state(name) {
+            return Classification::node(
+                format!("reads {relation}, the node's live state"),
+                Some(facts),
+            );
+        }
+    }
+    let relations: Vec<&str> = facts.relations.iter().map(String::as_str).collect();
+    Classification {
+        route: Route::Catalog,
+        reason: format!("reads only catalog relations ({})", relations.join(", ")),
+        facts: Some(facts),
+        parse_error: None,
+    }
+}
+
+fn facts_of(statements: &[Statement]) -> Facts {
+    let mut collector = Collector::default();
+    for statement in statements {
+        collector.facts.kinds.push(kind_of(statement));
+        let _ = statement.visit(&mut collector);
+    }
+    let ctes = std::mem::take(&mut collector.ctes);
+    collector.facts.relations = collector
+        .raw_relations
+        .into_iter()
+        .filter(|r| r.len() != 1 || !ctes.contains(&r[0]))
+        .map(|r| resolve(&r))
+        .collect();
+    collector.facts
+}
+
+/// `schema.name` for a qualified or pg_catalog relation, the bare name otherwise.
+fn resolve(parts: &[String]) -> String {
+    match parts {
+        [name] if PG_CATALOG_RELATIONS.contains(&name.as_str()) => format!("pg_catalog.{name}"),
+        [name] => name.clone(),
+        [.., schema, name] => format!("{schema}.{name}"),
+        [] => String::new(),
+    }
+}
+
+fn kind_of(statement: &Statement) -> StatementKind {
+    match statement {
+        Statement::Query(_) => StatementKind::Select,
+        Statement::Insert(_) => StatementKind::Insert,
+        Statement::Update { .. } => StatementKind::Update,
+        Statement::Delete(_) => StatementKind::Delete,
+        Statement::Merge { .. } => StatementKind::Merge,
+        Statement::Copy { .. } => StatementKind::Copy,
+        Statement::StartTransaction { .. }
+        | Statement::Commit { .. }
+        | Statement::Rollback { .. }
+        | Statement::Savepoint { .. }
+        | Statement::ReleaseSavepoint { .. } => StatementKind::Transaction,
+        Statement::ShowVariable { .. } | Statement::Discard { .. } => StatementKind::Session,
+        other => {
+            // The rest are told apart by their leading keyword; printing is
+            // cheap next to parsing, and only non-queries get here.
+            let text = other.to_string();
+            let first = text
+                .split_whitespace()
+                .next()
+                .unwrap_or("")
+                .to_ascii_uppercase();
+            match first.as_str() {
+                "CREATE" | "ALTER" | "DROP" | "COMMENT" | "GRANT" | "REVOKE" | "TRUNCATE"
+                | "RENAME" => StatementKind::Ddl,
+                "SET" | "RESET" | "SHOW" | "DISCARD" => StatementKind::Session,
+                "BEGIN" | "START" | "COMMIT" | "END" | "ROLLBACK" | "ABORT" | "SAVEPOINT"
+                | "RELEASE" => StatementKind::Transaction,
+                _ => StatementKind::Other,
+            }
+        }
+    }
+}
+
+/// One pass over the AST, collecting what routing (and rules) need.
+#[derive(Default)]
+struct Collector {
+    facts: Facts,
+    raw_relations: Vec<Vec<String>>,
+    ctes: BTreeSet<String>,
+}
+
+fn name_parts(name: &ObjectName) -> Vec<String> {
+    name.0
+        .iter()
+        .map(|p| match p {
+            // Unquoted identifiers fold to lower case, as PostgreSQL folds them.
+            ObjectNamePart::Identifier(i) if i.quote_style.is_some() => i.value.clone(),
+            ObjectNamePart::Identifier(i) => i.value.to_lowercase(),
+            other => other.to_string().to_lowercase(),
+        })
+        .collect()
+}
+
+impl Visitor for Collector {
+    type Break = ();
+
+    fn pre_visit_query(&mut self, query: &Query) -> ControlFlow<()> {
+        if let Some(with) = &query.with {
+            for cte in &with.cte_tables {
+                self.ctes.insert(cte.alias.name.value.to_lowercase());
+            }
+        }
+        if !query.locks.is_empty() || selects_into(&query.body) {
+            self.facts.writes_from_select = true;
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_table_factor(&mut self, factor: &TableFactor) -> ControlFlow<()> {
+        match factor {
+            TableFactor::Table {
+                name,
+                args: Some(_),
+                ..
+            } => {
+                self.facts.functions.insert(name_parts(name).join("."));
+            }
+            TableFactor::Table {
+                name, args: None, ..
+            } => self.raw_relations.push(name_parts(name)),
+            TableFactor::Function { name, .. } => {
+                self.facts.functions.insert(name_parts(name).join("."));
+            }
+            _ => {}
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_statement(&mut self, statement: &Statement) -> ControlFlow<()> {
+        // Data-modifying CTEs: WITH d AS (DELETE ... RETURNING *) SELECT ...
+        if !matches!(statement, Statement::Query(_)) && !self.facts.kinds.is_empty() {
+            let kind = kind_of(statement);
+            if kind != StatementKind::Select && !self.facts.kinds.contains(&kind) {
+                self.facts.kinds.push(kind);
+            }
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if let Expr::Function(f) = expr {
+            let name = name_parts(&f.name).join(".");
+            // CURRENT_USER, CURRENT_SCHEMA and friends parse as argument-less functions.
+            let _ = matches!(f.args, FunctionArguments::None);
+            self.facts.functions.insert(name);
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn selects_into(body: &SetExpr) -> bool {
+    match body {
+        SetExpr::Select(s) => s.into.is_some(),
+        SetExpr::Query(q) => selects_into(&q.body),
+        SetExpr::SetOperation { left, right, .. } => selects_into(left) || selects_into(right),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn route(sql: &str) -> Route {
+        classify(sql, &CatalogPolicy::default()).route
+    }
+
+    #[test]
+    fn catalog_lookups_go_to_the_catalog_copy() {
+        for sql in [
+            "SELECT relname FROM pg_catalog.pg_class WHERE relkind = 'r'",
+            "select * from PG_CLASS c join pg_namespace n on n.oid = c.relnamespace",
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'",
+            "SELECT table_name FROM v_catalog.tables",
+            "WITH t AS (SELECT oid FROM pg_type) SELECT count(*) FROM t",
+            "SELECT n.nspname FROM pg_namespace n UNION ALL SELECT schema_name FROM information_schema.schemata",
+            "SELECT c.relname, pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_class c, pg_attribute a WHERE a.attrelid = c.oid AND c.oid = $1",
+            "SELECT * FROM (SELECT typname FROM pg_type) sub WHERE typname IN (SELECT typname FROM pg_catalog.pg_type)",
+            "SELECT \"relname\" FROM \"pg_catalog\".\"pg_class\"",
+        ] {
+            assert_eq!(route(sql), Route::Catalog, "{sql}");
+        }
+    }
+
+    #[test]
+    fn everything_else_stays_on_the_node() {
+        for sql in [
+            "SELECT * FROM orders",
+            "SELECT * FROM tables",
+            "SELECT c.relname FROM pg_class c JOIN public.t ON true",
+            "SELECT 1",
+            "SELECT version()",
+            "SELECT current_user",
+            "INSERT INTO t VALUES (1)",
+            "CREATE TEMP TABLE x (a int)",
+            "SET search_path = foo",
+            "BEGIN",
+            "SELECT * FROM pg_stat_activity",
+            "SELECT name, setting FROM pg_settings",
+            "SELECT nextval('s') FROM pg_class",
+            "SELECT relname INTO TEMP x FROM pg_class",
+            "SELECT * FROM pg_class FOR UPDATE",
+            "SELECT relname FROM pg_class; SELECT * FROM t",
+            "SELECT FROM WHERE",
+            "WITH d AS (DELETE FROM t RETURNING *) SELECT * FROM pg_class",
+            "SELECT * FROM \"PG_CLASS\"",
+            "",
+        ] {
+            assert_eq!(route(sql), Route::Node, "{sql}");
+        }
+    }
+
+    #[test]
+    fn allowed_functions_let_relation_less_queries_through() {
+        let policy = CatalogPolicy {
+            allowed_functions: vec!["pg_encoding_to_char".into()],
+            ..CatalogPolicy::default()
+        };
+        assert_eq!(
+            classify("SELECT pg_encoding_to_char(6)", &policy).route,
+            Route::Catalog
+        );
+        assert_eq!(
+            classify("SELECT pg_encoding_to_char(6), version()", &policy).route,
+            Route::Node
+        );
+    }
+
+    #[test]
+    fn facts_name_relations_kinds_and_parse_errors() {
+        let c = classify(
+            "SELECT * FROM pg_class c JOIN sales.orders o ON true",
+            &CatalogPolicy::default(),
+        );
+        let facts = c.facts.unwrap();
+        assert!(facts.relations.contains("pg_catalog.pg_class"));
+        assert!(facts.relations.contains("sales.orders"));
+        assert!(c.reason.contains("sales.orders"), "{}", c.reason);
+        assert!(classify("CREATE TABLE x (a int)", &CatalogPolicy::default()).is_ddl());
+        assert!(classify("COMMENT ON TABLE x IS 'y'", &CatalogPolicy::default()).is_ddl());
+        let bad = classify("SELEC 1", &CatalogPolicy::default());
+        assert!(bad.parse_error.is_some());
+        assert_eq!(bad.route, Route::Node);
+    }
+}

@@ -1,0 +1,18 @@
+//! What a query is, decided from its text alone: which relations it reads,
+//! whether it writes, and so where it should run.
+//!
+//! * [`classifier`]: parses SQL (sqlparser, PostgreSQL dialect) and reduces
+//!   each statement to [`Facts`], then decides the [`Route`].
+//! * [`cache`]: a bounded cache of decisions by query text, since BI tools
+//!   repeat the same metadata queries verbatim.
+//! * [`pg_catalog`]: the relations of pg_catalog, to resolve unqualified names.
+//!
+//! Nothing here does I/O or reads global state: `classify` is a pure function
+//! of the text and the [`CatalogPolicy`].
+
+pub mod cache;
+pub mod classifier;
+pub mod pg_catalog;
+
+pub use cache::ClassificationCache;
+pub use classifier::{CatalogPolicy, Classification, Facts, Route, StatementKind, classify};

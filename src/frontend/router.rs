@@ -1,0 +1,545 @@
+//! Per-session routing of client messages between the node and the catalog copy.
+//!
+//! Messages are held until their batch is complete: a Query is a batch by
+//! itself; extended-protocol messages form a batch up to their Sync (or
+//! Flush). A batch goes to the catalog copy only if every statement in it is
+//! a catalog lookup and every statement or portal it names is one the copy
+//! can have; anything else, including a batch that mixes catalog and data
+//! statements, goes to the node, which can answer everything.
+//!
+//! Prepared statements must exist where they are used. A statement parsed
+//! into a catalog batch and later used in a node batch is prepared on the node
+//! first (its original Parse is sent ahead of the batch, and the extra
+//! ParseComplete is dropped). On the copy, connections are shared between
+//! sessions, so statements get server-side names derived from their text:
+//! the same text is the same statement for every session, and two sessions'
+//! `S_1` never collide.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::sync::Arc;
+
+use crate::classify::{Classification, ClassificationCache, Route};
+use crate::protocol::ProtocolError;
+use crate::protocol::frame::Frame;
+use crate::protocol::frontend::{self, ParseParts};
+
+/// Where a batch goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dest {
+    Node,
+    Catalog,
+}
+
+/// A closing name no statement has: Close of it is answered by CloseComplete
+/// and changes nothing.
+const ABSENT: &str = "sluice_absent";
+
+struct Statement {
+    parse: Frame,
+    class: Arc<Classification>,
+    /// The node has this version of the statement.
+    on_node: bool,
+    /// Its name on catalog copy connections ("" stays "").
+    catalog_name: String,
+}
+
+/// A complete batch of client messages, and what routing needs to know of it.
+#[derive(Debug)]
+pub struct Batch {
+    pub frames: Vec<Frame>,
+    /// Every statement in it may be answered by the catalog copy.
+    pub catalog_ok: bool,
+    /// It changes the schema (DDL): until the transaction ends, lookups see the node.
+    pub ddl: bool,
+    /// ReadyForQuery answers it will produce (a Query or a Sync: 1; a Flush: 0).
+    pub syncs: u64,
+}
+
+/// Messages to write for a batch, and how many leading answers to drop.
+pub struct Plan {
+    pub frames: Vec<Frame>,
+    /// Answers to messages sluice added, which the client must not see.
+    pub hidden_answers: usize,
+}
+
+pub struct Router {
+    statements: HashMap<Vec<u8>, Statement>,
+    pending: Vec<Frame>,
+    catalog_ok: bool,
+    ddl: bool,
+    portals: HashSet<Vec<u8>>,
+    /// A Flush sent part of this Sync's batch to the node: the rest follows it.
+    pinned_to_node: bool,
+    cache: Option<Arc<ClassificationCache>>,
+}
+
+impl Router {
+    /// `cache` is `None` when no catalog copy is configured: every batch goes to the node.
+    pub fn new(cache: Option<Arc<ClassificationCache>>) -> Router {
+        Router {
+            statements: HashMap::new(),
+            pending: Vec::new(),
+            catalog_ok: true,
+            ddl: false,
+            portals: HashSet::new(),
+            pinned_to_node: false,
+            cache,
+        }
+    }
+
+    fn classify(&self, text: &[u8]) -> Option<Arc<Classification>> {
+        let cache = self.cache.as_ref()?;
+        Some(cache.classify(&String::from_utf8_lossy(text)))
+    }
+
+    fn statement_allows_catalog(&self, name: &[u8]) -> bool {
+        self.statements
+            .get(name)
+            .is_some_and(|s| s.class.route == Route::Catalog)
+    }
+
+    /// Takes one client message; returns the batches it completes.
+    pub fn push(&mut self, frame: Frame) -> Result<Vec<Batch>, ProtocolError> {
+        let mut done = Vec::new();
+        match frame.tag() {
+            frontend::QUERY => {
+                done.extend(self.take_pending());
+                let class = self.classify(frontend::query_text(frame.body())?);
+                let catalog_ok = class.as_ref().is_some_and(|c| c.route == Route::Catalog);
+                let ddl = class.as_ref().is_some_and(|c| c.is_ddl());
+                done.push(Batch {
+                    frames: vec![frame],
+                    catalog_ok,
+                    ddl,
+                    syncs: 1,
+                });
+                return Ok(done);
+            }
+            frontend::PARSE => {
+                let parts = frontend::parse_parts(frame.body())?;
+                let class = self.classify(parts.text);
+                let name = parts.name.to_vec();
+                let catalog_name = catalog_name(&parts);
+                match class {
+                    Some(class) => {
+                        self.catalog_ok &= class.route == Route::Catalog;
+                        self.ddl |= class.is_ddl();
+                        self.statements.insert(
+                            name,
+                            Statement {
+                                parse: frame.clone(),
+                                class,
+                                on_node: false,
+                                catalog_name,
+                            },
+                        );
+                    }
+                    None => self.catalog_ok = false,
+                }
+            }
+            frontend::BIND => {
+                let (portal, statement, _) = frontend::bind_names(frame.body())?;
+                self.catalog_ok &= self.statement_allows_catalog(statement);
+                self.portals.insert(portal.to_vec());
+            }
+            frontend::DESCRIBE => match frontend::target(frame.body(), "Describe")? {
+                (b'S', name) => self.catalog_ok &= self.statement_allows_catalog(name),
+                (_, name) => self.catalog_ok &= self.portals.contains(name),
+            },
+            frontend::EXECUTE => {
+                let portal = frontend::execute_portal(frame.body())?;
+                self.catalog_ok &= self.portals.contains(portal);
+            }
+            frontend::CLOSE => match frontend::target(frame.body(), "Close")? {
+                (b'S', name) => {
+                    self.catalog_ok &= self.statements.get(name).is_none_or(|s| !s.on_node);
+                }
+                (_, name) => self.catalog_ok &= self.portals.contains(name),
+            },
+            frontend::SYNC | frontend::FLUSH => {
+                let is_sync = frame.tag() == frontend::SYNC;
+                self.pending.push(frame);
+                // Partial batches (Flush) go to the node: the copy's connection
+                // is not held between a Flush and its Sync.
+                let catalog_ok = self.catalog_ok && is_sync && !self.pinned_to_node;
+                let batch = Batch {
+                    frames: std::mem::take(&mut self.pending),
+                    catalog_ok: catalog_ok && self.cache.is_some(),
+                    ddl: self.ddl,
+                    syncs: u64::from(is_sync),
+                };
+                self.pinned_to_node = !is_sync;
+                self.reset_batch();
+                done.push(batch);
+                return Ok(done);
+            }
+            _ => self.catalog_ok = false,
+        }
+        self.pending.push(frame);
+        Ok(done)
+    }
+
+    fn reset_batch(&mut self) {
+        self.catalog_ok = true;
+        self.ddl = false;
+        self.portals.clear();
+    }
+
+    /// Messages still waiting for their Sync, as a node batch: needed before
+    /// bytes sluice relays without looking (COPY data, function calls).
+    pub fn take_pending(&mut self) -> Option<Batch> {
+        if self.pending.is_empty() {
+            return None;
+        }
+        let batch = Batch {
+            frames: std::mem::take(&mut self.pending),
+            catalog_ok: false,
+            ddl: self.ddl,
+            syncs: 0,
+        };
+        self.pinned_to_node = true;
+        self.reset_batch();
+        Some(batch)
+    }
+
+    /// The messages to send the node for `batch`: statements the node lacks
+    /// are prepared first.
+    pub fn node_plan(&mut self, batch: Batch) -> Plan {
+        let mut ahead = Vec::new();
+        let mut frames = Vec::with_capacity(batch.frames.len());
+        for frame in batch.frames {
+            match frame.tag() {
+                frontend::PARSE => {
+                    if let Ok(p) = frontend::parse_parts(frame.body())
+                        && let Some(s) = self.statements.get_mut(p.name)
+                    {
+                        s.on_node = true;
+                    }
+                }
+                frontend::BIND | frontend::DESCRIBE => {
+                    if let Some(name) = statement_named(&frame)
+                        && let Some(s) = self.statements.get_mut(&name)
+                        && !s.on_node
+                    {
+                        ahead.push(s.parse.clone());
+                        s.on_node = true;
+                    }
+                }
+                frontend::CLOSE => {
+                    if let Ok((b'S', name)) = frontend::target(frame.body(), "Close")
+                        && let Some(s) = self.statements.remove(name)
+                        && !s.on_node
+                    {
+                        frames.push(frontend::encode_target(frontend::CLOSE, b'S', ABSENT));
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            frames.push(frame);
+        }
+        let hidden_answers = ahead.len();
+        ahead.extend(frames);
+        Plan {
+            frames: ahead,
+            hidden_answers,
+        }
+    }
+
+    /// The messages to send a catalog connection for `batch`, with statement
+    /// names rewritten to the copy's; `prepared` is that connection's set.
+    pub fn catalog_plan(&mut self, batch: &Batch, prepared: &mut HashSet<String>) -> Plan {
+        let mut ahead = Vec::new();
+        let mut frames = Vec::with_capacity(batch.frames.len());
+        let mut unnamed_parsed = false;
+        for frame in &batch.frames {
+            match frame.tag() {
+                frontend::PARSE => {
+                    let Ok(p) = frontend::parse_parts(frame.body()) else {
+                        continue;
+                    };
+                    if p.name.is_empty() {
+                        unnamed_parsed = true;
+                        frames.push(frame.clone());
+                        continue;
+                    }
+                    let server = catalog_name(&p);
+                    if prepared.contains(&server) {
+                        // Same text prepared by an earlier lookup: close it so the Parse succeeds.
+                        ahead.push(frontend::encode_target(frontend::CLOSE, b'S', &server));
+                    }
+                    prepared.insert(server.clone());
+                    frames.push(frontend::parse_renamed(&p, &server));
+                }
+                frontend::BIND | frontend::DESCRIBE => {
+                    let Some(name) = statement_named(frame) else {
+                        frames.push(frame.clone());
+                        continue;
+                    };
+                    let Some(s) = self.statements.get(&name) else {
+                        frames.push(frame.clone());
+                        continue;
+                    };
+                    if name.is_empty() {
+                        if !unnamed_parsed {
+                            ahead.push(s.parse.clone());
+                            unnamed_parsed = true;
+                        }
+                        frames.push(frame.clone());
+                        continue;
+                    }
+                    if !prepared.contains(&s.catalog_name) {
+                        if let Ok(p) = frontend::parse_parts(s.parse.body()) {
+                            ahead.push(frontend::parse_renamed(&p, &s.catalog_name));
+                        }
+                        prepared.insert(s.catalog_name.clone());
+                    }
+                    let renamed = if frame.tag() == frontend::BIND {
+                        frontend::bind_renamed(frame.body(), &s.catalog_name).ok()
+                    } else {
+                        Some(frontend::encode_target(
+                            frontend::DESCRIBE,
+                            b'S',
+                            &s.catalog_name,
+                        ))
+                    };
+                    frames.push(renamed.unwrap_or_else(|| frame.clone()));
+                }
+                frontend::CLOSE => match frontend::target(frame.body(), "Close") {
+                    Ok((b'S', name)) => {
+                        self.statements.remove(name);
+                        frames.push(frontend::encode_target(frontend::CLOSE, b'S', ABSENT));
+                    }
+                    _ => frames.push(frame.clone()),
+                },
+                _ => frames.push(frame.clone()),
+            }
+        }
+        let hidden_answers = ahead.len();
+        ahead.extend(frames);
+        Plan {
+            frames: ahead,
+            hidden_answers,
+        }
+    }
+}
+
+/// The statement a Bind or Describe('S') names.
+fn statement_named(frame: &Frame) -> Option<Vec<u8>> {
+    match frame.tag() {
+        frontend::BIND => frontend::bind_names(frame.body())
+            .ok()
+            .map(|(_, s, _)| s.to_vec()),
+        frontend::DESCRIBE => match frontend::target(frame.body(), "Describe") {
+            Ok((b'S', name)) => Some(name.to_vec()),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+/// The copy's name for a statement: derived from its text and parameter
+/// types, so equal statements share one name across sessions.
+fn catalog_name(parts: &ParseParts<'_>) -> String {
+    if parts.name.is_empty() {
+        return String::new();
+    }
+    let mut h = DefaultHasher::new();
+    parts.text.hash(&mut h);
+    parts.param_types.hash(&mut h);
+    format!("sluice_{:016x}", h.finish())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::CatalogPolicy;
+
+    fn router() -> Router {
+        Router::new(Some(Arc::new(ClassificationCache::new(
+            100,
+            CatalogPolicy::default(),
+        ))))
+    }
+
+    fn msg(tag: u8, body: &[u8]) -> Frame {
+        let mut v = vec![tag];
+        v.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+        v.extend_from_slice(body);
+        Frame::from_raw(bytes::Bytes::from(v))
+    }
+
+    fn parse(name: &str, sql: &str) -> Frame {
+        msg(b'P', format!("{name}\0{sql}\0\0\0").as_bytes())
+    }
+    fn bind(portal: &str, stmt: &str) -> Frame {
+        msg(b'B', format!("{portal}\0{stmt}\0\0\0\0\0\0\0").as_bytes())
+    }
+    fn execute(portal: &str) -> Frame {
+        msg(b'E', format!("{portal}\0\0\0\0\0").as_bytes())
+    }
+    fn sync() -> Frame {
+        msg(b'S', b"")
+    }
+
+    fn run(r: &mut Router, frames: Vec<Frame>) -> Vec<Batch> {
+        frames
+            .into_iter()
+            .flat_map(|f| r.push(f).unwrap())
+            .collect()
+    }
+
+    #[test]
+    fn a_catalog_batch_goes_to_the_copy_and_a_mixed_one_to_the_node() {
+        let mut r = router();
+        let b = run(
+            &mut r,
+            vec![
+                parse("", "SELECT oid FROM pg_type"),
+                bind("", ""),
+                execute(""),
+                sync(),
+            ],
+        );
+        assert_eq!(b.len(), 1);
+        assert!(b[0].catalog_ok);
+        assert_eq!(b[0].syncs, 1);
+        let b = run(
+            &mut r,
+            vec![
+                parse("a", "SELECT relname FROM pg_class"),
+                bind("", "a"),
+                execute(""),
+                parse("b", "SELECT * FROM orders"),
+                bind("", "b"),
+                execute(""),
+                sync(),
+            ],
+        );
+        assert!(!b[0].catalog_ok);
+        let q = run(&mut r, vec![msg(b'Q', b"SELECT * FROM pg_namespace\0")]);
+        assert!(q[0].catalog_ok);
+        let q = run(&mut r, vec![msg(b'Q', b"CREATE TABLE x (a int)\0")]);
+        assert!(!q[0].catalog_ok && q[0].ddl);
+    }
+
+    #[test]
+    fn a_statement_parsed_on_the_copy_is_prepared_on_the_node_before_use() {
+        let mut r = router();
+        let b = run(
+            &mut r,
+            vec![
+                parse("s1", "SELECT typname FROM pg_type WHERE oid = $1"),
+                sync(),
+            ],
+        );
+        assert!(b[0].catalog_ok);
+        let mut prepared = HashSet::new();
+        let plan = r.catalog_plan(&b[0], &mut prepared);
+        assert_eq!(plan.hidden_answers, 0);
+        assert_eq!(prepared.len(), 1);
+        // Used next in a batch with a data statement: the node needs it.
+        let b = run(
+            &mut r,
+            vec![
+                bind("", "s1"),
+                execute(""),
+                parse("", "SELECT * FROM t"),
+                bind("", ""),
+                execute(""),
+                sync(),
+            ],
+        );
+        assert!(!b[0].catalog_ok);
+        let plan = r.node_plan(b.into_iter().next().unwrap());
+        assert_eq!(plan.hidden_answers, 1);
+        assert_eq!(plan.frames[0].tag(), b'P');
+        assert_eq!(
+            frontend::parse_text(plan.frames[0].body()).unwrap().0,
+            b"s1"
+        );
+        // Once there, it is not prepared twice.
+        let b = run(&mut r, vec![bind("", "s1"), execute(""), msg(b'H', b"")]);
+        let plan = r.node_plan(b.into_iter().next().unwrap());
+        assert_eq!(plan.hidden_answers, 0);
+    }
+
+    #[test]
+    fn catalog_names_are_shared_and_reparses_close_first() {
+        let mut r = router();
+        let mut prepared = HashSet::new();
+        let b = run(
+            &mut r,
+            vec![
+                parse("S_1", "SELECT 1 FROM pg_class"),
+                bind("", "S_1"),
+                execute(""),
+                sync(),
+            ],
+        );
+        let plan = r.catalog_plan(&b[0], &mut prepared);
+        let (name, _) = frontend::parse_text(plan.frames[0].body()).unwrap();
+        assert!(name.starts_with(b"sluice_"));
+        let (_, stmt, _) = frontend::bind_names(plan.frames[1].body()).unwrap();
+        assert_eq!(stmt, name);
+        // Another session's S_1 with the same text on the same connection.
+        let mut other = router();
+        let b = run(
+            &mut other,
+            vec![parse("S_1", "SELECT 1 FROM pg_class"), sync()],
+        );
+        let plan = other.catalog_plan(&b[0], &mut prepared);
+        assert_eq!(plan.hidden_answers, 1);
+        assert_eq!(plan.frames[0].tag(), b'C');
+        // A Bind on a connection that lacks the statement prepares it first.
+        let b = run(&mut r, vec![bind("", "S_1"), execute(""), sync()]);
+        assert!(b[0].catalog_ok);
+        let plan = r.catalog_plan(&b[0], &mut HashSet::new());
+        assert_eq!(plan.hidden_answers, 1);
+        assert_eq!(plan.frames[0].tag(), b'P');
+    }
+
+    #[test]
+    fn portals_from_earlier_batches_and_flushes_keep_batches_on_the_node() {
+        let mut r = router();
+        let b = run(
+            &mut r,
+            vec![
+                parse("", "SELECT * FROM pg_class"),
+                bind("p", ""),
+                execute("p"),
+                msg(b'H', b""),
+            ],
+        );
+        assert!(!b[0].catalog_ok);
+        assert_eq!(b[0].syncs, 0);
+        let b = run(&mut r, vec![execute("p"), sync()]);
+        assert!(
+            !b[0].catalog_ok,
+            "the rest of a flushed batch follows it to the node"
+        );
+        let b = run(&mut r, vec![execute("p"), sync()]);
+        assert!(
+            !b[0].catalog_ok,
+            "a portal bound in another batch lives on the node"
+        );
+    }
+
+    #[test]
+    fn without_a_catalog_copy_everything_goes_to_the_node() {
+        let mut r = Router::new(None);
+        let b = run(
+            &mut r,
+            vec![
+                parse("", "SELECT * FROM pg_class"),
+                bind("", ""),
+                execute(""),
+                sync(),
+            ],
+        );
+        assert!(!b[0].catalog_ok);
+        let q = run(&mut r, vec![msg(b'Q', b"SELECT * FROM pg_class\0")]);
+        assert!(!q[0].catalog_ok);
+    }
+}
