@@ -6,6 +6,7 @@ use super::write::read_cstr;
 pub const QUERY: u8 = b'Q';
 pub const PARSE: u8 = b'P';
 pub const SYNC: u8 = b'S';
+pub const FUNCTION_CALL: u8 = b'F';
 pub const TERMINATE: u8 = b'X';
 pub const PASSWORD: u8 = b'p';
 
@@ -36,6 +37,22 @@ pub fn parse_text(body: &[u8]) -> Result<(&[u8], &[u8]), ProtocolError> {
     Ok((name, text))
 }
 
+/// The mechanism and initial data of a SASLInitialResponse (a `p` message
+/// answering AuthenticationSASL).
+pub fn sasl_initial_response(body: &[u8]) -> Result<(&[u8], &[u8]), ProtocolError> {
+    let bad = |why| ProtocolError::malformed("SASLInitialResponse", why);
+    let (mechanism, rest) = read_cstr(body).ok_or(bad("mechanism is not terminated"))?;
+    let (len, data) = rest
+        .split_first_chunk::<4>()
+        .ok_or(bad("data length is missing"))?;
+    let len = i32::from_be_bytes(*len);
+    match len {
+        -1 if data.is_empty() => Ok((mechanism, data)),
+        n if n >= 0 && n as usize == data.len() => Ok((mechanism, data)),
+        _ => Err(bad("data length does not match the message")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +67,17 @@ mod tests {
             (&b"s1"[..], &b"select $1"[..])
         );
         assert!(parse_text(b"s1\0select").is_err());
+    }
+
+    #[test]
+    fn sasl_initial_response_checks_its_length() {
+        let ok = b"SCRAM-SHA-256\0\0\0\0\x03n,,";
+        assert_eq!(
+            sasl_initial_response(ok).unwrap(),
+            (&b"SCRAM-SHA-256"[..], &b"n,,"[..])
+        );
+        assert!(sasl_initial_response(b"SCRAM-SHA-256\0\0\0\0\x09n,,").is_err());
+        assert!(sasl_initial_response(b"SCRAM").is_err());
+        assert!(sasl_initial_response(b"SCRAM\0\0\0").is_err());
     }
 }
