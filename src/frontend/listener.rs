@@ -68,8 +68,16 @@ async fn handle(sluice: Arc<Sluice>, tcp: TcpStream, peer: SocketAddr) {
             startup,
         } => {
             if startup.database() == crate::admin::DATABASE {
+                // Outside the session tracker: an idle console must not hold
+                // up a drain. The kill token still ends it.
                 let admin = generation.config.admin.clone();
-                crate::admin::serve(sluice.clone(), admin, stream, startup, peer).await;
+                tokio::spawn(crate::admin::serve(
+                    sluice.clone(),
+                    admin,
+                    stream,
+                    startup,
+                    peer,
+                ));
                 return;
             }
             if sluice.is_draining() {
