@@ -1,6 +1,7 @@
 //! The HTTP listener on `server.metrics_listen`: `/healthz` (the process
-//! answers) and `/readyz` (it can serve: a healthy node, not draining).
-//! hyper directly: a few fixed routes need no framework.
+//! answers), `/readyz` (it can serve: a healthy node, not draining) and
+//! `/metrics` (Prometheus text format). hyper directly: a few fixed routes
+//! need no framework.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -51,9 +52,14 @@ fn respond(sluice: &Sluice, req: &Request<Incoming>) -> Response<Full<Bytes>> {
                 format!("not ready: {why}\n"),
             ),
         },
+        "/metrics" => Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
+            .body(Full::new(Bytes::from(sluice.metrics.render())))
+            .expect("static response parts are valid"),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /readyz\n".into(),
+            "not found: try /healthz, /readyz, /metrics\n".into(),
         ),
     }
 }

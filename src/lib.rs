@@ -11,11 +11,16 @@
 //! * [`backend`]: the node side: node list, round robin, connections, health checks.
 //! * [`cancel`]: sluice's own cancel keys and the node keys they stand for.
 //! * [`server`]: the running proxy: shared state, reload, drain and shutdown.
-//! * [`http`]: `/healthz` and `/readyz` for orchestrators.
+//! * [`http`]: `/healthz`, `/readyz` for orchestrators and `/metrics` for Prometheus.
+//! * [`metrics`]: every exported metric, registered once.
+//! * [`admin`]: the admin console on the virtual database `sluice`.
+//! * [`alerts`]: events and thresholds, folded and posted to a Slack webhook.
 //! * [`net`], [`tls`]: one stream type for plain and TLS sockets; rustls setup.
 //! * [`localpg`]: throwaway local PostgreSQL clusters, for `sluice demo` and the tests.
 //! * [`demo`]: the embedded demo.
 
+pub mod admin;
+pub mod alerts;
 pub mod backend;
 pub mod cancel;
 pub mod classify;
@@ -24,6 +29,7 @@ pub mod demo;
 pub mod frontend;
 pub mod http;
 pub mod localpg;
+pub mod metrics;
 pub mod net;
 pub mod protocol;
 pub mod server;

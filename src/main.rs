@@ -43,6 +43,19 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match Config::load(&config) {
             Ok(c) => {
+                for w in &c.warnings {
+                    match w.line {
+                        Some(line) => eprintln!(
+                            "{}:{line}: {}: warning: {}",
+                            config.display(),
+                            w.key,
+                            w.message
+                        ),
+                        None => {
+                            eprintln!("{}: {}: warning: {}", config.display(), w.key, w.message)
+                        }
+                    }
+                }
                 println!(
                     "{}: ok ({} node{}, listening on {})",
                     config.display(),

@@ -21,11 +21,17 @@ use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::alerts::Alerts;
 use crate::backend::connect::NodeConnector;
 use crate::backend::{Node, NodeSet, health};
 use crate::cancel::CancelRegistry;
 use crate::config::{ClientTlsMode, Config};
+use crate::frontend::registry::SessionRegistry;
+use crate::metrics::Metrics;
 use crate::tls::{self, TlsError};
+
+/// How often histogram samples are folded (see [`Metrics::run_upkeep`]).
+const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
 /// One configuration and what is built from it.
 pub struct Generation {
@@ -68,6 +74,10 @@ pub struct Sluice {
     pub cancels: Arc<CancelRegistry>,
     /// Client sessions now open.
     pub clients: AtomicUsize,
+    /// Open sessions by id, for the admin console.
+    pub registry: Arc<SessionRegistry>,
+    pub metrics: Arc<Metrics>,
+    pub alerts: Arc<Alerts>,
     /// Session tasks, waited for when draining.
     pub sessions: TaskTracker,
     /// Set when draining starts: new sessions are refused.
@@ -108,6 +118,7 @@ impl Sluice {
             tokio::spawn(health::run(
                 node,
                 self.generations.subscribe(),
+                self.alerts.clone(),
                 self.stop.clone(),
             ));
         }
@@ -144,16 +155,21 @@ impl Sluice {
 
     /// Reloads the file sluice was started with; a bad file changes nothing.
     pub fn reload_from_file(&self) {
-        let Some(path) = &self.config_path else {
-            tracing::warn!("reload requested, but sluice was not started from a config file");
-            return;
-        };
-        let result = Config::load(path)
-            .map_err(|e| e.to_string())
-            .and_then(|c| self.reload(c).map_err(|e| e.to_string()));
-        if let Err(e) = result {
+        if let Err(e) = self.try_reload_from_file() {
             tracing::error!("reload refused; the running configuration stays in effect:\n{e}");
         }
+    }
+
+    /// Reloads the file; returns the number of nodes, or every problem found.
+    pub fn try_reload_from_file(&self) -> Result<usize, String> {
+        let Some(path) = &self.config_path else {
+            return Err("sluice was not started from a config file".into());
+        };
+        let config = Config::load(path).map_err(|e| e.to_string())?;
+        log_warnings(&config);
+        let nodes = config.warehouse.nodes.len();
+        self.reload(config).map_err(|e| e.to_string())?;
+        Ok(nodes)
     }
 }
 
@@ -176,13 +192,22 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         Some(addr) => Some(bind("server.metrics_listen", addr).await?),
         None => None,
     };
+    log_warnings(&config);
     let generation = Arc::new(Generation::new(config)?);
     let (generations, _) = watch::channel(generation.clone());
+    let metrics = Arc::new(Metrics::new());
+    let alerts = Arc::new(Alerts::new(
+        generation.config.alerts.queue_size,
+        metrics.clone(),
+    ));
     let sluice = Arc::new(Sluice {
         generations,
-        nodes: NodeSet::default(),
+        nodes: NodeSet::with_metrics(metrics.clone()),
         cancels: Arc::default(),
         clients: AtomicUsize::new(0),
+        registry: Arc::default(),
+        metrics,
+        alerts,
         sessions: TaskTracker::new(),
         draining: CancellationToken::new(),
         kill: CancellationToken::new(),
@@ -191,6 +216,12 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     });
     let joined = sluice.nodes.replace(&generation.config.warehouse.nodes);
     sluice.start_health_checks(joined);
+    tokio::spawn(crate::alerts::run(
+        sluice.clone(),
+        sluice.generations.subscribe(),
+        sluice.stop.clone(),
+    ));
+    tokio::spawn(metrics_upkeep(sluice.metrics.clone(), sluice.stop.clone()));
 
     let listen_addr = listener
         .local_addr()
@@ -210,6 +241,24 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         listen_addr,
         metrics_addr,
     })
+}
+
+/// Folds histogram samples every few seconds, so a scrape stays cheap
+/// however many queries ran since the last one.
+async fn metrics_upkeep(metrics: Arc<Metrics>, stop: CancellationToken) {
+    let mut tick = tokio::time::interval(METRICS_UPKEEP);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => metrics.run_upkeep(),
+            _ = stop.cancelled() => return,
+        }
+    }
+}
+
+fn log_warnings(config: &Config) {
+    for w in &config.warnings {
+        tracing::warn!(key = w.key, line = w.line, "{}", w.message);
+    }
 }
 
 impl Running {

@@ -3,7 +3,8 @@
 //!
 //! A node leaves rotation after `unhealthy_after` failed checks in a row and
 //! returns after `healthy_after` good ones, so a flapping node does not bounce
-//! sessions around. Every transition is logged with its reason.
+//! sessions around. Every transition is logged with its reason, exported
+//! (`sluice_node_up`) and raised as an alert (node down, node back up).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -12,12 +13,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use super::Node;
+use crate::alerts::{AlertEvent, Alerts};
 use crate::server::Generation;
 
 /// Runs the health check of `node` until the node is retired or sluice stops.
 pub async fn run(
     node: Arc<Node>,
     generations: watch::Receiver<Arc<Generation>>,
+    alerts: Arc<Alerts>,
     stop: CancellationToken,
 ) {
     let mut good_streak = 0u32;
@@ -27,6 +30,8 @@ pub async fn run(
         let warehouse = &generation.config.warehouse;
         let started = Instant::now();
         let verdict = check(node.addr(), &generation).await;
+        node.metrics()
+            .health_checked(started.elapsed(), verdict.is_ok());
         match verdict {
             Ok(()) => {
                 good_streak += 1;
@@ -37,6 +42,9 @@ pub async fn run(
                         node = node.addr(),
                         "node is healthy again and back in rotation"
                     );
+                    alerts.raise(AlertEvent::NodeUp {
+                        node: node.addr().to_string(),
+                    });
                 }
             }
             Err(reason) => {
@@ -45,6 +53,10 @@ pub async fn run(
                 tracing::debug!(node = node.addr(), %reason, "health check failed");
                 if bad_streak >= warehouse.unhealthy_after && node.set_healthy(false) {
                     tracing::warn!(node = node.addr(), %reason, "node failed its health check and is out of rotation");
+                    alerts.raise(AlertEvent::NodeDown {
+                        node: node.addr().to_string(),
+                        reason,
+                    });
                 }
             }
         }

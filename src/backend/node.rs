@@ -6,28 +6,43 @@
 //! their health, new ones join as healthy (the first check runs at once),
 //! removed ones stop their check and take no new sessions, while sessions
 //! already on them run on.
+//!
+//! An operator may pause a node from the admin console (`PAUSE NODE`): it
+//! keeps its health check and its open sessions but takes no new ones, which
+//! drains it for maintenance. The pause survives reloads while the node stays.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::{Metrics, NodeMetrics};
+
 pub struct Node {
     addr: String,
     healthy: AtomicBool,
+    /// Set by `PAUSE NODE`: no new sessions.
+    paused: AtomicBool,
     /// Sessions currently relayed to this node.
     sessions: AtomicUsize,
     /// Sessions ever assigned, for tests and the admin console.
     assigned: AtomicU64,
     /// Stops this node's health check when the node leaves the config.
     retired: CancellationToken,
+    metrics: NodeMetrics,
 }
 
 impl Node {
     pub fn new(addr: impl Into<String>) -> Node {
+        Node::with_metrics(addr, NodeMetrics::noop())
+    }
+
+    pub fn with_metrics(addr: impl Into<String>, metrics: NodeMetrics) -> Node {
         Node {
             addr: addr.into(),
             healthy: AtomicBool::new(true),
+            paused: AtomicBool::new(false),
+            metrics,
             sessions: AtomicUsize::new(0),
             assigned: AtomicU64::new(0),
             retired: CancellationToken::new(),
@@ -44,7 +59,26 @@ impl Node {
 
     /// Records a health verdict; returns whether it changed.
     pub fn set_healthy(&self, healthy: bool) -> bool {
+        self.metrics.set_healthy(healthy);
         self.healthy.swap(healthy, Ordering::Relaxed) != healthy
+    }
+
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Relaxed)
+    }
+
+    /// Pauses or resumes the node; returns whether it changed.
+    pub fn set_paused(&self, paused: bool) -> bool {
+        self.paused.swap(paused, Ordering::Relaxed) != paused
+    }
+
+    /// Sessions ever assigned to this node.
+    pub fn assigned(&self) -> u64 {
+        self.assigned.load(Ordering::Relaxed)
+    }
+
+    pub fn metrics(&self) -> &NodeMetrics {
+        &self.metrics
     }
 
     pub fn sessions(&self) -> usize {
@@ -59,6 +93,7 @@ impl Node {
     pub fn attach(self: &Arc<Self>) -> Attached {
         self.sessions.fetch_add(1, Ordering::Relaxed);
         self.assigned.fetch_add(1, Ordering::Relaxed);
+        self.metrics.server_connection_opened();
         Attached(self.clone())
     }
 }
@@ -75,6 +110,7 @@ impl Attached {
 impl Drop for Attached {
     fn drop(&mut self) {
         self.0.sessions.fetch_sub(1, Ordering::Relaxed);
+        self.0.metrics.server_connection_closed();
     }
 }
 
@@ -83,9 +119,23 @@ impl Drop for Attached {
 pub struct NodeSet {
     nodes: RwLock<Arc<Vec<Arc<Node>>>>,
     next: AtomicUsize,
+    /// Where joining nodes get their metric handles; none in unit tests.
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl NodeSet {
+    pub fn with_metrics(metrics: Arc<Metrics>) -> NodeSet {
+        NodeSet {
+            metrics: Some(metrics),
+            ..NodeSet::default()
+        }
+    }
+
+    /// The node with this address, if it is configured.
+    pub fn find(&self, addr: &str) -> Option<Arc<Node>> {
+        self.all().iter().find(|n| n.addr == addr).cloned()
+    }
+
     /// The nodes now configured.
     pub fn all(&self) -> Arc<Vec<Arc<Node>>> {
         self.nodes.read().expect("node list lock").clone()
@@ -102,7 +152,11 @@ impl NodeSet {
             .map(|addr| match old.iter().find(|n| n.addr == *addr) {
                 Some(n) => n.clone(),
                 None => {
-                    let n = Arc::new(Node::new(addr.clone()));
+                    let metrics = match &self.metrics {
+                        Some(m) => m.node(addr),
+                        None => NodeMetrics::noop(),
+                    };
+                    let n = Arc::new(Node::with_metrics(addr.clone(), metrics));
                     joined.push(n.clone());
                     n
                 }
@@ -115,8 +169,9 @@ impl NodeSet {
         joined
     }
 
-    /// Healthy nodes in the order a new session should try them: round robin
-    /// from a shared cursor, so consecutive sessions start on different nodes.
+    /// Healthy, unpaused nodes in the order a new session should try them:
+    /// round robin from a shared cursor, so consecutive sessions start on
+    /// different nodes.
     pub fn candidates(&self) -> Vec<Arc<Node>> {
         let nodes = self.all();
         if nodes.is_empty() {
@@ -125,7 +180,7 @@ impl NodeSet {
         let start = self.next.fetch_add(1, Ordering::Relaxed) % nodes.len();
         (0..nodes.len())
             .map(|i| &nodes[(start + i) % nodes.len()])
-            .filter(|n| n.is_healthy())
+            .filter(|n| n.is_healthy() && !n.is_paused())
             .cloned()
             .collect()
     }
@@ -172,5 +227,27 @@ mod tests {
         assert!(!set.all()[0].is_healthy());
         assert!(b.retired().is_cancelled());
         assert_eq!(set.healthy_count(), 1);
+    }
+
+    #[test]
+    fn a_paused_node_takes_no_new_sessions_until_resumed() {
+        let set = NodeSet::default();
+        set.replace(&addrs(&["a:1", "b:1"]));
+        let a = set.find("a:1").unwrap();
+        assert!(a.set_paused(true));
+        assert!(!a.set_paused(true), "pausing twice changes nothing");
+        for _ in 0..4 {
+            let c = set.candidates();
+            assert_eq!(c.len(), 1);
+            assert_eq!(c[0].addr(), "b:1");
+        }
+        set.replace(&addrs(&["a:1", "b:1", "c:1"]));
+        assert!(
+            set.find("a:1").unwrap().is_paused(),
+            "a reload keeps the pause"
+        );
+        a.set_paused(false);
+        assert_eq!(set.candidates().len(), 3);
+        assert!(set.find("z:1").is_none());
     }
 }

@@ -7,6 +7,7 @@
 //! session keeps the configuration it started with.
 
 mod error;
+mod observability;
 mod raw;
 
 use std::net::SocketAddr;
@@ -17,6 +18,9 @@ use std::time::Duration;
 use toml::Spanned;
 
 pub use error::{ConfigError, Problem};
+pub use observability::{
+    Admin, AdminAuth, AdminUser, AlertEvents, Alerts, Condition, Threshold, ThresholdMetric,
+};
 use raw::RawConfig;
 
 /// The validated configuration.
@@ -24,6 +28,11 @@ use raw::RawConfig;
 pub struct Config {
     pub server: Server,
     pub warehouse: Warehouse,
+    pub admin: Admin,
+    pub alerts: Alerts,
+    /// Things that work but should be fixed (e.g. a plain-text admin
+    /// password); `sluice check` prints them, `sluice run` logs them.
+    pub warnings: Vec<Problem>,
     /// `None` when no `[catalog]` section: every query goes to the nodes.
     pub catalog: Option<Catalog>,
 }
@@ -168,6 +177,7 @@ impl Config {
             source,
             base,
             problems: Vec::new(),
+            warnings: Vec::new(),
         };
         let raw: RawConfig = match toml::from_str(source) {
             Ok(raw) => raw,
@@ -182,7 +192,10 @@ impl Config {
         };
         let config = v.config(raw);
         match config {
-            Some(c) if v.problems.is_empty() => Ok(c),
+            Some(mut c) if v.problems.is_empty() => {
+                c.warnings = v.warnings;
+                Ok(c)
+            }
             _ => Err(v.into_error(shown_path)),
         }
     }
@@ -194,6 +207,7 @@ struct Validator<'a> {
     source: &'a str,
     base: &'a Path,
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
 }
 
 impl Validator<'_> {
@@ -206,6 +220,15 @@ impl Validator<'_> {
         // Defaults carry an empty span at 0: they have no line.
         let line = (span != (0..0)).then(|| self.line(&span));
         self.problems.push(Problem {
+            line,
+            key: key.to_string(),
+            message: message.into(),
+        });
+    }
+
+    fn warning(&mut self, span: Range<usize>, key: &str, message: impl Into<String>) {
+        let line = (span != (0..0)).then(|| self.line(&span));
+        self.warnings.push(Problem {
             line,
             key: key.to_string(),
             message: message.into(),
@@ -316,10 +339,15 @@ impl Validator<'_> {
             Some(c) => self.catalog(c).map(Some),
             None => Some(None),
         };
+        let admin = self.admin(raw.admin);
+        let alerts = self.alerts(raw.alerts);
         Some(Config {
             server: server?,
             warehouse: warehouse?,
             catalog: catalog?,
+            admin: admin?,
+            alerts: alerts?,
+            warnings: Vec::new(),
         })
     }
 
@@ -664,6 +692,83 @@ mod tests {
     fn missing_warehouse_is_explained() {
         let err = parse("").unwrap_err();
         assert!(err.to_string().contains("warehouse: missing section"));
+    }
+
+    #[test]
+    fn admin_and_alerts_default_to_off() {
+        let c = parse("[warehouse]\nnodes = [\"a:1\"]\n").unwrap();
+        assert_eq!(c.admin.auth, AdminAuth::Scram);
+        assert!(c.admin.users.is_empty());
+        assert!(c.alerts.slack_webhook_url.is_none());
+        assert_eq!(c.alerts.cooldown, Duration::from_secs(600));
+        assert!(c.alerts.events.node_down);
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn admin_users_and_thresholds_are_validated_with_line_and_key() {
+        let verifier = postgres_protocol::password::scram_sha_256(b"pw");
+        let src = format!(
+            "[warehouse]\nnodes = [\"a:1\"]\n\
+             [admin]\nauth = \"scram\"\n\
+             [[admin.users]]\nname = \"ops\"\npassword = \"{verifier}\"\n\
+             [[admin.users]]\nname = \"dev\"\npassword = \"plain\"\n\
+             [alerts]\nslack_webhook_url = \"http://127.0.0.1:9/hook-secret\"\ncooldown = \"1m\"\n\
+             [[alerts.thresholds]]\nname = \"blocked\"\nmetric = \"rejected_queries\"\nwindow = \"5m\"\nabove = 20\nfor = \"1m\"\n"
+        );
+        let c = parse(&src).unwrap();
+        assert_eq!(c.admin.users.len(), 2);
+        assert_eq!(c.warnings.len(), 1);
+        assert_eq!(c.warnings[0].key, "admin.users[1].password");
+        assert_eq!(c.warnings[0].line, Some(10));
+        let t = &c.alerts.thresholds[0];
+        assert_eq!(t.metric, ThresholdMetric::RejectedQueries);
+        assert_eq!(t.condition, Condition::Above(20.0));
+        assert_eq!(t.hold, Duration::from_secs(60));
+        assert!(
+            !format!("{c:?}").contains("hook-secret"),
+            "the webhook URL is a secret"
+        );
+
+        let bad = "[warehouse]\nnodes = [\"a:1\"]\n\
+             [admin]\nauth = \"none\"\n\
+             [[admin.users]]\nname = \"ops\"\npassword = \"SCRAM-SHA-256$x\"\n\
+             [alerts]\nslack_webhook_url = \"hooks.slack.com/secret-part\"\n\
+             [[alerts.thresholds]]\nname = \"t\"\nmetric = \"cpu\"\nabove = 1\nbelow = 2\n\
+             [[alerts.thresholds]]\nname = \"t\"\nmetric = \"errors\"\n";
+        let err = parse(bad).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("sluice.toml:4: admin.auth: \"none\" is not one of"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "sluice.toml:7: admin.users[0].password: is not a SCRAM-SHA-256 verifier"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice.toml:9: alerts.slack_webhook_url: is not an http"),
+            "{text}"
+        );
+        assert!(!text.contains("secret-part"), "{text}");
+        assert!(
+            text.contains("sluice.toml:12: alerts.thresholds[0].metric: \"cpu\" is not one of"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice.toml:14: alerts.thresholds[0]: has both above and below"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice.toml:16: alerts.thresholds[1].name: \"t\" is used by another"),
+            "{text}"
+        );
+        assert!(
+            text.contains("alerts.thresholds[1]: needs above = N or below = N"),
+            "{text}"
+        );
     }
 
     #[test]

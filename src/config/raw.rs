@@ -12,6 +12,94 @@ pub struct RawConfig {
     pub server: RawServer,
     pub warehouse: Option<Spanned<RawWarehouse>>,
     pub catalog: Option<RawCatalog>,
+    #[serde(default)]
+    pub admin: RawAdmin,
+    #[serde(default)]
+    pub alerts: RawAlerts,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdmin {
+    #[serde(default = "defaults::admin_auth")]
+    pub auth: Spanned<String>,
+    #[serde(default)]
+    pub users: Vec<RawAdminUser>,
+}
+
+impl Default for RawAdmin {
+    fn default() -> Self {
+        toml::from_str("").expect("every admin key has a default")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAdminUser {
+    pub name: Spanned<String>,
+    pub password: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlerts {
+    #[serde(default = "defaults::empty")]
+    pub slack_webhook_url: Spanned<String>,
+    #[serde(default = "defaults::alert_cooldown")]
+    pub cooldown: Spanned<String>,
+    #[serde(default = "defaults::yes")]
+    pub send_resolved: bool,
+    #[serde(default = "defaults::alert_group_wait")]
+    pub group_wait: Spanned<String>,
+    #[serde(default = "defaults::alert_evaluation_interval")]
+    pub evaluation_interval: Spanned<String>,
+    #[serde(default = "defaults::alert_timeout")]
+    pub timeout: Spanned<String>,
+    #[serde(default = "defaults::alert_max_retries")]
+    pub max_retries: Spanned<i64>,
+    #[serde(default = "defaults::alert_queue_size")]
+    pub queue_size: Spanned<i64>,
+    #[serde(default)]
+    pub events: RawAlertEvents,
+    #[serde(default)]
+    pub thresholds: Vec<RawThreshold>,
+}
+
+impl Default for RawAlerts {
+    fn default() -> Self {
+        toml::from_str("").expect("every alerts key has a default")
+    }
+}
+
+/// Events that alert one by one, each on unless turned off.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAlertEvents {
+    #[serde(default = "defaults::yes")]
+    pub node_down: bool,
+    #[serde(default = "defaults::yes")]
+    pub catalog_sync_failed: bool,
+    #[serde(default = "defaults::yes")]
+    pub query_cancelled: bool,
+}
+
+impl Default for RawAlertEvents {
+    fn default() -> Self {
+        toml::from_str("").expect("every alerts.events key has a default")
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawThreshold {
+    pub name: Spanned<String>,
+    pub metric: Spanned<String>,
+    #[serde(default = "defaults::threshold_window")]
+    pub window: Spanned<String>,
+    pub above: Option<Spanned<f64>>,
+    pub below: Option<Spanned<f64>>,
+    #[serde(rename = "for", default = "defaults::threshold_for")]
+    pub hold: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -189,5 +277,38 @@ mod defaults {
     }
     pub fn classification_cache_size() -> Spanned<i64> {
         n(10_000)
+    }
+    pub fn empty() -> Spanned<String> {
+        s("")
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn admin_auth() -> Spanned<String> {
+        s("scram")
+    }
+    pub fn alert_cooldown() -> Spanned<String> {
+        s("10m")
+    }
+    pub fn alert_group_wait() -> Spanned<String> {
+        s("10s")
+    }
+    pub fn alert_evaluation_interval() -> Spanned<String> {
+        s("5s")
+    }
+    pub fn alert_timeout() -> Spanned<String> {
+        s("10s")
+    }
+    pub fn alert_max_retries() -> Spanned<i64> {
+        n(5)
+    }
+    pub fn alert_queue_size() -> Spanned<i64> {
+        n(1024)
+    }
+    pub fn threshold_window() -> Spanned<String> {
+        s("5m")
+    }
+    pub fn threshold_for() -> Spanned<String> {
+        s("0s")
     }
 }

@@ -3,6 +3,10 @@
 //!
 //! While sluice drains, the listener keeps accepting so that clients get a
 //! clear 57P03 instead of a refused TCP connection, and cancels still work.
+//!
+//! A startup for the database `sluice` goes to the admin console, before
+//! draining and the client limit are checked: operators must get in when
+//! sluice is full or shutting down.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::negotiate::{Opening, negotiate, send_fatal};
 use super::session;
+use crate::metrics::Refusal;
 use crate::protocol::backend::ErrorFields;
 use crate::protocol::sqlstate;
 use crate::protocol::startup::CancelKey;
@@ -62,7 +67,21 @@ async fn handle(sluice: Arc<Sluice>, tcp: TcpStream, peer: SocketAddr) {
             mut stream,
             startup,
         } => {
+            if startup.database() == crate::admin::DATABASE {
+                // Outside the session tracker: an idle console must not hold
+                // up a drain. The kill token still ends it.
+                let admin = generation.config.admin.clone();
+                tokio::spawn(crate::admin::serve(
+                    sluice.clone(),
+                    admin,
+                    stream,
+                    startup,
+                    peer,
+                ));
+                return;
+            }
             if sluice.is_draining() {
+                sluice.metrics.client_refused(Refusal::Draining);
                 let error = ErrorFields::fatal(sqlstate::CANNOT_CONNECT_NOW, "sluice is shutting down and accepts no new sessions")
                     .with_hint("Reconnect in a moment; another sluice instance or this one after its restart will serve you.");
                 send_fatal(&mut stream, &error).await;
@@ -77,6 +96,7 @@ async fn handle(sluice: Arc<Sluice>, tcp: TcpStream, peer: SocketAddr) {
                     ),
                 );
                 tracing::warn!(%peer, limit, "refused a client over the connection limit");
+                sluice.metrics.client_refused(Refusal::Limit);
                 send_fatal(&mut stream, &error).await;
                 return;
             };
@@ -95,6 +115,7 @@ impl<'a> ClientSlot<'a> {
             sluice.clients.fetch_sub(1, Ordering::AcqRel);
             return None;
         }
+        sluice.metrics.client_connected();
         Some(ClientSlot(sluice))
     }
 }
@@ -102,6 +123,7 @@ impl<'a> ClientSlot<'a> {
 impl Drop for ClientSlot<'_> {
     fn drop(&mut self) {
         self.0.clients.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.client_disconnected();
     }
 }
 

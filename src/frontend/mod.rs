@@ -5,8 +5,12 @@
 //! * [`negotiate`]: SSLRequest, GSSENCRequest, LoadBalanceRequest,
 //!   CancelRequest and the StartupMessage, before any typed message.
 //! * [`session`]: chooses a node and relays the session both ways.
+//! * [`registry`]: the open sessions, for the admin console.
+//! * [`observe`]: what a session reports to metrics and the registry.
 
 pub mod listener;
 pub mod negotiate;
 pub mod router;
+pub mod observe;
+pub mod registry;
 pub mod session;

@@ -29,6 +29,8 @@ use crate::protocol::{ProtocolError, frontend, sqlstate};
 use crate::server::{Generation, Sluice};
 
 use super::negotiate::send_fatal;
+use super::observe::SessionObserver;
+use super::registry::NewSession;
 
 /// Reads start at this size and grow while the peer keeps them full.
 const READ_CHUNK: usize = 8 * 1024;
@@ -75,6 +77,9 @@ pub async fn run(
         )
         .with_hint("The nodes failed their health checks; sluice puts them back as soon as they answer again.");
         tracing::warn!(%peer, user = startup.user(), "refused a session: no healthy node");
+        sluice
+            .metrics
+            .client_refused(crate::metrics::Refusal::NoNode);
         send_fatal(&mut client, &error).await;
         return;
     }
@@ -93,6 +98,9 @@ pub async fn run(
         }
     }
     let Some((attached, mut server)) = connected else {
+        sluice
+            .metrics
+            .client_refused(crate::metrics::Refusal::NoNode);
         let error = ErrorFields::fatal(
             sqlstate::CONNECTION_FAILURE,
             format!(
@@ -116,8 +124,27 @@ pub async fn run(
         return;
     }
 
+    // Observability (issue 5): the session registry and what the relay reports.
+    let registered = sluice.registry.register(
+        NewSession {
+            user: startup.user(),
+            database: startup.database(),
+            application: startup.application(),
+            peer,
+            node: &node,
+        },
+        &sluice.kill,
+    );
+    let observer = SessionObserver::new(
+        sluice.metrics.clone(),
+        attached.node().clone(),
+        registered.entry().clone(),
+    );
+
     let max_message = generation.config.server.max_message_size;
     let mut relay = Relay {
+        observer: &observer,
+        token: registered.entry().token.clone(),
         sluice: &sluice,
         attached: &attached,
         phase: Phase::Startup,
@@ -136,7 +163,10 @@ pub async fn run(
 
 fn client_treatment(tag: u8) -> Treatment {
     match tag {
-        frontend::TERMINATE => Treatment::Inspect,
+        // Query, Sync and FunctionCall start the clock of a query (observe.rs).
+        frontend::TERMINATE | frontend::QUERY | frontend::SYNC | frontend::FUNCTION_CALL => {
+            Treatment::Inspect
+        }
         _ => Treatment::Relay,
     }
 }
@@ -152,6 +182,9 @@ fn node_treatment(tag: u8) -> Treatment {
 
 struct Relay<'a> {
     sluice: &'a Arc<Sluice>,
+    observer: &'a SessionObserver,
+    /// Cancelled by KILL CLIENT or by shutdown.
+    token: tokio_util::sync::CancellationToken,
     attached: &'a Attached,
     phase: Phase,
     registration: Option<Registration>,
@@ -172,7 +205,7 @@ impl Relay<'_> {
         node_rd: &mut ReadHalf<Stream>,
         node_wr: &mut WriteHalf<Stream>,
     ) -> End {
-        let kill = self.sluice.kill.clone();
+        let kill = self.token.clone();
         let Relay {
             to_node,
             to_client,
@@ -181,8 +214,11 @@ impl Relay<'_> {
             client_mid_write,
             sluice,
             attached,
+            observer,
+            token: _,
         } = self;
-        let upstream = client_to_node(to_node, client_rd, node_wr);
+        let observer: &SessionObserver = observer;
+        let upstream = client_to_node(to_node, client_rd, node_wr, observer);
         let downstream = node_to_client(
             to_client,
             node_rd,
@@ -192,6 +228,7 @@ impl Relay<'_> {
             client_mid_write,
             sluice,
             attached,
+            observer,
         );
         tokio::select! {
             end = upstream => end,
@@ -216,6 +253,10 @@ impl Relay<'_> {
             End::NodeClosed => Some(ErrorFields::fatal(
                 sqlstate::CONNECTION_FAILURE,
                 format!("warehouse node {node} closed the connection unexpectedly"),
+            )),
+            End::Killed if !self.sluice.kill.is_cancelled() => Some(ErrorFields::fatal(
+                sqlstate::ADMIN_SHUTDOWN,
+                "an administrator closed this session (KILL CLIENT on the sluice admin console)",
             )),
             End::Killed => Some(ErrorFields::fatal(
                 sqlstate::ADMIN_SHUTDOWN,
@@ -274,6 +315,7 @@ async fn client_to_node(
     scanner: &mut Scanner,
     rd: &mut ClientRd,
     wr: &mut WriteHalf<Stream>,
+    observer: &SessionObserver,
 ) -> End {
     let mut buf = BytesMut::new();
     let mut out = BytesMut::new();
@@ -281,18 +323,21 @@ async fn client_to_node(
     loop {
         match fill(rd, &mut buf, &mut chunk).await {
             Ok(0) => return End::ClientLeft,
-            Ok(_) => {}
+            Ok(n) => observer.client_read(n),
             Err(e) => return End::Io(e),
         }
         let mut terminated = false;
         loop {
             match scanner.next(&mut buf) {
                 Ok(Some(Item::Relay(bytes))) => out.extend_from_slice(&bytes),
-                Ok(Some(Item::Inspect(frame))) => {
+                Ok(Some(Item::Inspect(frame))) if frame.tag() == frontend::TERMINATE => {
                     // Terminate: the node learns it from the closing in finish().
-                    debug_assert_eq!(frame.tag(), frontend::TERMINATE);
                     terminated = true;
                     break;
+                }
+                Ok(Some(Item::Inspect(frame))) => {
+                    observer.request();
+                    out.extend_from_slice(frame.raw());
                 }
                 Ok(None) => break,
                 Err(e) => return End::ClientProtocol(e),
@@ -320,6 +365,7 @@ async fn node_to_client(
     mid_write: &mut bool,
     sluice: &Arc<Sluice>,
     attached: &Attached,
+    observer: &SessionObserver,
 ) -> End {
     let mut buf = BytesMut::new();
     let mut out = BytesMut::new();
@@ -352,12 +398,16 @@ async fn node_to_client(
                 }
                 backend::READY_FOR_QUERY => {
                     match backend::ready_for_query(frame.body()) {
-                        Ok(status) => *phase = Phase::Ready(status),
+                        Ok(status) => {
+                            *phase = Phase::Ready(status);
+                            observer.ready_for_query(status);
+                        }
                         Err(e) => return End::NodeProtocol(e),
                     }
                     out.extend_from_slice(frame.raw());
                 }
                 backend::ERROR_RESPONSE => {
+                    observer.error(frame.body());
                     if *phase == Phase::Startup {
                         let (code, message) = backend::error_summary(frame.body());
                         tracing::info!(
@@ -386,6 +436,7 @@ async fn node_to_client(
             }
         }
         if !out.is_empty() {
+            observer.client_written(out.len());
             *mid_write = true;
             if let Err(e) = wr.write_all(&out).await {
                 return End::Io(e);

@@ -9,10 +9,23 @@ use super::write::{self, read_cstr};
 
 pub const AUTHENTICATION: u8 = b'R';
 pub const BACKEND_KEY_DATA: u8 = b'K';
+pub const COMMAND_COMPLETE: u8 = b'C';
+pub const DATA_ROW: u8 = b'D';
+pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
 pub const ERROR_RESPONSE: u8 = b'E';
 pub const NOTICE_RESPONSE: u8 = b'N';
 pub const PARAMETER_STATUS: u8 = b'S';
 pub const READY_FOR_QUERY: u8 = b'Z';
+pub const ROW_DESCRIPTION: u8 = b'T';
+
+/// Authentication request codes (the Int32 after the 'R' header).
+pub const AUTH_OK: i32 = 0;
+pub const AUTH_SASL: i32 = 10;
+pub const AUTH_SASL_CONTINUE: i32 = 11;
+pub const AUTH_SASL_FINAL: i32 = 12;
+
+/// The type OID of `text`: every column sluice answers itself is text.
+pub const TEXT_OID: i32 = 25;
 
 /// The single-byte answers to SSLRequest, GSSENCRequest and LoadBalanceRequest.
 pub const SSL_ACCEPTED: u8 = b'S';
@@ -59,6 +72,113 @@ pub fn encode_backend_key_data(buf: &mut BytesMut, key: &CancelKey) {
         b.put_i32(key.process_id);
         b.put_slice(&key.secret);
     });
+}
+
+/// The SQLSTATE class (first two characters of the `C` field) of an
+/// ErrorResponse body, without allocating: the relay counts every error.
+pub fn error_class(body: &[u8]) -> Option<[u8; 2]> {
+    let mut rest = body;
+    while let Some((&code, tail)) = rest.split_first() {
+        if code == 0 {
+            return None;
+        }
+        let (value, after) = read_cstr(tail)?;
+        if code == b'C' {
+            return match value {
+                [a, b, ..] => Some([*a, *b]),
+                _ => None,
+            };
+        }
+        rest = after;
+    }
+    None
+}
+
+pub fn encode_authentication_ok(buf: &mut BytesMut) {
+    write::message(buf, AUTHENTICATION, |b| b.put_i32(AUTH_OK));
+}
+
+/// AuthenticationSASL offering the given mechanisms.
+pub fn encode_authentication_sasl(buf: &mut BytesMut, mechanisms: &[&str]) {
+    write::message(buf, AUTHENTICATION, |b| {
+        b.put_i32(AUTH_SASL);
+        for m in mechanisms {
+            write::cstr(b, m);
+        }
+        b.put_u8(0);
+    });
+}
+
+pub fn encode_authentication_sasl_continue(buf: &mut BytesMut, data: &[u8]) {
+    write::message(buf, AUTHENTICATION, |b| {
+        b.put_i32(AUTH_SASL_CONTINUE);
+        b.put_slice(data);
+    });
+}
+
+pub fn encode_authentication_sasl_final(buf: &mut BytesMut, data: &[u8]) {
+    write::message(buf, AUTHENTICATION, |b| {
+        b.put_i32(AUTH_SASL_FINAL);
+        b.put_slice(data);
+    });
+}
+
+pub fn encode_parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
+    write::message(buf, PARAMETER_STATUS, |b| {
+        write::cstr(b, name);
+        write::cstr(b, value);
+    });
+}
+
+pub fn encode_ready_for_query(buf: &mut BytesMut, status: TransactionStatus) {
+    write::message(buf, READY_FOR_QUERY, |b| {
+        b.put_u8(match status {
+            TransactionStatus::Idle => b'I',
+            TransactionStatus::InTransaction => b'T',
+            TransactionStatus::Failed => b'E',
+        })
+    });
+}
+
+/// RowDescription for columns of type text, in text format.
+pub fn encode_row_description(buf: &mut BytesMut, columns: &[&str]) {
+    write::message(buf, ROW_DESCRIPTION, |b| {
+        b.put_i16(columns.len().min(i16::MAX as usize) as i16);
+        for name in columns.iter().take(i16::MAX as usize) {
+            write::cstr(b, name);
+            b.put_i32(0); // table OID: none
+            b.put_i16(0); // column number: none
+            b.put_i32(TEXT_OID);
+            b.put_i16(-1); // variable length
+            b.put_i32(-1); // no type modifier
+            b.put_i16(0); // text format
+        }
+    });
+}
+
+/// DataRow of text values; `None` is SQL NULL.
+pub fn encode_data_row(buf: &mut BytesMut, values: &[Option<&str>]) {
+    write::message(buf, DATA_ROW, |b| {
+        b.put_i16(values.len().min(i16::MAX as usize) as i16);
+        for value in values.iter().take(i16::MAX as usize) {
+            match value {
+                Some(v) => {
+                    b.put_i32(v.len() as i32);
+                    b.put_slice(v.as_bytes());
+                }
+                None => b.put_i32(-1),
+            }
+        }
+    });
+}
+
+/// CommandComplete with its tag, e.g. `SHOW`, `SELECT 3`.
+pub fn encode_command_complete(buf: &mut BytesMut, tag: &str) {
+    write::message(buf, COMMAND_COMPLETE, |b| write::cstr(b, tag));
+}
+
+pub fn encode_empty_query_response(buf: &mut BytesMut) {
+    write::message(buf, EMPTY_QUERY_RESPONSE, |_| {});
 }
 
 /// Re-encodes an ErrorResponse body with a hint of sluice's added after the
@@ -246,6 +366,35 @@ mod tests {
                 .unwrap()
                 .contains(&(b'H', "try this and that".into()))
         );
+    }
+
+    #[test]
+    fn error_class_reads_the_code_field() {
+        let e = ErrorFields::error("42P01", "relation does not exist").to_bytes();
+        assert_eq!(error_class(&e[5..]), Some(*b"42"));
+        assert_eq!(error_class(b"Mhi\0\0"), None);
+        assert_eq!(error_class(b"C4"), None);
+        assert_eq!(error_class(b"C4\0\0"), None);
+        assert_eq!(error_class(b""), None);
+    }
+
+    #[test]
+    fn result_set_messages_have_their_lengths() {
+        let mut buf = BytesMut::new();
+        encode_row_description(&mut buf, &["a", "bc"]);
+        let len = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+        assert_eq!(buf.len(), len + 1);
+        assert_eq!(buf.len(), 1 + 4 + 2 + (2 + 18) + (3 + 18));
+        let mut buf = BytesMut::new();
+        encode_data_row(&mut buf, &[Some("x"), None]);
+        assert_eq!(&buf[..], b"D\0\0\0\x0f\0\x02\0\0\0\x01x\xff\xff\xff\xff");
+        let mut buf = BytesMut::new();
+        encode_ready_for_query(&mut buf, TransactionStatus::Idle);
+        assert_eq!(ready_for_query(&buf[5..]).unwrap(), TransactionStatus::Idle);
+        let mut buf = BytesMut::new();
+        encode_authentication_sasl(&mut buf, &["SCRAM-SHA-256"]);
+        assert_eq!(&buf[5..9], &AUTH_SASL.to_be_bytes());
+        assert_eq!(&buf[9..], b"SCRAM-SHA-256\0\0");
     }
 
     #[test]

@@ -16,6 +16,7 @@ pub const EXECUTE: u8 = b'E';
 pub const CLOSE: u8 = b'C';
 pub const SYNC: u8 = b'S';
 pub const FLUSH: u8 = b'H';
+pub const FUNCTION_CALL: u8 = b'F';
 pub const TERMINATE: u8 = b'X';
 pub const PASSWORD: u8 = b'p';
 
@@ -175,6 +176,22 @@ pub fn concat(frames: &[Frame]) -> Bytes {
     buf.freeze()
 }
 
+/// The mechanism and initial data of a SASLInitialResponse (a `p` message
+/// answering AuthenticationSASL).
+pub fn sasl_initial_response(body: &[u8]) -> Result<(&[u8], &[u8]), ProtocolError> {
+    let bad = |why| ProtocolError::malformed("SASLInitialResponse", why);
+    let (mechanism, rest) = read_cstr(body).ok_or(bad("mechanism is not terminated"))?;
+    let (len, data) = rest
+        .split_first_chunk::<4>()
+        .ok_or(bad("data length is missing"))?;
+    let len = i32::from_be_bytes(*len);
+    match len {
+        -1 if data.is_empty() => Ok((mechanism, data)),
+        n if n >= 0 && n as usize == data.len() => Ok((mechanism, data)),
+        _ => Err(bad("data length does not match the message")),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -213,5 +230,17 @@ mod tests {
         assert!(target(b"Xname\0", "Describe").is_err());
         assert!(target(b"Sname", "Describe").is_err());
         assert_eq!(execute_portal(b"p1\0\0\0\0\0").unwrap(), b"p1");
+    }
+
+    #[test]
+    fn sasl_initial_response_checks_its_length() {
+        let ok = b"SCRAM-SHA-256\0\0\0\0\x03n,,";
+        assert_eq!(
+            sasl_initial_response(ok).unwrap(),
+            (&b"SCRAM-SHA-256"[..], &b"n,,"[..])
+        );
+        assert!(sasl_initial_response(b"SCRAM-SHA-256\0\0\0\0\x09n,,").is_err());
+        assert!(sasl_initial_response(b"SCRAM").is_err());
+        assert!(sasl_initial_response(b"SCRAM\0\0\0").is_err());
     }
 }

@@ -8,6 +8,7 @@
 mod support;
 
 mod failover;
+mod observability;
 mod operations;
 mod relay;
 mod startup;

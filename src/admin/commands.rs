@@ -1,0 +1,414 @@
+//! What each console command does, and the rows it answers.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use super::parser::{COMMANDS, Command};
+use crate::config::{AdminAuth, Condition, Config};
+use crate::protocol::backend::ErrorFields;
+use crate::protocol::sqlstate;
+use crate::server::Sluice;
+
+/// A command's answer: optional rows, notices, and the CommandComplete tag.
+#[derive(Debug, Default)]
+pub struct Reply {
+    pub notices: Vec<String>,
+    pub columns: Option<Vec<&'static str>>,
+    pub rows: Vec<Vec<Option<String>>>,
+    pub tag: String,
+}
+
+impl Reply {
+    fn rows(columns: &[&'static str], rows: Vec<Vec<Option<String>>>) -> Reply {
+        Reply {
+            tag: format!("SHOW {}", rows.len()),
+            columns: Some(columns.to_vec()),
+            rows,
+            notices: Vec::new(),
+        }
+    }
+
+    fn done(tag: &str) -> Reply {
+        Reply {
+            tag: tag.to_string(),
+            ..Reply::default()
+        }
+    }
+
+    fn notice(mut self, text: impl Into<String>) -> Reply {
+        self.notices.push(text.into());
+        self
+    }
+}
+
+fn s(v: impl ToString) -> Option<String> {
+    Some(v.to_string())
+}
+
+fn time(t: SystemTime) -> Option<String> {
+    s(humantime::format_rfc3339_seconds(t))
+}
+
+pub fn execute(sluice: &Arc<Sluice>, command: Command) -> Result<Reply, ErrorFields> {
+    match command {
+        Command::ShowNodes => Ok(show_nodes(sluice)),
+        Command::ShowClients => Ok(show_clients(sluice)),
+        Command::ShowServers => Ok(show_servers(sluice)),
+        Command::ShowQueries => Ok(Reply::rows(
+            &["fingerprint", "calls", "total_seconds", "mean_seconds", "max_seconds", "rejected", "cancelled", "sample"],
+            Vec::new(),
+        )
+        .notice("query statistics are not collected by this build; SHOW QUERIES fills once fingerprint statistics exist")),
+        Command::ShowRules => Ok(show_rules(sluice)),
+        Command::ShowAlerts => Ok(show_alerts(sluice)),
+        Command::ShowConfig => Ok(Reply::rows(
+            &["key", "value"],
+            config_rows(&sluice.generation().config)
+                .into_iter()
+                .map(|(k, v)| vec![Some(k), Some(v)])
+                .collect(),
+        )),
+        Command::ShowVersion => Ok(Reply::rows(
+            &["version"],
+            vec![vec![s(concat!("sluice ", env!("CARGO_PKG_VERSION")))]],
+        )),
+        Command::ShowHelp => Ok(Reply::rows(&["commands"], vec![vec![s(COMMANDS)]])),
+        Command::Reload => match sluice.try_reload_from_file() {
+            Ok(nodes) => Ok(Reply::done("RELOAD")
+                .notice(format!("configuration reloaded: {nodes} node(s); new sessions use it"))),
+            Err(problems) => Err(ErrorFields::error(
+                sqlstate::CONFIG_FILE_ERROR,
+                "reload refused; the running configuration stays in effect",
+            )
+            .with_detail(problems)),
+        },
+        Command::PauseNode(addr) => pause(sluice, &addr, true),
+        Command::ResumeNode(addr) => pause(sluice, &addr, false),
+        Command::KillClient(id) => {
+            if sluice.registry.kill(id) {
+                Ok(Reply::done("KILL"))
+            } else {
+                Err(ErrorFields::error(
+                    sqlstate::UNDEFINED_OBJECT,
+                    format!("no client session has id {id}"),
+                )
+                .with_hint("SHOW CLIENTS lists the open sessions and their ids."))
+            }
+        }
+    }
+}
+
+fn show_nodes(sluice: &Sluice) -> Reply {
+    let rows = sluice
+        .nodes
+        .all()
+        .iter()
+        .map(|n| {
+            vec![
+                s(n.addr()),
+                s(n.is_healthy()),
+                s(n.is_paused()),
+                s(n.sessions()),
+                s(n.assigned()),
+            ]
+        })
+        .collect();
+    Reply::rows(
+        &["node", "healthy", "paused", "sessions", "assigned_total"],
+        rows,
+    )
+}
+
+fn show_servers(sluice: &Sluice) -> Reply {
+    let rows = sluice
+        .nodes
+        .all()
+        .iter()
+        .map(|n| {
+            let state = match (n.is_healthy(), n.is_paused()) {
+                (false, _) => "down",
+                (true, true) => "paused",
+                (true, false) => "in rotation",
+            };
+            vec![s(n.addr()), s(n.sessions()), s(state)]
+        })
+        .collect();
+    Reply::rows(&["node", "connections", "state"], rows)
+}
+
+fn show_clients(sluice: &Sluice) -> Reply {
+    let rows = sluice
+        .registry
+        .list()
+        .iter()
+        .map(|c| {
+            vec![
+                s(c.id),
+                s(&c.user),
+                s(&c.database),
+                s(&c.application),
+                s(c.peer),
+                s(&c.node),
+                s(c.state().as_str()),
+                time(c.connected_at),
+            ]
+        })
+        .collect();
+    Reply::rows(
+        &[
+            "id",
+            "user",
+            "database",
+            "application",
+            "peer",
+            "node",
+            "state",
+            "connected_at",
+        ],
+        rows,
+    )
+}
+
+fn show_rules(sluice: &Sluice) -> Reply {
+    let rows: Vec<_> = sluice
+        .metrics
+        .rule_hit_counts()
+        .into_iter()
+        .map(|(rule, action, hits)| vec![s(rule), s(action), s(hits)])
+        .collect();
+    let reply = Reply::rows(&["rule", "action", "hits"], rows);
+    if reply.rows.is_empty() {
+        reply.notice("no rule has matched a query yet; rules with their hit counts appear here once they match")
+    } else {
+        reply
+    }
+}
+
+fn show_alerts(sluice: &Sluice) -> Reply {
+    let mut rows = Vec::new();
+    for a in sluice.alerts.active() {
+        rows.push(vec![
+            s("active"),
+            time(a.at),
+            s(&a.key),
+            s(&a.summary),
+            s(a.count),
+            s(&a.delivery),
+        ]);
+    }
+    for a in sluice.alerts.recent() {
+        rows.push(vec![
+            s(a.state),
+            time(a.at),
+            s(&a.key),
+            s(&a.summary),
+            s(a.count),
+            s(&a.delivery),
+        ]);
+    }
+    Reply::rows(
+        &["state", "at", "alert", "summary", "events", "delivery"],
+        rows,
+    )
+}
+
+fn pause(sluice: &Sluice, addr: &str, paused: bool) -> Result<Reply, ErrorFields> {
+    let verb = if paused { "PAUSE" } else { "RESUME" };
+    let Some(node) = sluice.nodes.find(addr) else {
+        let known: Vec<String> = sluice
+            .nodes
+            .all()
+            .iter()
+            .map(|n| n.addr().to_string())
+            .collect();
+        return Err(ErrorFields::error(
+            sqlstate::UNDEFINED_OBJECT,
+            format!("no node {addr:?} in warehouse.nodes"),
+        )
+        .with_hint(format!(
+            "Name a node as the configuration writes it: {}.",
+            known.join(", ")
+        )));
+    };
+    let changed = node.set_paused(paused);
+    tracing::warn!(
+        node = addr,
+        paused,
+        "node {} from the admin console",
+        if paused { "paused" } else { "resumed" }
+    );
+    let reply = Reply::done(verb);
+    Ok(match (changed, paused) {
+        (false, true) => reply.notice(format!("node {addr} was already paused")),
+        (false, false) => reply.notice(format!("node {addr} was not paused")),
+        (true, true) => reply.notice(format!(
+            "node {addr} takes no new sessions; its {} open session(s) run on",
+            node.sessions()
+        )),
+        (true, false) => reply.notice(format!("node {addr} takes new sessions again")),
+    })
+}
+
+/// Every setting as `key = value`, secrets masked.
+pub fn config_rows(c: &Config) -> Vec<(String, String)> {
+    let d = |d: std::time::Duration| humantime::format_duration(d).to_string();
+    let secret = |set: bool| if set { "(set, hidden)" } else { "(not set)" }.to_string();
+    let mut rows = vec![
+        ("server.listen".into(), c.server.listen.to_string()),
+        (
+            "server.metrics_listen".into(),
+            c.server
+                .metrics_listen
+                .map(|a| a.to_string())
+                .unwrap_or_default(),
+        ),
+        (
+            "server.max_client_connections".into(),
+            c.server.max_client_connections.to_string(),
+        ),
+        ("server.drain_timeout".into(), d(c.server.drain_timeout)),
+        ("server.startup_timeout".into(), d(c.server.startup_timeout)),
+        (
+            "server.max_message_size".into(),
+            c.server.max_message_size.to_string(),
+        ),
+        (
+            "server.max_startup_packet_size".into(),
+            c.server.max_startup_packet_size.to_string(),
+        ),
+        (
+            "server.max_startup_parameters".into(),
+            c.server.max_startup_parameters.to_string(),
+        ),
+        (
+            "server.tls.mode".into(),
+            c.server
+                .tls
+                .as_ref()
+                .map(|t| format!("{:?}", t.mode).to_lowercase())
+                .unwrap_or("(no [server.tls])".into()),
+        ),
+        (
+            "warehouse.dialect".into(),
+            format!("{:?}", c.warehouse.dialect).to_lowercase(),
+        ),
+        ("warehouse.nodes".into(), c.warehouse.nodes.join(", ")),
+        (
+            "warehouse.health_check_interval".into(),
+            d(c.warehouse.health_check_interval),
+        ),
+        (
+            "warehouse.health_check_timeout".into(),
+            d(c.warehouse.health_check_timeout),
+        ),
+        (
+            "warehouse.healthy_after".into(),
+            c.warehouse.healthy_after.to_string(),
+        ),
+        (
+            "warehouse.unhealthy_after".into(),
+            c.warehouse.unhealthy_after.to_string(),
+        ),
+        (
+            "warehouse.connect_timeout".into(),
+            d(c.warehouse.connect_timeout),
+        ),
+        (
+            "warehouse.service_user".into(),
+            c.warehouse.service_user.clone(),
+        ),
+        (
+            "warehouse.service_password".into(),
+            secret(!c.warehouse.service_password.is_empty()),
+        ),
+        (
+            "warehouse.service_database".into(),
+            c.warehouse.service_database.clone(),
+        ),
+        (
+            "warehouse.tls.mode".into(),
+            format!("{:?}", c.warehouse.tls.mode).to_lowercase(),
+        ),
+        (
+            "admin.auth".into(),
+            match c.admin.auth {
+                AdminAuth::Scram => "scram",
+                AdminAuth::Trust => "trust",
+            }
+            .into(),
+        ),
+    ];
+    for (i, u) in c.admin.users.iter().enumerate() {
+        rows.push((format!("admin.users[{i}].name"), u.name.clone()));
+        rows.push((format!("admin.users[{i}].password"), secret(true)));
+    }
+    let a = &c.alerts;
+    rows.extend([
+        (
+            "alerts.slack_webhook_url".into(),
+            secret(a.slack_webhook_url.is_some()),
+        ),
+        ("alerts.cooldown".into(), d(a.cooldown)),
+        ("alerts.send_resolved".into(), a.send_resolved.to_string()),
+        ("alerts.group_wait".into(), d(a.group_wait)),
+        (
+            "alerts.evaluation_interval".into(),
+            d(a.evaluation_interval),
+        ),
+        ("alerts.timeout".into(), d(a.timeout)),
+        ("alerts.max_retries".into(), a.max_retries.to_string()),
+        ("alerts.queue_size".into(), a.queue_size.to_string()),
+        (
+            "alerts.events.node_down".into(),
+            a.events.node_down.to_string(),
+        ),
+        (
+            "alerts.events.catalog_sync_failed".into(),
+            a.events.catalog_sync_failed.to_string(),
+        ),
+        (
+            "alerts.events.query_cancelled".into(),
+            a.events.query_cancelled.to_string(),
+        ),
+    ]);
+    for (i, t) in a.thresholds.iter().enumerate() {
+        let cond = match t.condition {
+            Condition::Above(v) => format!("above = {v}"),
+            Condition::Below(v) => format!("below = {v}"),
+        };
+        rows.push((
+            format!("alerts.thresholds[{i}]"),
+            format!(
+                "name = {:?}, metric = {:?}, window = {:?}, {cond}, for = {:?}",
+                t.name,
+                t.metric.as_str(),
+                d(t.window),
+                d(t.hold)
+            ),
+        ));
+    }
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn show_config_hides_secrets() {
+        let c = Config::parse(
+            "[warehouse]\nnodes = [\"a:1\"]\nservice_password = \"hunter2\"\n\
+             [[admin.users]]\nname = \"ops\"\npassword = \"opspw\"\n\
+             [alerts]\nslack_webhook_url = \"https://hooks.slack.com/services/T0/B0/XYZ\"\n",
+            "t.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let text = format!("{:?}", config_rows(&c));
+        for secret in ["hunter2", "opspw", "XYZ", "hooks.slack.com"] {
+            assert!(!text.contains(secret), "{secret} leaked: {text}");
+        }
+        assert!(text.contains("(set, hidden)"));
+        assert!(text.contains("\"admin.users[0].name\", \"ops\""));
+    }
+}

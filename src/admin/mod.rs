@@ -1,0 +1,329 @@
+//! The admin console: a client that connects to the virtual database
+//! `sluice` on the main listener talks to sluice itself (PgBouncer's
+//! convention), with any PostgreSQL client.
+//!
+//! * [`scram`]: SCRAM-SHA-256 against `[[admin.users]]`.
+//! * [`parser`]: the command language.
+//! * [`commands`]: what each command does and the rows it answers.
+//!
+//! The console speaks the simple Query protocol only; every answer is an
+//! ordinary result set of text columns, so psql prints tables. It is not
+//! counted against `server.max_client_connections` (an operator must be able
+//! to get in when sluice is full) and it keeps working while sluice drains.
+
+pub mod commands;
+pub mod parser;
+pub mod scram;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::BytesMut;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::config::{Admin, AdminAuth};
+use crate::metrics::Refusal;
+use crate::net::Stream;
+use crate::protocol::backend::{self, ErrorFields, TransactionStatus};
+use crate::protocol::frame::{Frame, Item, Scanner, Treatment};
+use crate::protocol::frontend;
+use crate::protocol::sqlstate;
+use crate::protocol::startup::StartupMessage;
+use crate::server::Sluice;
+use commands::Reply;
+use scram::{Exchange, MECHANISM, Verifier};
+
+/// The database name that reaches the console instead of a node.
+pub const DATABASE: &str = "sluice";
+
+/// Largest message the console accepts: commands are short.
+const MAX_MESSAGE: usize = 1 << 20;
+
+/// A message the console expects during login: a SASL response.
+const PASSWORD_MESSAGE: u8 = frontend::PASSWORD;
+
+/// The console's side of one connection.
+struct Conn {
+    stream: Stream,
+    buf: BytesMut,
+    scanner: Scanner,
+}
+
+enum ConnError {
+    /// The client left, or the socket failed: nothing more to say.
+    Gone,
+    /// The client broke the protocol: tell it and close.
+    Protocol(ErrorFields),
+}
+
+impl Conn {
+    /// Reads one whole message. Cancel safe: bytes read stay in `buf`.
+    async fn read(&mut self) -> Result<Frame, ConnError> {
+        loop {
+            match self.scanner.next(&mut self.buf) {
+                Ok(Some(Item::Inspect(frame))) => return Ok(frame),
+                // Every tag is inspected; a relay run cannot come out.
+                Ok(Some(Item::Relay(_))) | Ok(None) => {}
+                Err(e) => {
+                    return Err(ConnError::Protocol(ErrorFields::fatal(
+                        e.sqlstate(),
+                        format!("invalid message from client: {e}"),
+                    )));
+                }
+            }
+            match self.stream.read_buf(&mut self.buf).await {
+                Ok(0) | Err(_) => return Err(ConnError::Gone),
+                Ok(_) => {}
+            }
+        }
+    }
+
+    async fn write(&mut self, out: &mut BytesMut) -> Result<(), ConnError> {
+        let r = self.stream.write_all(out).await;
+        out.clear();
+        r.map_err(|_| ConnError::Gone)
+    }
+
+    async fn fatal(&mut self, error: &ErrorFields) {
+        let _ = self.stream.write_all(&error.to_bytes()).await;
+        let _ = self.stream.shutdown().await;
+    }
+}
+
+/// Serves one admin connection to its end.
+pub async fn serve(
+    sluice: Arc<Sluice>,
+    admin: Admin,
+    stream: Stream,
+    startup: StartupMessage,
+    peer: SocketAddr,
+) {
+    let mut conn = Conn {
+        stream,
+        buf: BytesMut::with_capacity(1024),
+        scanner: Scanner::new(MAX_MESSAGE, |_| Treatment::Inspect),
+    };
+    let user = startup.user().to_string();
+    let login = tokio::select! {
+        r = login(&mut conn, &admin, &user) => r,
+        _ = sluice.kill.cancelled() => return,
+    };
+    match login {
+        Ok(()) => {}
+        Err(ConnError::Gone) => return,
+        Err(ConnError::Protocol(error)) => {
+            sluice.metrics.client_refused(Refusal::AdminAuth);
+            tracing::warn!(%peer, user, code = error.code, reason = error.message, "admin console login refused");
+            conn.fatal(&error).await;
+            return;
+        }
+    }
+    tracing::info!(%peer, user, "admin console session started");
+    let mut out = BytesMut::new();
+    for (name, value) in [
+        (
+            "server_version",
+            concat!("15.0 (sluice ", env!("CARGO_PKG_VERSION"), ")"),
+        ),
+        ("server_encoding", "UTF8"),
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO, MDY"),
+        ("integer_datetimes", "on"),
+        ("standard_conforming_strings", "on"),
+        ("application_name", startup.application()),
+    ] {
+        backend::encode_parameter_status(&mut out, name, value);
+    }
+    backend::encode_ready_for_query(&mut out, TransactionStatus::Idle);
+    if conn.write(&mut out).await.is_err() {
+        return;
+    }
+    let end = tokio::select! {
+        e = commands_loop(&sluice, &mut conn) => e,
+        _ = sluice.kill.cancelled() => Err(ConnError::Protocol(ErrorFields::fatal(
+            sqlstate::ADMIN_SHUTDOWN,
+            "sluice is shutting down and closed this session",
+        ))),
+    };
+    if let Err(ConnError::Protocol(error)) = end {
+        conn.fatal(&error).await;
+    }
+    tracing::info!(%peer, user, "admin console session ended");
+}
+
+/// Answers commands until the client leaves. `Ok` on Terminate.
+async fn commands_loop(sluice: &Arc<Sluice>, conn: &mut Conn) -> Result<(), ConnError> {
+    let mut out = BytesMut::new();
+    // After an extended-protocol message, everything up to Sync is skipped,
+    // as PostgreSQL does after an error.
+    let mut skipping = false;
+    loop {
+        let frame = conn.read().await?;
+        match frame.tag() {
+            frontend::QUERY => {
+                let text = match frontend::query_text(frame.body()) {
+                    Ok(t) => String::from_utf8_lossy(t).into_owned(),
+                    Err(e) => {
+                        return Err(ConnError::Protocol(ErrorFields::fatal(
+                            e.sqlstate(),
+                            format!("invalid message from client: {e}"),
+                        )));
+                    }
+                };
+                answer(sluice, &text, &mut out);
+                backend::encode_ready_for_query(&mut out, TransactionStatus::Idle);
+                skipping = false;
+            }
+            frontend::TERMINATE => return Ok(()),
+            frontend::SYNC => {
+                skipping = false;
+                backend::encode_ready_for_query(&mut out, TransactionStatus::Idle);
+            }
+            _ if skipping => {}
+            _ => {
+                skipping = true;
+                ErrorFields::error(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    "the sluice admin console answers only simple queries (the extended query protocol is not supported)",
+                )
+                .with_hint("With psql this just works; with a driver, use its simple-query call (e.g. tokio-postgres simple_query, JDBC preferQueryMode=simple).")
+                .encode(&mut out);
+            }
+        }
+        if !out.is_empty() {
+            conn.write(&mut out).await?;
+        }
+    }
+}
+
+/// Runs every command of one Query and encodes the answers; stops at the
+/// first error, as PostgreSQL does with a multi-statement query.
+fn answer(sluice: &Arc<Sluice>, text: &str, out: &mut BytesMut) {
+    let commands = parser::parse_all(text);
+    if commands.is_empty() {
+        backend::encode_empty_query_response(out);
+        return;
+    }
+    for command in commands {
+        sluice.metrics.admin_command();
+        let reply = match command {
+            Ok(c) => {
+                tracing::info!(command = ?c, "admin console command");
+                commands::execute(sluice, c)
+            }
+            Err(e) => Err(ErrorFields::error(sqlstate::SYNTAX_ERROR, e.0)),
+        };
+        match reply {
+            Ok(reply) => encode_reply(&reply, out),
+            Err(error) => {
+                error.encode(out);
+                return;
+            }
+        }
+    }
+}
+
+fn encode_reply(reply: &Reply, out: &mut BytesMut) {
+    for notice in &reply.notices {
+        ErrorFields {
+            severity: "NOTICE",
+            code: sqlstate::SUCCESSFUL_COMPLETION.to_string(),
+            message: notice.clone(),
+            ..ErrorFields::default()
+        }
+        .encode_notice(out);
+    }
+    if let Some(columns) = &reply.columns {
+        backend::encode_row_description(out, columns);
+        for row in &reply.rows {
+            let values: Vec<Option<&str>> = row.iter().map(|v| v.as_deref()).collect();
+            backend::encode_data_row(out, &values);
+        }
+    }
+    backend::encode_command_complete(out, &reply.tag);
+}
+
+/// Authenticates the client as configured in `[admin]`.
+async fn login(conn: &mut Conn, admin: &Admin, user: &str) -> Result<(), ConnError> {
+    let mut out = BytesMut::new();
+    if admin.auth == AdminAuth::Trust {
+        backend::encode_authentication_ok(&mut out);
+        return conn.write(&mut out).await;
+    }
+    if admin.users.is_empty() {
+        return Err(ConnError::Protocol(
+            ErrorFields::fatal(
+                sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+                "the sluice admin console has no users",
+            )
+            .with_hint(
+                "Add [[admin.users]] with name and password to the configuration and reload.",
+            ),
+        ));
+    }
+    let failed = || {
+        ConnError::Protocol(ErrorFields::fatal(
+            sqlstate::INVALID_PASSWORD,
+            format!("password authentication failed for user \"{user}\""),
+        ))
+    };
+    // An unknown user goes through the same exchange and fails at the same
+    // point as a wrong password.
+    let verifier = admin
+        .users
+        .iter()
+        .find(|u| u.name == user)
+        .map(|u| u.verifier.clone())
+        .unwrap_or_else(Verifier::impossible);
+    backend::encode_authentication_sasl(&mut out, &[MECHANISM]);
+    conn.write(&mut out).await?;
+
+    let frame = expect_password_message(conn).await?;
+    let (mechanism, data) =
+        frontend::sasl_initial_response(frame.body()).map_err(|e| protocol_error(&e))?;
+    if mechanism != MECHANISM.as_bytes() {
+        return Err(ConnError::Protocol(ErrorFields::fatal(
+            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
+            format!(
+                "the admin console offers only {MECHANISM}, not {}",
+                String::from_utf8_lossy(mechanism)
+            ),
+        )));
+    }
+    let (exchange, server_first) = Exchange::start(verifier, data).map_err(|e| {
+        tracing::info!(user, reason = %e, "admin SCRAM exchange failed");
+        failed()
+    })?;
+    backend::encode_authentication_sasl_continue(&mut out, server_first.as_bytes());
+    conn.write(&mut out).await?;
+
+    let frame = expect_password_message(conn).await?;
+    let server_final = exchange.finish(frame.body()).map_err(|e| {
+        tracing::info!(user, reason = %e, "admin SCRAM exchange failed");
+        failed()
+    })?;
+    backend::encode_authentication_sasl_final(&mut out, server_final.as_bytes());
+    backend::encode_authentication_ok(&mut out);
+    conn.write(&mut out).await
+}
+
+async fn expect_password_message(conn: &mut Conn) -> Result<Frame, ConnError> {
+    let frame = conn.read().await?;
+    if frame.tag() != PASSWORD_MESSAGE {
+        return Err(ConnError::Protocol(ErrorFields::fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!(
+                "expected a SASL response during login, got message type {:?}",
+                frame.tag() as char
+            ),
+        )));
+    }
+    Ok(frame)
+}
+
+fn protocol_error(e: &crate::protocol::ProtocolError) -> ConnError {
+    ConnError::Protocol(ErrorFields::fatal(
+        e.sqlstate(),
+        format!("invalid message from client: {e}"),
+    ))
+}
