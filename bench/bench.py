@@ -440,7 +440,8 @@ def report(env, res, started, versions):
     add("")
     add("Machine and versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()) + ".")
     add("")
-    pg_keys = sorted({k for (k, _, m) in res.samples if m == "tps" and not k.startswith("6")})
+    # In the order they ran: workload, then mode as in BENCH_MODES.
+    pg_keys = list(dict.fromkeys(k for (k, _, m) in res.samples if m == "tps" and not k.startswith("6")))
     if pg_keys:
         add("### pgbench -S (scale 10): workloads 1 (16 clients, 2 threads), 2 (1 client), 3 (-C, 8 clients)")
         add("")
@@ -470,7 +471,7 @@ def report(env, res, started, versions):
                 add(f"| {k} | {fmt(1e6 / statistics.median(d), 1) if d else '—'} | {added('pgbouncer')} "
                     f"| {added('sluice')} |")
             add("")
-    stream = [k for k in sorted({k for (k, _, _) in res.samples}) if k.startswith("4 ")]
+    stream = [k for k in dict.fromkeys(k for (k, _, _) in res.samples) if k.startswith("4 ")]
     if stream:
         add(f"### Workload 4: streaming {COPY_ROWS:,} rows through psql (`-A -t`, output to /dev/null)")
         add("")

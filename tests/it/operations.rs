@@ -47,16 +47,21 @@ fn check_lists_every_problem_with_line_and_key() {
 
 #[test]
 fn the_example_config_is_valid() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sluice.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["check", "--config", path])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for path in [
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config/sluice.toml"),
+        // The container image's default configuration.
+        concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/docker/sluice.toml"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["check", "--config", path])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
