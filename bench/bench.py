@@ -543,7 +543,34 @@ def write_doc(text):
     log("wrote", path)
 
 
+def profile():
+    """`bench/run.sh profile`: where sluice's CPU goes under workload 1
+    (-M simple, 16 clients), with perf (Debian package linux-perf)."""
+    env = Env()
+    atexit.register(stop_children)
+    env.start_postgres()
+    env.start_sluice()
+    pid = env.proxies["sluice"].pid
+    data = os.path.join(ROOT, "target", "bench", "perf.data")
+    os.makedirs(os.path.dirname(data), exist_ok=True)
+    rec = subprocess.Popen(["perf", "record", "-F", "999", "-g", "-o", data, "-p", str(pid)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    (tps, txns), cpu, _ = measured(env, "sluice", lambda: pgbench(
+        env, "sluice", ["-S", "-c", "16", "-j", "2", "-T", str(SECONDS), "-M", "simple"]))
+    rec.send_signal(signal.SIGINT)
+    rec.wait()
+    log(f"sluice: {tps:.0f} tps, {cpu / txns * 1e6:.1f} µs CPU/txn; perf data in {data}")
+    for args in (["--no-children", "--sort", "dso"], ["--no-children", "--sort", "symbol"]):
+        out = subprocess.run(["perf", "report", "-i", data, "--stdio", "--percent-limit", "1.5", "-g", "none"]
+                             + args, capture_output=True, text=True).stdout
+        print("\n".join(line for line in out.splitlines() if line and not line.startswith("#")))
+    stop_children()
+    shutil.rmtree(env.dir, ignore_errors=True)
+
+
 def main():
+    if sys.argv[1:] == ["profile"]:
+        return profile()
     if not os.path.exists(SLUICE_BIN):
         sys.exit(f"{SLUICE_BIN} is missing: cargo build --release")
     started = datetime.datetime.now(datetime.timezone.utc)

@@ -7,6 +7,7 @@
 #   bash bench/run.sh                       # everything, 15 s per run, 3 rounds
 #   BENCH_SECONDS=3 BENCH_ROUNDS=1 BENCH_UPDATE_DOC=0 bash bench/run.sh   # a quick check
 #   BENCH_WORKLOADS="1 2" bash bench/run.sh # some workloads only
+#   bash bench/run.sh profile               # perf profile of sluice under workload 1
 #
 # Environment:
 #   BENCH_SECONDS     seconds per pgbench run (15)
