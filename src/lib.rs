@@ -10,6 +10,7 @@
 //! * [`frontend`]: the client side: listener, pre-startup negotiation, sessions.
 //! * [`backend`]: the node side: node list, round robin, connections, health checks.
 //! * [`cancel`]: sluice's own cancel keys and the node keys they stand for.
+//! * [`cluster`]: several instances as one: cancel requests forwarded to peers.
 //! * [`server`]: the running proxy: shared state, reload, drain and shutdown.
 //! * [`http`]: `/healthz`, `/readyz` for orchestrators and `/metrics` for Prometheus.
 //! * [`metrics`]: every exported metric, registered once.
@@ -24,6 +25,7 @@ pub mod alerts;
 pub mod backend;
 pub mod cancel;
 pub mod classify;
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod frontend;

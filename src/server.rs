@@ -5,6 +5,11 @@
 //! one and publishes it; each session keeps the generation it started with,
 //! so a reload never disturbs an open session.
 //!
+//! Reload happens on SIGHUP and, with `server.watch_config`, when the
+//! config file or a file it names changes: [`watch_config`] polls their
+//! contents, which also sees Kubernetes swapping a ConfigMap's `..data`
+//! symlink (inotify on the file itself would not).
+//!
 //! Shutdown has two speeds. Draining (SIGTERM) refuses new sessions with
 //! 57P03 and waits up to `server.drain_timeout` for open ones to end; then,
 //! or at once on SIGINT, the `kill` token closes every session.
@@ -25,6 +30,7 @@ use crate::alerts::Alerts;
 use crate::backend::connect::NodeConnector;
 use crate::backend::{Node, NodeSet, health};
 use crate::cancel::CancelRegistry;
+use crate::cluster::TokenBucket;
 use crate::config::{ClientTlsMode, Config};
 use crate::frontend::registry::SessionRegistry;
 use crate::metrics::Metrics;
@@ -39,6 +45,8 @@ pub struct Generation {
     pub node_connector: NodeConnector,
     /// `None` when client TLS is not configured or disabled.
     pub client_tls: Option<TlsAcceptor>,
+    /// Bounds the cancel requests forwarded to cluster peers.
+    pub cancel_forwarding: TokenBucket,
 }
 
 impl Generation {
@@ -50,6 +58,10 @@ impl Generation {
         Ok(Generation {
             node_connector: NodeConnector::new(&config.warehouse)?,
             client_tls,
+            cancel_forwarding: TokenBucket::new(
+                config.cluster.cancel_forward_rate,
+                config.cluster.cancel_forward_burst,
+            ),
             config: Arc::new(config),
         })
     }
@@ -72,6 +84,8 @@ pub struct Sluice {
     generations: watch::Sender<Arc<Generation>>,
     pub nodes: NodeSet,
     pub cancels: Arc<CancelRegistry>,
+    /// The client listener's address, as bound.
+    pub listen_addr: SocketAddr,
     /// Client sessions now open.
     pub clients: AtomicUsize,
     /// Open sessions by id, for the admin console.
@@ -136,6 +150,10 @@ impl Sluice {
                 "server.metrics_listen",
                 old.config.server.metrics_listen != config.server.metrics_listen,
             ),
+            (
+                "cluster.instance_id",
+                old.config.cluster.instance_id != config.cluster.instance_id,
+            ),
         ] {
             if changed {
                 tracing::warn!(
@@ -173,6 +191,51 @@ impl Sluice {
     }
 }
 
+/// What the configuration's files contain: the config file and every file
+/// it names. A file that cannot be read counts as its error, so that its
+/// coming back is a change too.
+async fn config_fingerprint(path: &std::path::Path, config: &Config) -> u64 {
+    use std::hash::{DefaultHasher, Hash, Hasher};
+    let mut hasher = DefaultHasher::new();
+    let mut files = vec![path.to_path_buf()];
+    files.extend(config.referenced_files());
+    for file in files {
+        match tokio::fs::read(&file).await {
+            Ok(bytes) => bytes.hash(&mut hasher),
+            Err(e) => e.kind().hash(&mut hasher),
+        }
+    }
+    hasher.finish()
+}
+
+/// Reloads when the configuration's files change (`server.watch_config`),
+/// checking every `server.watch_interval`. A half-written file is refused
+/// like any bad file, and the finished one differs from it, so it is
+/// reloaded on the next check.
+pub async fn watch_config(sluice: Arc<Sluice>, path: PathBuf, stop: CancellationToken) {
+    let mut seen = config_fingerprint(&path, &sluice.generation().config).await;
+    loop {
+        let interval = sluice.generation().config.server.watch_interval;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.cancelled() => return,
+        }
+        let config = sluice.generation().config.clone();
+        let now = config_fingerprint(&path, &config).await;
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        if !config.server.watch_config {
+            continue;
+        }
+        tracing::info!(path = %path.display(), "the configuration files changed: reloading");
+        sluice.reload_from_file();
+        // A reload may name other files: fingerprint what is now in effect.
+        seen = config_fingerprint(&path, &sluice.generation().config).await;
+    }
+}
+
 /// A started sluice and the addresses it listens on.
 pub struct Running {
     pub sluice: Arc<Sluice>,
@@ -193,6 +256,9 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         None => None,
     };
     log_warnings(&config);
+    let listen_addr = listener
+        .local_addr()
+        .expect("bound listener has an address");
     let generation = Arc::new(Generation::new(config)?);
     let (generations, _) = watch::channel(generation.clone());
     let metrics = Arc::new(Metrics::new());
@@ -203,7 +269,8 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let sluice = Arc::new(Sluice {
         generations,
         nodes: NodeSet::with_metrics(metrics.clone()),
-        cancels: Arc::default(),
+        cancels: Arc::new(CancelRegistry::new(generation.config.cluster.instance_id)),
+        listen_addr,
         clients: AtomicUsize::new(0),
         registry: Arc::default(),
         metrics,
@@ -222,10 +289,10 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         sluice.stop.clone(),
     ));
     tokio::spawn(metrics_upkeep(sluice.metrics.clone(), sluice.stop.clone()));
+    if let Some(path) = sluice.config_path.clone() {
+        tokio::spawn(watch_config(sluice.clone(), path, sluice.stop.clone()));
+    }
 
-    let listen_addr = listener
-        .local_addr()
-        .expect("bound listener has an address");
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     tokio::spawn(crate::frontend::listener::accept_loop(
         sluice.clone(),
@@ -235,7 +302,9 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         tokio::spawn(crate::http::serve(sluice.clone(), l, sluice.stop.clone()));
     }
     tracing::info!(listen = %listen_addr, metrics = ?metrics_addr,
-        nodes = ?generation.config.warehouse.nodes, "sluice is serving");
+        nodes = ?generation.config.warehouse.nodes,
+        instance_id = generation.config.cluster.instance_id,
+        peers = ?generation.config.cluster.peers, "sluice is serving");
     Ok(Running {
         sluice,
         listen_addr,

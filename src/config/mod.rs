@@ -35,6 +35,7 @@ pub struct Config {
     pub warnings: Vec<Problem>,
     /// `None` when no `[catalog]` section: every query goes to the nodes.
     pub catalog: Option<Catalog>,
+    pub cluster: Cluster,
 }
 
 /// The PostgreSQL catalog copy that answers catalog lookups.
@@ -70,6 +71,9 @@ pub struct Server {
     pub max_message_size: usize,
     pub max_startup_packet_size: usize,
     pub max_startup_parameters: usize,
+    /// Reload when the file (or a file it names) changes, checked every `watch_interval`.
+    pub watch_config: bool,
+    pub watch_interval: Duration,
     pub tls: Option<ServerTls>,
 }
 
@@ -110,8 +114,25 @@ pub struct Warehouse {
     pub connect_timeout: Duration,
     pub service_user: String,
     pub service_password: Secret,
+    /// Where `service_password` was read from, when it came from a file.
+    pub service_password_file: Option<PathBuf>,
     pub service_database: String,
     pub tls: NodeTls,
+}
+
+/// Several sluice instances behind one load balancer, acting as one proxy.
+#[derive(Debug, Clone)]
+pub struct Cluster {
+    /// This instance's id (1..=[`crate::cancel::MAX_INSTANCE_ID`]), encoded
+    /// in every cancel key it hands out.
+    pub instance_id: u8,
+    /// The other instances, `host:port`; a name may resolve to several addresses.
+    pub peers: Vec<String>,
+    /// Cancel requests forwarded to peers per second, on average.
+    pub cancel_forward_rate: u32,
+    /// How many may be forwarded at once after a quiet spell.
+    pub cancel_forward_burst: u32,
+    pub cancel_forward_timeout: Duration,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -172,6 +193,18 @@ impl Config {
     }
 
     /// Validates configuration text; relative file paths resolve against `base`.
+    /// The files besides the config file whose contents the configuration
+    /// depends on: a change to any of them is a reason to reload.
+    pub fn referenced_files(&self) -> Vec<PathBuf> {
+        let mut files = Vec::new();
+        if let Some(t) = &self.server.tls {
+            files.extend([t.cert.clone(), t.key.clone()]);
+        }
+        files.extend(self.warehouse.tls.ca.clone());
+        files.extend(self.warehouse.service_password_file.clone());
+        files
+    }
+
     pub fn parse(source: &str, shown_path: &str, base: &Path) -> Result<Config, ConfigError> {
         let mut v = Validator {
             source,
@@ -341,12 +374,14 @@ impl Validator<'_> {
         };
         let admin = self.admin(raw.admin);
         let alerts = self.alerts(raw.alerts);
+        let cluster = self.cluster(raw.cluster);
         Some(Config {
             server: server?,
             warehouse: warehouse?,
             catalog: catalog?,
             admin: admin?,
             alerts: alerts?,
+            cluster: cluster?,
             warnings: Vec::new(),
         })
     }
@@ -385,6 +420,7 @@ impl Validator<'_> {
             1,
             10_000,
         );
+        let watch_interval = self.duration("server.watch_interval", &raw.watch_interval);
         let tls = match raw.tls {
             None => Some(None),
             Some(t) => {
@@ -420,6 +456,8 @@ impl Validator<'_> {
             max_message_size: max_message?,
             max_startup_packet_size: max_startup?,
             max_startup_parameters: max_params?,
+            watch_config: raw.watch_config,
+            watch_interval: watch_interval?,
             tls: tls?,
         })
     }
@@ -469,6 +507,36 @@ impl Validator<'_> {
                 "must not be empty",
             );
         }
+        let password = match &raw.service_password_file {
+            None => Some((Secret::new(raw.service_password.clone()), None)),
+            Some(_) if !raw.service_password.is_empty() => {
+                self.problem(
+                    0..0,
+                    "warehouse.service_password_file",
+                    "set together with service_password; keep only one of them",
+                );
+                None
+            }
+            Some(file) => self
+                .file("warehouse.service_password_file", file)
+                .and_then(|path| {
+                    match std::fs::read_to_string(&path) {
+                        // Files written by `echo` or editors end with a newline
+                        // that is not part of the password.
+                        Ok(text) => {
+                            Some((Secret::new(text.trim_end_matches(['\n', '\r'])), Some(path)))
+                        }
+                        Err(e) => {
+                            self.problem(
+                                file.span(),
+                                "warehouse.service_password_file",
+                                format!("cannot read {}: {e}", path.display()),
+                            );
+                            None
+                        }
+                    }
+                }),
+        };
         let tls = match raw.tls {
             None => Some(NodeTls {
                 mode: NodeTlsMode::Disable,
@@ -505,6 +573,7 @@ impl Validator<'_> {
         if nodes.len() != raw.nodes.get_ref().len() {
             return None;
         }
+        let (service_password, service_password_file) = password?;
         Some(Warehouse {
             dialect: dialect?,
             nodes,
@@ -514,7 +583,8 @@ impl Validator<'_> {
             unhealthy_after: unhealthy_after? as u32,
             connect_timeout: connect_timeout?,
             service_user: raw.service_user.into_inner(),
-            service_password: Secret::new(raw.service_password),
+            service_password,
+            service_password_file,
             service_database: raw.service_database.into_inner(),
             tls: tls?,
         })
@@ -597,6 +667,107 @@ impl Validator<'_> {
             cache_size: cache_size?,
         })
     }
+
+    fn cluster(&mut self, raw: raw::RawCluster) -> Option<Cluster> {
+        let max_id = crate::cancel::MAX_INSTANCE_ID as i64;
+        let key = "cluster.instance_id";
+        let span = raw.instance_id.span();
+        let number = match raw.instance_id.get_ref() {
+            raw::RawInstanceId::Number(n) => Some(*n),
+            raw::RawInstanceId::Text(t) if t == "hostname" => {
+                let host = hostname();
+                match ordinal_instance_id(&host) {
+                    Some(n) => Some(n),
+                    None => {
+                        self.problem(
+                            span.clone(),
+                            key,
+                            format!(
+                                "\"hostname\" takes the number after the last '-' of the host name \
+                                 (StatefulSet pod \"sluice-0\" is instance 1), but the host name is {host:?}"
+                            ),
+                        );
+                        None
+                    }
+                }
+            }
+            raw::RawInstanceId::Text(t) => {
+                self.problem(
+                    span.clone(),
+                    key,
+                    format!("{t:?} is neither a number (1-{max_id}) nor \"hostname\""),
+                );
+                None
+            }
+        };
+        let instance_id =
+            number.and_then(|n| self.count(key, &Spanned::new(span.clone(), n), 1, max_id));
+        let mut peers: Vec<String> = Vec::new();
+        let mut peers_ok = true;
+        for (i, peer) in raw.peers.iter().enumerate() {
+            let key = format!("cluster.peers[{i}]");
+            match node_address_problem(peer.get_ref()) {
+                Some(why) => {
+                    self.problem(peer.span(), &key, why);
+                    peers_ok = false;
+                }
+                None if peers.contains(peer.get_ref()) => {
+                    self.problem(
+                        peer.span(),
+                        &key,
+                        format!("{:?} is listed twice", peer.get_ref()),
+                    );
+                    peers_ok = false;
+                }
+                None => peers.push(peer.get_ref().clone()),
+            }
+        }
+        let rate = self.count(
+            "cluster.cancel_forward_rate",
+            &raw.cancel_forward_rate,
+            1,
+            1_000_000,
+        );
+        let burst = self.count(
+            "cluster.cancel_forward_burst",
+            &raw.cancel_forward_burst,
+            1,
+            1_000_000,
+        );
+        let timeout = self.duration(
+            "cluster.cancel_forward_timeout",
+            &raw.cancel_forward_timeout,
+        );
+        if !peers_ok {
+            return None;
+        }
+        Some(Cluster {
+            instance_id: instance_id? as u8,
+            peers,
+            cancel_forward_rate: rate? as u32,
+            cancel_forward_burst: burst? as u32,
+            cancel_forward_timeout: timeout?,
+        })
+    }
+}
+
+/// This machine's host name (a pod's name in Kubernetes).
+fn hostname() -> String {
+    let mut buf = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname NUL-terminates
+    // within it or truncates, and we stop at the first NUL either way.
+    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    if rc != 0 {
+        return String::new();
+    }
+    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    String::from_utf8_lossy(&buf[..end]).into_owned()
+}
+
+/// The instance id of a StatefulSet pod: its ordinal plus one.
+fn ordinal_instance_id(host: &str) -> Option<i64> {
+    let (_, ordinal) = host.rsplit_once('-')?;
+    ordinal.parse::<i64>().ok().map(|n| n + 1)
 }
 
 /// Why `addr` is not a usable `host:port`, if it is not.
@@ -768,6 +939,70 @@ mod tests {
         assert!(
             text.contains("alerts.thresholds[1]: needs above = N or below = N"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn cluster_keys_are_checked() {
+        let c = parse("[warehouse]\nnodes = [\"a:1\"]\n").unwrap();
+        assert_eq!(c.cluster.instance_id, 1);
+        assert!(c.cluster.peers.is_empty());
+        assert!(c.server.watch_config);
+        let c = parse(
+            "[warehouse]\nnodes = [\"a:1\"]\n[cluster]\ninstance_id = 2\npeers = [\"sluice.ns.svc:5433\", \"10.0.0.1:5433\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.cluster.instance_id, 2);
+        assert_eq!(c.cluster.peers.len(), 2);
+        let err = parse(
+            "[warehouse]\nnodes = [\"a:1\"]\n[cluster]\ninstance_id = 0\npeers = [\"b\"]\ncancel_forward_rate = 0\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains(":4: cluster.instance_id: must be between 1 and 255, not 0"),
+            "{text}"
+        );
+        assert!(
+            text.contains(":5: cluster.peers[0]: \"b\" has no port"),
+            "{text}"
+        );
+        assert!(text.contains(":6: cluster.cancel_forward_rate:"), "{text}");
+    }
+
+    #[test]
+    fn instance_ids_can_come_from_a_statefulset_pod_name() {
+        assert_eq!(ordinal_instance_id("sluice-0"), Some(1));
+        assert_eq!(ordinal_instance_id("my-sluice-12"), Some(13));
+        assert_eq!(ordinal_instance_id("sluice-7d9f8-abcde"), None);
+        assert_eq!(ordinal_instance_id("sluice"), None);
+        let err = parse("[warehouse]\nnodes = [\"a:1\"]\n[cluster]\ninstance_id = \"two\"\n")
+            .unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(":4: cluster.instance_id: \"two\" is neither"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_service_password_may_come_from_a_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().to_path_buf();
+        std::fs::write(dir.join("pw"), "s3cret\n").unwrap();
+        let src = "[warehouse]\nnodes = [\"a:1\"]\nservice_password_file = \"pw\"\n";
+        let c = Config::parse(src, "sluice.toml", &dir).unwrap();
+        assert_eq!(c.warehouse.service_password.expose(), "s3cret");
+        assert_eq!(c.referenced_files(), vec![dir.join("pw")]);
+        let src = "[warehouse]\nnodes = [\"a:1\"]\nservice_password = \"x\"\nservice_password_file = \"pw\"\n";
+        let err = Config::parse(src, "sluice.toml", &dir).unwrap_err();
+        assert!(err.to_string().contains("keep only one of them"), "{err}");
+        let src = "[warehouse]\nnodes = [\"a:1\"]\nservice_password_file = \"missing\"\n";
+        let err = Config::parse(src, "sluice.toml", &dir).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("sluice.toml:3: warehouse.service_password_file: cannot read"),
+            "{err}"
         );
     }
 

@@ -11,6 +11,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub server: RawServer,
     pub warehouse: Option<Spanned<RawWarehouse>>,
+    #[serde(default)]
+    pub cluster: RawCluster,
     pub catalog: Option<RawCatalog>,
     #[serde(default)]
     pub admin: RawAdmin,
@@ -121,6 +123,10 @@ pub struct RawServer {
     pub max_startup_packet_size: Spanned<i64>,
     #[serde(default = "defaults::max_startup_parameters")]
     pub max_startup_parameters: Spanned<i64>,
+    #[serde(default = "defaults::watch_config")]
+    pub watch_config: bool,
+    #[serde(default = "defaults::watch_interval")]
+    pub watch_interval: Spanned<String>,
     pub tls: Option<RawServerTls>,
 }
 
@@ -159,6 +165,7 @@ pub struct RawWarehouse {
     pub service_user: Spanned<String>,
     #[serde(default)]
     pub service_password: String,
+    pub service_password_file: Option<Spanned<String>>,
     #[serde(default = "defaults::service_database")]
     pub service_database: Spanned<String>,
     pub tls: Option<RawNodeTls>,
@@ -191,6 +198,36 @@ pub struct RawCatalog {
     pub sync_interval: Option<Spanned<String>>,
     #[serde(default = "defaults::classification_cache_size")]
     pub cache_size: Spanned<i64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    #[serde(default = "defaults::instance_id")]
+    pub instance_id: Spanned<RawInstanceId>,
+    #[serde(default)]
+    pub peers: Vec<Spanned<String>>,
+    #[serde(default = "defaults::cancel_forward_rate")]
+    pub cancel_forward_rate: Spanned<i64>,
+    #[serde(default = "defaults::cancel_forward_burst")]
+    pub cancel_forward_burst: Spanned<i64>,
+    #[serde(default = "defaults::cancel_forward_timeout")]
+    pub cancel_forward_timeout: Spanned<String>,
+}
+
+/// `instance_id = 2`, or `instance_id = "hostname"` (the ordinal a
+/// StatefulSet puts at the end of the pod name, plus one).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawInstanceId {
+    Number(i64),
+    Text(String),
+}
+
+impl Default for RawCluster {
+    fn default() -> Self {
+        toml::from_str("").expect("every cluster key has a default")
+    }
 }
 
 /// Defaults, one function per key (serde wants functions).
@@ -227,6 +264,24 @@ mod defaults {
     }
     pub fn max_startup_parameters() -> Spanned<i64> {
         n(64)
+    }
+    pub fn watch_config() -> bool {
+        true
+    }
+    pub fn watch_interval() -> Spanned<String> {
+        s("2s")
+    }
+    pub fn instance_id() -> Spanned<super::RawInstanceId> {
+        Spanned::new(0..0, super::RawInstanceId::Number(1))
+    }
+    pub fn cancel_forward_rate() -> Spanned<i64> {
+        n(100)
+    }
+    pub fn cancel_forward_burst() -> Spanned<i64> {
+        n(200)
+    }
+    pub fn cancel_forward_timeout() -> Spanned<String> {
+        s("2s")
     }
     pub fn client_tls_mode() -> Spanned<String> {
         s("prefer")

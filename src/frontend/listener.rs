@@ -1,5 +1,6 @@
 //! The client listener: accepts connections, runs each one's opening, and
-//! hands sessions to [`super::session`], cancels to the node that owns them.
+//! hands sessions to [`super::session`], cancels to the node that owns them
+//! (or, for keys another sluice instance made, to the cluster peers).
 //!
 //! While sluice drains, the listener keeps accepting so that clients get a
 //! clear 57P03 instead of a refused TCP connection, and cancels still work.
@@ -19,6 +20,8 @@ use tokio::net::{TcpListener, TcpStream};
 use super::negotiate::{Opening, negotiate, send_fatal};
 use super::session;
 use crate::metrics::Refusal;
+use crate::cancel::CancelRoute;
+use crate::cluster::{self, Take};
 use crate::protocol::backend::ErrorFields;
 use crate::protocol::sqlstate;
 use crate::protocol::startup::CancelKey;
@@ -47,6 +50,7 @@ pub async fn accept_loop(sluice: Arc<Sluice>, listener: TcpListener) {
 
 async fn handle(sluice: Arc<Sluice>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
+    let local = tcp.local_addr().ok();
     let generation = sluice.generation();
     let startup_timeout = generation.config.server.startup_timeout;
     let opening = match tokio::time::timeout(startup_timeout, negotiate(tcp, &generation)).await {
@@ -62,7 +66,7 @@ async fn handle(sluice: Arc<Sluice>, tcp: TcpStream, peer: SocketAddr) {
     };
     match opening {
         Opening::Closed => {}
-        Opening::Cancel(key) => forward_cancel(&sluice, &generation, key, peer).await,
+        Opening::Cancel(key) => forward_cancel(&sluice, &generation, key, peer, local).await,
         Opening::Session {
             mut stream,
             startup,
@@ -128,16 +132,48 @@ impl Drop for ClientSlot<'_> {
 }
 
 /// Sends a client's CancelRequest to the node running its query, with the
-/// node's real key. Unknown keys are dropped without a word, as PostgreSQL does.
+/// node's real key, or to the cluster peers when another instance made the
+/// key. Unknown keys are dropped without a word, as PostgreSQL does.
 async fn forward_cancel(
     sluice: &Sluice,
     generation: &Generation,
     key: CancelKey,
     peer: SocketAddr,
+    local: Option<SocketAddr>,
 ) {
-    let Some(target) = sluice.cancels.lookup(&key) else {
-        tracing::debug!(%peer, "ignored a CancelRequest with an unknown key");
-        return;
+    let cluster = &generation.config.cluster;
+    let target = match sluice.cancels.route(&key, !cluster.peers.is_empty()) {
+        CancelRoute::Node(target) => target,
+        CancelRoute::Drop(why) => {
+            tracing::debug!(%peer, why, "ignored a CancelRequest");
+            return;
+        }
+        CancelRoute::Peers(marked) => {
+            match generation.cancel_forwarding.take() {
+                Take::Granted => {}
+                Take::Refused { first } => {
+                    if first {
+                        tracing::warn!(
+                            %peer,
+                            rate = cluster.cancel_forward_rate,
+                            burst = cluster.cancel_forward_burst,
+                            "cancel requests for other instances arrive faster than \
+                             cluster.cancel_forward_rate; dropping them until the rate falls"
+                        );
+                    }
+                    return;
+                }
+            }
+            let own: Vec<SocketAddr> = std::iter::once(sluice.listen_addr).chain(local).collect();
+            let reached = cluster::forward_cancel(cluster, &own, &marked).await;
+            tracing::info!(
+                %peer,
+                owner = crate::cancel::instance_of(&key),
+                reached,
+                "forwarded a cancel request to the cluster peers"
+            );
+            return;
+        }
     };
     let sent = async {
         let mut tcp = generation

@@ -7,6 +7,7 @@
 
 mod support;
 
+mod cluster;
 mod failover;
 mod observability;
 mod operations;

@@ -47,16 +47,21 @@ fn check_lists_every_problem_with_line_and_key() {
 
 #[test]
 fn the_example_config_is_valid() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/config/sluice.toml");
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["check", "--config", path])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    for path in [
+        concat!(env!("CARGO_MANIFEST_DIR"), "/config/sluice.toml"),
+        // The container image's default configuration.
+        concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/docker/sluice.toml"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args(["check", "--config", path])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -140,4 +145,68 @@ async fn drain_timeout_closes_sessions_that_stay() {
     assert!(status.success());
     assert!(open.simple_query("SELECT 1").await.is_err());
     assert!(sluice.log().contains("drain timeout passed"));
+}
+
+/// Kubernetes mounts a ConfigMap as `sluice.toml -> ..data/sluice.toml`,
+/// `..data -> ..<timestamp>/`, and updates it by swapping `..data`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_configmap_style_update_is_reloaded_without_a_signal() {
+    use std::os::unix::fs::symlink;
+    let a = node("watch-a");
+    let b = node("watch-b");
+    let setup = Setup {
+        server: "watch_interval = \"200ms\"".into(),
+        ..Setup::default()
+    };
+    let sluice = Sluice::start(&[&a], &setup);
+    let open = sluice.client().await;
+    assert_eq!(node_port(&open).await, a.port());
+
+    // Turn the plain file into the ConfigMap layout, same content.
+    let dir = sluice.dir();
+    let text_a = std::fs::read_to_string(sluice.config_path()).unwrap();
+    std::fs::create_dir(dir.join("..v1")).unwrap();
+    std::fs::write(dir.join("..v1/sluice.toml"), &text_a).unwrap();
+    symlink("..v1", dir.join("..data")).unwrap();
+    symlink("..data/sluice.toml", dir.join("link.tmp")).unwrap();
+    std::fs::rename(dir.join("link.tmp"), sluice.config_path()).unwrap();
+
+    // The update: a new directory, and `..data` swapped to it atomically.
+    let text_b = text_a.replace(&a.addr(), &b.addr());
+    assert_ne!(text_a, text_b);
+    std::fs::create_dir(dir.join("..v2")).unwrap();
+    std::fs::write(dir.join("..v2/sluice.toml"), &text_b).unwrap();
+    symlink("..v2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+
+    sluice.wait_for_log("configuration files changed", Duration::from_secs(5));
+    sluice.wait_for_log("configuration reloaded", Duration::from_secs(5));
+    for _ in 0..3 {
+        assert_eq!(node_port(&sluice.client().await).await, b.port());
+    }
+    // The session opened before the change stays on its node.
+    assert_eq!(node_port(&open).await, a.port());
+    assert_eq!(
+        sluice.log().matches("configuration reloaded").count(),
+        1,
+        "one change, one reload"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_config_false_leaves_reload_to_sighup() {
+    let a = node("nowatch-a");
+    let b = node("nowatch-b");
+    let setup = Setup {
+        server: "watch_config = false\nwatch_interval = \"100ms\"".into(),
+        ..Setup::default()
+    };
+    let sluice = Sluice::start(&[&a], &setup);
+    sluice.write_config(&[b.addr()], &setup);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(node_port(&sluice.client().await).await, a.port());
+    assert!(!sluice.log().contains("configuration reloaded"));
+    sluice.signal("HUP");
+    sluice.wait_for_log("configuration reloaded", Duration::from_secs(5));
+    assert_eq!(node_port(&sluice.client().await).await, b.port());
 }

@@ -43,6 +43,8 @@ pub struct Setup {
     pub warehouse: String,
     /// Whole tables appended at the end, e.g. "[server.tls] ...".
     pub tail: String,
+    /// The client port; a free one when `None`.
+    pub port: Option<u16>,
 }
 
 /// sluice running as a child process, killed when dropped.
@@ -61,7 +63,7 @@ impl Sluice {
 
     pub fn start_addrs(nodes: &[String], setup: &Setup) -> Sluice {
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
+        let port = setup.port.unwrap_or_else(free_port);
         let metrics_port = free_port();
         let mut s = Sluice {
             child: Command::new("true").spawn().unwrap(),

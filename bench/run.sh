@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# sluice's benchmark suite: each workload direct to PostgreSQL, through
+# PgBouncer (session mode) and through sluice, interleaved, several rounds;
+# the report (min/median/max, ratios, proxy CPU per transaction, peak RSS)
+# goes to docs/benchmarks.md. See docs/benchmarks.md for what each workload is.
+#
+#   bash bench/run.sh                       # everything, 15 s per run, 3 rounds
+#   BENCH_SECONDS=3 BENCH_ROUNDS=1 BENCH_UPDATE_DOC=0 bash bench/run.sh   # a quick check
+#   BENCH_WORKLOADS="1 2" bash bench/run.sh # some workloads only
+#   bash bench/run.sh profile               # perf profile of sluice under workload 1
+#
+# Environment:
+#   BENCH_SECONDS     seconds per pgbench run (15)
+#   BENCH_ROUNDS      interleaved rounds (3)
+#   BENCH_WORKLOADS   which workloads (1 2 3 4 6; 5 and 7 are placeholders)
+#   BENCH_MODES       pgbench -M modes for workloads 1 and 2 (simple extended prepared)
+#   BENCH_COPY_ROWS   rows for workload 4 (3000000)
+#   BENCH_IDLE        idle connections for workload 6 (1000)
+#   BENCH_UPDATE_DOC  1: write the report into docs/benchmarks.md (default); 0: only
+#                     target/bench/report.md
+#   BENCH_SKIP_BUILD  1: use the existing target/release/sluice
+#
+# Needs: PostgreSQL server binaries (/usr/lib/postgresql/*/bin), pgbench, psql,
+# pgbouncer, python3. Missing Debian packages are installed when run as root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v pgbouncer >/dev/null || [ -x /usr/sbin/pgbouncer ] || missing+=(pgbouncer)
+command -v pgbench >/dev/null || missing+=(postgresql-contrib)
+command -v psql >/dev/null || missing+=(postgresql-client)
+command -v python3 >/dev/null || missing+=(python3)
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    sudo=""
+    [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+fi
+# Debian's pgbouncer package may start its own service; the suite runs its own.
+
+if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
+    cargo build --release --locked --bin sluice
+fi
+
+# 1000 idle clients: each holds sockets in this process, the proxy and the node.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+exec python3 bench/bench.py "$@"
