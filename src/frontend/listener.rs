@@ -19,9 +19,9 @@ use tokio::net::{TcpListener, TcpStream};
 
 use super::negotiate::{Opening, negotiate, send_fatal};
 use super::session;
-use crate::metrics::Refusal;
 use crate::cancel::CancelRoute;
 use crate::cluster::{self, Take};
+use crate::metrics::Refusal;
 use crate::protocol::backend::ErrorFields;
 use crate::protocol::sqlstate;
 use crate::protocol::startup::CancelKey;

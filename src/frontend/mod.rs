@@ -10,7 +10,7 @@
 
 pub mod listener;
 pub mod negotiate;
-pub mod router;
 pub mod observe;
 pub mod registry;
+pub mod router;
 pub mod session;

@@ -72,8 +72,10 @@ pub fn parse_text(body: &[u8]) -> Result<(&[u8], &[u8]), ProtocolError> {
     Ok((p.name, p.text))
 }
 
-/// A Bind message's portal and statement names, and the rest of its body.
-pub fn bind_names(body: &[u8]) -> Result<(&[u8], &[u8], &[u8]), ProtocolError> {
+/// A Bind message's portal name, statement name, and the rest of its body.
+pub type BindNames<'a> = (&'a [u8], &'a [u8], &'a [u8]);
+
+pub fn bind_names(body: &[u8]) -> Result<BindNames<'_>, ProtocolError> {
     let (portal, rest) = read_cstr(body).ok_or(ProtocolError::malformed(
         "Bind",
         "portal name is not terminated",
