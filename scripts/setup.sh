@@ -30,3 +30,16 @@ fi
 if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
     useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
 fi
+
+# The Vertica client tests (tests/it/vertica.rs) drive vertica-python, checked
+# against psycopg, from a virtualenv at the repository root.
+root="$(cd "$(dirname "$0")/.." && pwd)"
+if ! "$root/.venv/bin/python" -c "import vertica_python, psycopg" 2>/dev/null; then
+    command -v python3 >/dev/null || { echo "python3 is needed for the Vertica client tests" >&2; exit 1; }
+    python3 -m venv "$root/.venv" 2>/dev/null || {
+        sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+        $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv
+        python3 -m venv "$root/.venv"
+    }
+    "$root/.venv/bin/pip" install -q vertica-python 'psycopg[binary]'
+fi

@@ -151,6 +151,7 @@ fn show_clients(sluice: &Sluice) -> Reply {
                 s(&c.node),
                 s(c.state().as_str()),
                 time(c.connected_at),
+                s(c.dialect()),
             ]
         })
         .collect();
@@ -164,6 +165,7 @@ fn show_clients(sluice: &Sluice) -> Reply {
             "node",
             "state",
             "connected_at",
+            "dialect",
         ],
         rows,
     )

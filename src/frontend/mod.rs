@@ -7,6 +7,7 @@
 //! * [`session`]: chooses a node and relays the session both ways.
 //! * [`registry`]: the open sessions, for the admin console.
 //! * [`observe`]: what a session reports to metrics and the registry.
+//! * [`translate`]: a Vertica client in front of PostgreSQL nodes: the translating relay.
 
 pub mod listener;
 pub mod negotiate;
@@ -14,3 +15,4 @@ pub mod observe;
 pub mod registry;
 pub mod router;
 pub mod session;
+pub mod translate;

@@ -13,6 +13,7 @@ use dashmap::DashMap;
 use tokio_util::sync::CancellationToken;
 
 use crate::protocol::backend::TransactionStatus;
+use crate::protocol::startup::ClientDialect;
 
 /// What a session is doing, as `SHOW CLIENTS` prints it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,6 +69,8 @@ pub struct SessionEntry {
     pub node: String,
     pub connected_at: SystemTime,
     state: AtomicU8,
+    /// The client's protocol dialect: 0 PostgreSQL, 1 Vertica.
+    dialect: AtomicU8,
     /// Cancelled by `KILL CLIENT`; a child of sluice's kill token, so
     /// shutdown ends the session through the same path.
     pub token: CancellationToken,
@@ -80,6 +83,22 @@ impl SessionEntry {
 
     pub fn set_state(&self, state: ClientState) {
         self.state.store(state as u8, Ordering::Relaxed);
+    }
+
+    /// Records the client's dialect (PostgreSQL unless told otherwise).
+    pub fn set_dialect(&self, dialect: ClientDialect) {
+        let v = match dialect {
+            ClientDialect::Postgres => 0,
+            ClientDialect::Vertica => 1,
+        };
+        self.dialect.store(v, Ordering::Relaxed);
+    }
+
+    pub fn dialect(&self) -> ClientDialect {
+        match self.dialect.load(Ordering::Relaxed) {
+            1 => ClientDialect::Vertica,
+            _ => ClientDialect::Postgres,
+        }
     }
 }
 
@@ -115,6 +134,7 @@ impl SessionRegistry {
             node: s.node.to_string(),
             connected_at: SystemTime::now(),
             state: AtomicU8::new(ClientState::Startup as u8),
+            dialect: AtomicU8::new(0),
             token: parent.child_token(),
         });
         self.sessions.insert(id, entry.clone());

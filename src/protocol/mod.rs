@@ -11,12 +11,14 @@
 //! * [`backend`]: messages servers send, and the ones sluice writes itself.
 //! * [`frontend`]: messages clients send.
 //! * [`sqlstate`]: the SQLSTATE codes sluice reports.
+//! * [`vertica`]: Vertica's dialect, translated to and from PostgreSQL's.
 
 pub mod backend;
 pub mod frame;
 pub mod frontend;
 pub mod sqlstate;
 pub mod startup;
+pub mod vertica;
 
 mod error;
 mod write;

@@ -14,3 +14,4 @@ mod operations;
 mod relay;
 mod startup;
 mod tls;
+mod vertica;

@@ -1,0 +1,230 @@
+"""vertica-python through sluice in front of PostgreSQL, checked against psycopg.
+
+Run by tests/it/vertica.rs as: client.py SCENARIO SLUICE_PORT NODE_PORT [options...]
+Every check raises (non-zero exit, with the reason) when it fails; the last
+line printed is "ok SCENARIO".
+"""
+
+import datetime
+import decimal
+import sys
+import threading
+import time
+
+import psycopg
+import vertica_python
+from vertica_python import errors
+
+scenario, sluice_port, node_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+flags = set(sys.argv[4:])
+
+
+def vertica(**extra):
+    opts = {
+        "host": "127.0.0.1",
+        "port": sluice_port,
+        "user": extra.pop("user", "postgres"),
+        "password": extra.pop("password", ""),
+        "database": "postgres",
+        "tlsmode": "require" if "tls" in flags else "disable",
+        "connection_load_balance": "load_balance" in flags,
+        "connection_timeout": 10,
+    }
+    opts.update(extra)
+    return vertica_python.connect(**opts)
+
+
+def direct():
+    return psycopg.connect(
+        f"host=127.0.0.1 port={node_port} user=postgres dbname=postgres", autocommit=True
+    )
+
+
+def normalize(v):
+    """One comparable form for what the two drivers return."""
+    if isinstance(v, datetime.timedelta):
+        return ("interval", v.days * 86400 + v.seconds, v.microseconds)
+    if type(v).__name__ == "relativedelta":
+        secs = ((v.days * 24 + v.hours) * 60 + v.minutes) * 60 + v.seconds
+        return ("interval", secs, v.microseconds)
+    if isinstance(v, memoryview):
+        return bytes(v)
+    return v
+
+
+def check_equal(label, got, want):
+    g = [[normalize(x) for x in row] for row in got]
+    w = [[normalize(x) for x in row] for row in want]
+    if g != w:
+        for i, (gr, wr) in enumerate(zip(g, w)):
+            for j, (a, b) in enumerate(zip(gr, wr)):
+                if a != b:
+                    print(f"{label}: row {i} column {j}: vertica-python {a!r} != psycopg {b!r}")
+        raise SystemExit(f"{label}: results differ\n vertica-python: {g}\n psycopg: {w}")
+    print(f"{label}: {len(g)} rows equal")
+
+
+TYPES_SQL = """
+SELECT 42::int4 AS i4, (-9007199254740993)::int8 AS i8, 7::int2 AS i2,
+       1.5::float8 AS f8, 0.25::float4 AS f4, 12345.678::numeric(10,3) AS num,
+       'héllo, wörld'::varchar AS vc, 'abc'::text AS tx, 'x'::char(3) AS ch,
+       true AS bt, false AS bf, DATE '2024-02-29' AS d,
+       TIMESTAMP '2024-02-29 13:14:15.123456' AS ts,
+       TIMESTAMPTZ '2024-02-29 13:14:15.5+00' AS tstz,
+       INTERVAL '1 day 02:03:04.5' AS iv, INTERVAL '-3 hours' AS ivn,
+       '\\x00015c7fff41'::bytea AS ba, NULL::int AS n_int, NULL::text AS n_txt,
+       NULL::bytea AS n_ba
+"""
+
+
+def types():
+    with direct() as pg:
+        want = pg.execute(TYPES_SQL).fetchall()
+        want_cols = [c.name for c in pg.execute(TYPES_SQL).description]
+    with vertica() as conn:
+        cur = conn.cursor()
+        cur.execute(TYPES_SQL)
+        got = cur.fetchall()
+        cols = [c.name for c in cur.description]
+        assert cols == want_cols, (cols, want_cols)
+        check_equal("simple query", got, want)
+        # The same through a prepared statement.
+        cur.execute(TYPES_SQL, use_prepared_statements=True)
+        check_equal("prepared", cur.fetchall(), want)
+        cur.execute("SELECT 1 WHERE false")
+        assert cur.fetchall() == []
+        print("server protocol", conn.parameters.get("protocol_version"))
+
+
+def prepared():
+    with direct() as pg:
+        pg.execute("DROP TABLE IF EXISTS vp_items")
+        pg.execute("CREATE TABLE vp_items (id int, name varchar(40), price numeric(8,2), seen bool, data bytea)")
+    with vertica(autocommit=True, use_prepared_statements=True) as conn:
+        cur = conn.cursor()
+        rows = [
+            (1, "one", decimal.Decimal("1.50"), True, b"a\\b\x00"),
+            (2, "two's", decimal.Decimal("2.25"), False, b"\xff\xfe"),
+            (3, None, None, None, None),
+        ]
+        cur.executemany("INSERT INTO vp_items VALUES (?, ?, ?, ?, ?)", rows)
+        cur.execute("SELECT id, name, price, seen, data FROM vp_items WHERE id >= ? ORDER BY id", [1])
+        got = cur.fetchall()
+        check_equal("executemany + prepared select", got, [list(r) for r in rows])
+        cur.execute("SELECT name FROM vp_items WHERE id = ? AND name <> '?'", [2])
+        assert cur.fetchall() == [["two's"]]
+    with direct() as pg:
+        want = pg.execute("SELECT id, name, price, seen, data FROM vp_items ORDER BY id").fetchall()
+        check_equal("stored as psycopg reads it", want, [list(r) for r in rows])
+
+
+def failures():
+    # vertica-python sends Sync after a failed prepare but leaves its
+    # ReadyForQuery unread, so each prepared case gets its own connection.
+    for sql, state, prepared in [
+            ("SELECT * FROM no_such_table", "42P01", False),
+            ("SELECT 1/0", "22012", False),
+            ("SELEC 1", "42601", True),
+            ("SELECT * FROM no_such_table WHERE a = ?", "42P01", True),
+    ]:
+        with vertica(autocommit=True) as conn:
+            cur = conn.cursor()
+            try:
+                if prepared:
+                    cur.execute(sql, [1] if "?" in sql else None, use_prepared_statements=True)
+                else:
+                    cur.execute(sql)
+            except errors.QueryError as e:
+                assert e.sqlstate == state, (sql, e.sqlstate, str(e))
+                assert "Error Code: ERROR" not in str(e), str(e)
+                print(f"{sql!r}: SQLSTATE {e.sqlstate}")
+            else:
+                raise SystemExit(f"{sql!r} did not fail")
+            if not prepared:
+                # The session is still usable.
+                cur.execute("SELECT 2")
+                assert cur.fetchall() == [[2]]
+
+
+def transactions():
+    with direct() as pg:
+        pg.execute("DROP TABLE IF EXISTS vp_tx")
+        pg.execute("CREATE TABLE vp_tx (v int)")
+    count = lambda: direct().execute("SELECT count(*) FROM vp_tx").fetchone()[0]
+    with vertica() as conn:  # Vertica's default: autocommit off
+        assert conn.autocommit is False
+        cur = conn.cursor()
+        cur.execute("INSERT INTO vp_tx VALUES (1)")
+        assert count() == 0, "uncommitted insert visible"
+        conn.rollback()
+        cur.execute("SELECT count(*) FROM vp_tx")
+        assert cur.fetchall() == [[0]], "rollback did not undo"
+        cur.execute("INSERT INTO vp_tx VALUES (2)")
+        cur.execute("INSERT INTO vp_tx VALUES (3)")
+        conn.commit()
+        assert count() == 2, "commit lost rows"
+        conn.autocommit = True
+        assert conn.autocommit is True
+        cur.execute("INSERT INTO vp_tx VALUES (4)")
+        assert count() == 3, "autocommit insert not visible"
+        conn.autocommit = False
+        assert conn.autocommit is False
+        cur.execute("INSERT INTO vp_tx VALUES (5)")
+        assert count() == 3
+        conn.rollback()
+        assert count() == 3
+    with vertica(autocommit=True) as conn:
+        assert conn.autocommit is True
+        conn.cursor().execute("INSERT INTO vp_tx VALUES (6)")
+        assert count() == 4
+
+
+def cancel():
+    with vertica(autocommit=True) as conn:
+        cur = conn.cursor()
+        timer = threading.Timer(0.7, conn.cancel)
+        timer.start()
+        started = time.time()
+        try:
+            cur.execute("SELECT pg_sleep(30)")
+            cur.fetchall()
+        except errors.QueryError as e:
+            assert e.sqlstate == "57014", (e.sqlstate, str(e))
+        else:
+            raise SystemExit("the query was not canceled")
+        assert time.time() - started < 10, "cancel took too long"
+        cur.execute("SELECT 3")
+        assert cur.fetchall() == [[3]]
+
+
+def login():
+    user, password = sys.argv[4], sys.argv[5]
+    with vertica(user=user, password=password) as conn:
+        cur = conn.cursor()
+        cur.execute("SELECT current_user")
+        assert cur.fetchall() == [[user]]
+    try:
+        vertica(user=user, password="wrong").close()
+    except errors.ConnectionError as e:
+        print("wrong password refused:", str(e).splitlines()[0])
+    else:
+        raise SystemExit("a wrong password was accepted")
+
+
+def catalog():
+    with vertica(autocommit=True) as conn:
+        cur = conn.cursor()
+        cur.execute("SELECT table_name FROM v_catalog.tables WHERE table_schema = 'public' ORDER BY table_name")
+        print("tables:", [r[0] for r in cur.fetchall()])
+
+
+{
+    "types": types,
+    "prepared": prepared,
+    "errors": failures,
+    "transactions": transactions,
+    "cancel": cancel,
+    "login": login,
+    "catalog": catalog,
+}[scenario]()
+print("ok", scenario)
