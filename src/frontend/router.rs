@@ -20,6 +20,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use crate::classify::{Classification, ClassificationCache, Route};
+use crate::metrics::Metrics;
 use crate::protocol::ProtocolError;
 use crate::protocol::frame::Frame;
 use crate::protocol::frontend::{self, ParseParts};
@@ -72,11 +73,12 @@ pub struct Router {
     /// A Flush sent part of this Sync's batch to the node: the rest follows it.
     pinned_to_node: bool,
     cache: Option<Arc<ClassificationCache>>,
+    metrics: Option<Arc<Metrics>>,
 }
 
 impl Router {
     /// `cache` is `None` when no catalog copy is configured: every batch goes to the node.
-    pub fn new(cache: Option<Arc<ClassificationCache>>) -> Router {
+    pub fn new(cache: Option<Arc<ClassificationCache>>, metrics: Option<Arc<Metrics>>) -> Router {
         Router {
             statements: HashMap::new(),
             pending: Vec::new(),
@@ -85,12 +87,20 @@ impl Router {
             portals: HashSet::new(),
             pinned_to_node: false,
             cache,
+            metrics,
         }
     }
 
     fn classify(&self, text: &[u8]) -> Option<Arc<Classification>> {
         let cache = self.cache.as_ref()?;
-        Some(cache.classify(&String::from_utf8_lossy(text)))
+        let (class, hit) = cache.lookup(&String::from_utf8_lossy(text));
+        if let Some(m) = &self.metrics {
+            m.classification_cache(hit);
+            if !hit && class.parse_error.is_some() {
+                m.parse_failure();
+            }
+        }
+        Some(class)
     }
 
     fn statement_allows_catalog(&self, name: &[u8]) -> bool {
@@ -357,10 +367,13 @@ mod tests {
     use crate::classify::CatalogPolicy;
 
     fn router() -> Router {
-        Router::new(Some(Arc::new(ClassificationCache::new(
-            100,
-            CatalogPolicy::default(),
-        ))))
+        Router::new(
+            Some(Arc::new(ClassificationCache::new(
+                100,
+                CatalogPolicy::default(),
+            ))),
+            None,
+        )
     }
 
     fn msg(tag: u8, body: &[u8]) -> Frame {
@@ -528,7 +541,7 @@ mod tests {
 
     #[test]
     fn without_a_catalog_copy_everything_goes_to_the_node() {
-        let mut r = Router::new(None);
+        let mut r = Router::new(None, None);
         let b = run(
             &mut r,
             vec![
