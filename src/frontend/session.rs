@@ -491,7 +491,7 @@ impl Upstream<'_> {
                     Ok(Some(Item::Relay(bytes))) => {
                         // Unrouted bytes (COPY data, ...) follow what came before them.
                         if let Some(batch) = self.router.take_pending() {
-                            self.to_node(batch, &mut out);
+                            self.queue_for_node(batch, &mut out);
                         }
                         out.extend_from_slice(&bytes);
                         continue;
@@ -505,7 +505,7 @@ impl Upstream<'_> {
                     frontend::TERMINATE => return End::ClientLeft,
                     frontend::FUNCTION_CALL => {
                         if let Some(batch) = self.router.take_pending() {
-                            self.to_node(batch, &mut out);
+                            self.queue_for_node(batch, &mut out);
                         }
                         self.asked_node(1);
                         out.extend_from_slice(frame.raw());
@@ -544,7 +544,7 @@ impl Upstream<'_> {
                     } else if batch.catalog_ok && self.catalog.is_some() {
                         self.metrics.catalog_fallback();
                     }
-                    self.to_node(batch, &mut out);
+                    self.queue_for_node(batch, &mut out);
                 }
             }
             if !out.is_empty() {
@@ -566,7 +566,7 @@ impl Upstream<'_> {
 
     /// Queues a batch for the node, preparing there first any statement the
     /// catalog copy prepared.
-    fn to_node(&mut self, batch: Batch, out: &mut BytesMut) {
+    fn queue_for_node(&mut self, batch: Batch, out: &mut BytesMut) {
         let (syncs, ddl) = (batch.syncs, batch.ddl);
         let plan = self.router.node_plan(batch);
         if plan.hidden_answers > 0 {
