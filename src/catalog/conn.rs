@@ -158,6 +158,14 @@ impl CatalogConn {
         Ok(())
     }
 
+    /// False when the server closed the connection or sent something
+    /// unasked (a FATAL before closing, as after pg_terminate_backend) while
+    /// it sat idle in the pool.
+    pub fn is_alive(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+    }
+
     /// True when the connection is between answers and can be reused.
     pub fn is_clean(&self) -> bool {
         self.buf.is_empty() && self.scanner.at_boundary()

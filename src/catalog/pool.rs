@@ -76,38 +76,48 @@ impl CatalogPool {
             .await
             .map_err(|_| CatalogError::Busy(wait))?
             .expect("the pool semaphore is never closed");
-        let idle = self
-            .idle
-            .lock()
-            .expect("pool lock")
-            .get_mut(database)
-            .and_then(Vec::pop);
-        if let Some(conn) = idle {
-            return Ok(Lease {
-                conn,
-                _permit: permit,
-            });
+        loop {
+            let idle = self
+                .idle
+                .lock()
+                .expect("pool lock")
+                .get_mut(database)
+                .and_then(Vec::pop);
+            match idle {
+                Some(conn) if conn.is_alive() => {
+                    return Ok(Lease {
+                        conn,
+                        _permit: permit,
+                    });
+                }
+                Some(_) => continue,
+                None => break,
+            }
         }
         let timeout = self.settings.connect_timeout;
         let addr = format!("{}:{}", self.settings.host, self.settings.port);
-        let conn =
-            match tokio::time::timeout(timeout, CatalogConn::connect(&self.settings, database))
-                .await
-            {
-                Ok(Ok(conn)) => conn,
-                Ok(Err(e)) => {
-                    // A missing database is that database's problem, not the copy's.
-                    if !matches!(&e, CatalogError::Refused { code, .. } if code == "3D000") {
-                        self.rest(&e);
-                    }
-                    return Err(e);
-                }
-                Err(_) => {
-                    let e = CatalogError::Timeout { addr, timeout };
+        let conn = match tokio::time::timeout(
+            timeout,
+            CatalogConn::connect(&self.settings, database),
+        )
+        .await
+        {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => {
+                // A missing database, or one closed for a sync's swap, is
+                // that database's moment, not the copy failing.
+                if !matches!(&e, CatalogError::Refused { code, .. } if code == "3D000" || code == "55000")
+                {
                     self.rest(&e);
-                    return Err(e);
                 }
-            };
+                return Err(e);
+            }
+            Err(_) => {
+                let e = CatalogError::Timeout { addr, timeout };
+                self.rest(&e);
+                return Err(e);
+            }
+        };
         Ok(Lease {
             conn,
             _permit: permit,

@@ -285,27 +285,35 @@ async fn sync_database(
 }
 
 /// Renames staging into place in one transaction, so a lookup sees either
-/// the old copy or the new one, never neither. Renaming needs the databases
-/// free of connections; new ones may slip in between closing and renaming,
-/// so it is tried again a few times.
+/// the old copy or the new one, never neither. Renaming needs the database
+/// free of connections, and a running sluice's pool reconnects at once, so
+/// the live database first stops accepting connections (lookups meanwhile
+/// fall back to the nodes), then its sessions are closed, then both renames
+/// commit together.
 async fn swap(
     copy: &Endpoint<'_>,
     name: &str,
     pool: Option<&CatalogPool>,
 ) -> Result<(), SyncError> {
     let live = quote_ident(name);
-    let terminate = format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname IN ({}, '{STAGING}') AND pid <> pg_backend_pid()",
+    let exists = format!(
+        "EXISTS (SELECT 1 FROM pg_database WHERE datname = {})",
+        quote_literal(name)
+    );
+    let close = format!(
+        "DO $$BEGIN IF {exists} THEN ALTER DATABASE {live} ALLOW_CONNECTIONS false; END IF; END$$;\n\
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname IN ({}, '{STAGING}') AND pid <> pg_backend_pid();\n",
         quote_literal(name)
     );
     let rename = format!(
         "BEGIN;\n\
-         DO $$BEGIN IF EXISTS (SELECT 1 FROM pg_database WHERE datname = {}) \
-         THEN ALTER DATABASE {live} RENAME TO {RETIRED}; END IF; END$$;\n\
+         DO $$BEGIN IF {exists} THEN ALTER DATABASE {live} RENAME TO {RETIRED}; END IF; END$$;\n\
          ALTER DATABASE {STAGING} RENAME TO {live};\n\
-         COMMIT;\n",
-        quote_literal(name)
+         COMMIT;\n"
+    );
+    let reopen = format!(
+        "DO $$BEGIN IF {exists} THEN ALTER DATABASE {live} ALLOW_CONNECTIONS true; END IF; END$$;"
     );
     let mut last = String::new();
     for _ in 0..20 {
@@ -313,9 +321,15 @@ async fn swap(
             Some(p) => Some(p.exclusive().await),
             None => None,
         };
-        let mut close = copy.command("psql", "template1");
-        close.args(["-c", &terminate]);
-        let _ = run(close, "psql (close connections)", None).await;
+        let mut cmd = copy.command("psql", "template1");
+        cmd.args(["-f", "-"]);
+        let _ = run(
+            cmd,
+            "psql (close the live database)",
+            Some(close.as_bytes()),
+        )
+        .await;
+        // pg_terminate_backend signals; the sessions take a moment to exit.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let mut cmd = copy.command("psql", "template1");
         cmd.args(["-f", "-"]);
@@ -323,7 +337,12 @@ async fn swap(
         drop(guard);
         match result {
             Ok(_) => return Ok(()),
-            Err(e) => last = e.to_string(),
+            Err(e) => {
+                last = e.to_string();
+                let mut cmd = copy.command("psql", "template1");
+                cmd.args(["-c", &reopen]);
+                let _ = run(cmd, "psql (reopen the live database)", None).await;
+            }
         }
     }
     Err(SyncError::Swap(last))

@@ -45,6 +45,9 @@ use super::registry::NewSession;
 use super::router::{Batch, Router};
 use crate::catalog::{CatalogError, CatalogPool, Lease};
 
+/// How much of a catalog answer is held back before it streams.
+const CATALOG_ANSWER_BUFFER: usize = 1 << 20;
+
 /// Reads start at this size and grow while the peer keeps them full.
 const READ_CHUNK: usize = 8 * 1024;
 const MAX_READ_CHUNK: usize = 256 * 1024;
@@ -98,7 +101,8 @@ struct NodeProgress {
 impl NodeProgress {
     fn new() -> NodeProgress {
         NodeProgress {
-            asked: AtomicU64::new(0),
+            // The startup exchange ends with a ReadyForQuery nobody asked for.
+            asked: AtomicU64::new(1),
             answered: AtomicU64::new(0),
             status: AtomicU8::new(b'I'),
             last_idle: AtomicU64::new(0),
@@ -530,7 +534,11 @@ impl Upstream<'_> {
                             out.clear();
                         }
                         self.progress.idle().await;
-                        if self.progress.catalog_may_answer() {
+                        if !self.progress.catalog_may_answer() {
+                            tracing::debug!(
+                                "a catalog lookup goes to the node: the transaction failed or changed the schema"
+                            );
+                        } else {
                             match self.answer_from_catalog(&pool, &batch, client_wr).await {
                                 Ok(()) => continue,
                                 Err(CatalogMiss::Unanswered(e)) => {
@@ -542,6 +550,9 @@ impl Upstream<'_> {
                             }
                         }
                     } else if batch.catalog_ok && self.catalog.is_some() {
+                        tracing::debug!(
+                            "a catalog lookup goes to the node: the catalog copy is resting after a failure"
+                        );
                         self.metrics.catalog_fallback();
                     }
                     self.queue_for_node(batch, &mut out);
@@ -690,6 +701,17 @@ impl Upstream<'_> {
                 Item::Inspect(frame) => match frame.tag() {
                     // The copy's own parameters and notifications are not the session's.
                     backend::PARAMETER_STATUS | b'A' => false,
+                    // The copy is closing this connection (shutdown, a sync's
+                    // swap): before any answer went out, the node can answer.
+                    backend::ERROR_RESPONSE
+                        if !written && out.is_empty() && is_fatal(frame.body()) =>
+                    {
+                        let (code, message) = backend::error_summary(frame.body());
+                        return Err(CatalogMiss::Unanswered(CatalogError::Refused {
+                            code,
+                            message,
+                        }));
+                    }
                     backend::READY_FOR_QUERY => {
                         out.extend_from_slice(&[backend::READY_FOR_QUERY, 0, 0, 0, 5, status]);
                         true
@@ -700,7 +722,10 @@ impl Upstream<'_> {
                     }
                 },
             };
-            if done || out.len() >= 64 * 1024 {
+            // Catalog answers are small; holding one back until it is whole
+            // means a copy that fails mid-answer leaves nothing half-sent,
+            // and the node can answer instead.
+            if done || out.len() >= CATALOG_ANSWER_BUFFER {
                 self.observer.client_written(out.len());
                 client
                     .write_all(&out)
