@@ -37,7 +37,7 @@ impl Offload {
     fn start(name: &str) -> Offload {
         let node_opts = |n: &str| {
             ClusterOptions::new(cache_dir())
-                .with_name(&format!("{name}-{n}"))
+                .with_name(format!("{name}-{n}"))
                 .with_statement_log()
         };
         let nodes = vec![node_with(node_opts("a")), node_with(node_opts("b"))];
@@ -46,7 +46,7 @@ impl Offload {
         }
         let copy = node_with(
             ClusterOptions::new(cache_dir())
-                .with_name(&format!("{name}-copy"))
+                .with_name(format!("{name}-copy"))
                 .with_server_option("-b"),
         );
         let sluice = Sluice::start(
