@@ -33,3 +33,10 @@ fi
 if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
     useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
 fi
+
+# Python clients for the tests (asyncpg, ...), in a venv under target/.
+venv="$(dirname "$0")/../target/venv"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import asyncpg" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q -r "$(dirname "$0")/../tests/it/clients/requirements.txt"
+fi

@@ -63,7 +63,8 @@ fn start_clusters() -> Result<Clusters, String> {
     eprintln!("starting two warehouse nodes and a catalog copy ...");
     let nodes = vec![start("demo-node-1")?, start("demo-node-2")?];
     // Binary-upgrade mode lets the sync keep the warehouse's OIDs (docs/catalog.md).
-    let catalog = LocalCluster::start(&opts("demo-catalog").with_server_option("-b")).map_err(|e| e.to_string())?;
+    let catalog = LocalCluster::start(&opts("demo-catalog").with_server_option("-b"))
+        .map_err(|e| e.to_string())?;
     for node in &nodes {
         node.psql("postgres", "CREATE DATABASE dwh")
             .map_err(|e| e.to_string())?;

@@ -391,3 +391,49 @@ async fn pgjdbc_database_metadata_matches_direct_without_touching_the_nodes() {
         catalog_statements(&leaked).join("\n")
     );
 }
+
+fn python() -> PathBuf {
+    let venv = PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/target/venv/bin/python"
+    ));
+    assert!(
+        venv.exists(),
+        "the test venv is missing: run `bash scripts/setup.sh` (it creates target/venv with asyncpg)"
+    );
+    venv
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn asyncpg_reads_an_enum_column_with_type_lookups_answered_by_the_copy() {
+    let o = Offload::start("cat-asyncpg");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/it/clients/enum_asyncpg.py"
+    );
+    let run = |port: u16| {
+        let out = Command::new(python())
+            .arg(script)
+            .arg(port.to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "asyncpg: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let direct = run(o.nodes[0].port());
+    let marks = o.log_marks();
+    let through = run(o.sluice.port);
+    assert_eq!(through, direct);
+    assert!(through.contains("order 1: paid"), "{through}");
+    assert!(through.contains("type: order_status"), "{through}");
+    let leaked = o.statements_since(&marks);
+    assert!(
+        catalog_statements(&leaked).is_empty(),
+        "catalog lookups reached a node:\n{}",
+        catalog_statements(&leaked).join("\n")
+    );
+}
