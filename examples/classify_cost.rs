@@ -47,7 +47,11 @@ fn time(label: &str, iterations: u32, mut f: impl FnMut()) {
 fn main() {
     let policy = CatalogPolicy::default();
     let tableau = tableau();
-    println!("Tableau-style query: {} bytes; DBeaver metadata query: {} bytes", tableau.len(), DBEAVER.len());
+    println!(
+        "Tableau-style query: {} bytes; DBeaver metadata query: {} bytes",
+        tableau.len(),
+        DBEAVER.len()
+    );
     time("DBeaver metadata query, uncached (parse)", 20_000, || {
         black_box(classify(black_box(DBEAVER), &policy));
     });

@@ -29,6 +29,8 @@ pub struct CatalogConn {
     pub database: String,
     /// The role set by the last `SET ROLE`, if any.
     pub role: Option<String>,
+    /// The search-path statement last applied (`None`: the default path).
+    pub search_path: Option<String>,
     /// Server-side names of statements prepared on this connection.
     pub prepared: HashSet<String>,
 }
@@ -50,6 +52,7 @@ impl CatalogConn {
             scanner: Scanner::new(usize::MAX, treatment),
             database: database.to_string(),
             role: None,
+            search_path: None,
             prepared: HashSet::new(),
         };
         let startup = StartupMessage::encode(&[

@@ -74,6 +74,9 @@ pub struct Router {
     pinned_to_node: bool,
     cache: Option<Arc<ClassificationCache>>,
     metrics: Option<Arc<Metrics>>,
+    /// The session's last `SET search_path` (or `RESET`), replayed on the
+    /// copy: lookups such as `pg_table_is_visible` depend on it.
+    search_path: Option<String>,
 }
 
 impl Router {
@@ -88,6 +91,27 @@ impl Router {
             pinned_to_node: false,
             cache,
             metrics,
+            search_path: None,
+        }
+    }
+
+    /// The statement that sets the session's search path, if it changed it.
+    pub fn search_path(&self) -> Option<&str> {
+        self.search_path.as_deref()
+    }
+
+    fn note_search_path(&mut self, text: &[u8]) {
+        let text = String::from_utf8_lossy(text);
+        let normalized = text.trim().trim_end_matches(';').to_ascii_lowercase();
+        let words: Vec<&str> = normalized.split_whitespace().take(3).collect();
+        let sets_path = matches!(
+            words.as_slice(),
+            ["set", "search_path", ..]
+                | ["set", "session", "search_path"]
+                | ["reset", "search_path", ..]
+        );
+        if sets_path && !normalized.contains(';') {
+            self.search_path = Some(text.trim().trim_end_matches(';').to_string());
         }
     }
 
@@ -115,7 +139,9 @@ impl Router {
         match frame.tag() {
             frontend::QUERY => {
                 done.extend(self.take_pending());
-                let class = self.classify(frontend::query_text(frame.body())?);
+                let text = frontend::query_text(frame.body())?;
+                self.note_search_path(text);
+                let class = self.classify(text);
                 let catalog_ok = class.as_ref().is_some_and(|c| c.route == Route::Catalog);
                 let ddl = class.as_ref().is_some_and(|c| c.is_ddl());
                 done.push(Batch {
@@ -128,6 +154,7 @@ impl Router {
             }
             frontend::PARSE => {
                 let parts = frontend::parse_parts(frame.body())?;
+                self.note_search_path(parts.text);
                 let class = self.classify(parts.text);
                 let name = parts.name.to_vec();
                 let catalog_name = catalog_name(&parts);
@@ -537,6 +564,25 @@ mod tests {
             !b[0].catalog_ok,
             "a portal bound in another batch lives on the node"
         );
+    }
+
+    #[test]
+    fn the_search_path_is_remembered_for_the_copy() {
+        let mut r = router();
+        assert_eq!(r.search_path(), None);
+        run(&mut r, vec![msg(b'Q', b"SET search_path = shop, public\0")]);
+        assert_eq!(r.search_path(), Some("SET search_path = shop, public"));
+        run(
+            &mut r,
+            vec![msg(b'Q', b"SET search_path = a; DROP TABLE x\0")],
+        );
+        assert_eq!(
+            r.search_path(),
+            Some("SET search_path = shop, public"),
+            "multi-statement text is not replayed"
+        );
+        run(&mut r, vec![msg(b'Q', b"reset search_path;\0")]);
+        assert_eq!(r.search_path(), Some("reset search_path"));
     }
 
     #[test]

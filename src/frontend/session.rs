@@ -635,10 +635,24 @@ impl Upstream<'_> {
     ) -> Result<(), CatalogMiss> {
         let conn = &mut lease.conn;
         let mut request = BytesMut::new();
-        let set_role = conn.role.as_deref() != Some(self.user.as_str());
+        // The copy's connection takes on the session's role and search path
+        // first, so privilege-filtered and visibility-dependent lookups
+        // answer as the node would.
+        let mut prelude = Vec::new();
+        if conn.role.as_deref() != Some(self.user.as_str()) {
+            prelude.push(format!("SET ROLE \"{}\"", self.user.replace('"', "\"\"")));
+        }
+        let search_path = self.router.search_path().map(str::to_string);
+        if conn.search_path != search_path {
+            prelude.push(
+                search_path
+                    .clone()
+                    .unwrap_or_else(|| "RESET search_path".into()),
+            );
+        }
+        let set_role = !prelude.is_empty();
         if set_role {
-            let sql = format!("SET ROLE \"{}\"", self.user.replace('"', "\"\""));
-            request.extend_from_slice(frontend::encode_query(&sql).raw());
+            request.extend_from_slice(frontend::encode_query(&prelude.join("; ")).raw());
         }
         let plan = self.router.catalog_plan(batch, &mut conn.prepared);
         for frame in &plan.frames {
@@ -668,6 +682,7 @@ impl Upstream<'_> {
                 }));
             }
             conn.role = Some(self.user.clone());
+            conn.search_path = search_path;
         }
         for _ in 0..plan.hidden_answers {
             let frame = conn.next_frame().await.map_err(CatalogMiss::Unanswered)?;

@@ -203,6 +203,16 @@ async fn extended_protocol_lookups_go_to_the_copy_and_data_to_the_nodes() {
         .unwrap()
         .get(0);
     assert_eq!(name, "ada");
+    // The copy answers with the session's search path: shop.orders is visible.
+    let visible: i64 = client
+        .query_one("SELECT count(*) FROM pg_catalog.pg_class c WHERE c.relname = 'orders' AND pg_catalog.pg_table_is_visible(c.oid)", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        visible, 1,
+        "the session's search path applies to catalog lookups"
+    );
     let log = o.statements_since(&marks);
     assert!(
         log.contains("JOIN shop.orders"),
