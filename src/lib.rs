@@ -39,3 +39,17 @@ pub mod net;
 pub mod protocol;
 pub mod server;
 pub mod tls;
+
+/// An error with its chain of causes, as one line for a log: Display
+/// implementations here name only their own layer (`cannot connect to ...`),
+/// so the causes must be appended to read the whole story.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
