@@ -8,6 +8,8 @@
 #   BENCH_SECONDS=3 BENCH_ROUNDS=1 BENCH_UPDATE_DOC=0 bash bench/run.sh   # a quick check
 #   BENCH_WORKLOADS="1 2" bash bench/run.sh # some workloads only
 #   bash bench/run.sh profile               # perf profile of sluice under workload 1
+#   bash bench/run.sh catalog               # workload 5: DBeaver-style metadata burst, direct vs sluice
+#   bash bench/run.sh classify              # classification cost per query, cached and uncached
 #
 # Environment:
 #   BENCH_SECONDS     seconds per pgbench run (15)
@@ -47,4 +49,8 @@ fi
 # 1000 idle clients: each holds sockets in this process, the proxy and the node.
 ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-exec python3 bench/bench.py "$@"
+case "${1:-}" in
+    catalog) exec python3 bench/catalog_burst.py ;;
+    classify) exec cargo run --release --locked --example classify_cost ;;
+    *) exec python3 bench/bench.py "$@" ;;
+esac

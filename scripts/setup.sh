@@ -16,6 +16,9 @@ have_pg_server || missing+=(postgresql)
 command -v psql >/dev/null || missing+=(postgresql-client)
 command -v openssl >/dev/null || missing+=(openssl)
 command -v runuser >/dev/null || missing+=(util-linux)
+# PgJDBC and a JDK: the catalog tests run DatabaseMetaData as DBeaver does.
+[ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
+command -v javac >/dev/null || missing+=(default-jdk-headless)
 
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}" >&2
@@ -31,15 +34,10 @@ if [ "$(id -u)" -eq 0 ] && ! id postgres >/dev/null 2>&1; then
     useradd --system --home-dir /var/lib/postgresql --shell /bin/bash postgres
 fi
 
-# The Vertica client tests (tests/it/vertica.rs) drive vertica-python, checked
-# against psycopg, from a virtualenv at the repository root.
-root="$(cd "$(dirname "$0")/.." && pwd)"
-if ! "$root/.venv/bin/python" -c "import vertica_python, psycopg" 2>/dev/null; then
-    command -v python3 >/dev/null || { echo "python3 is needed for the Vertica client tests" >&2; exit 1; }
-    python3 -m venv "$root/.venv" 2>/dev/null || {
-        sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
-        $sudo apt-get update -qq && DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq python3-venv
-        python3 -m venv "$root/.venv"
-    }
-    "$root/.venv/bin/pip" install -q vertica-python 'psycopg[binary]'
+# Python clients for the tests (asyncpg, vertica-python with psycopg to check
+# it against, ...), in a venv under target/.
+venv="$(dirname "$0")/../target/venv"
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import asyncpg, vertica_python, psycopg" 2>/dev/null; then
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install -q -r "$(dirname "$0")/../tests/it/clients/requirements.txt"
 fi

@@ -10,6 +10,8 @@
 //! * [`frontend`]: the client side: listener, pre-startup negotiation, sessions.
 //! * [`backend`]: the node side: node list, round robin, connections, health checks.
 //! * [`cancel`]: sluice's own cancel keys and the node keys they stand for.
+//! * [`catalog`]: the catalog copy: its connection pool and the sync that fills it.
+//! * [`classify`]: what a query reads and writes, and so where it runs.
 //! * [`cluster`]: several instances as one: cancel requests forwarded to peers.
 //! * [`server`]: the running proxy: shared state, reload, drain and shutdown.
 //! * [`http`]: `/healthz`, `/readyz` for orchestrators and `/metrics` for Prometheus.
@@ -24,6 +26,7 @@ pub mod admin;
 pub mod alerts;
 pub mod backend;
 pub mod cancel;
+pub mod catalog;
 pub mod classify;
 pub mod cluster;
 pub mod config;
@@ -36,3 +39,17 @@ pub mod net;
 pub mod protocol;
 pub mod server;
 pub mod tls;
+
+/// An error with its chain of causes, as one line for a log: Display
+/// implementations here name only their own layer (`cannot connect to ...`),
+/// so the causes must be appended to read the whole story.
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}

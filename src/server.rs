@@ -30,6 +30,8 @@ use crate::alerts::Alerts;
 use crate::backend::connect::NodeConnector;
 use crate::backend::{Node, NodeSet, health};
 use crate::cancel::CancelRegistry;
+use crate::catalog::CatalogPool;
+use crate::classify::{CatalogPolicy, ClassificationCache};
 use crate::cluster::TokenBucket;
 use crate::config::{ClientTlsMode, Config};
 use crate::frontend::registry::SessionRegistry;
@@ -47,6 +49,10 @@ pub struct Generation {
     pub client_tls: Option<TlsAcceptor>,
     /// Bounds the cancel requests forwarded to cluster peers.
     pub cancel_forwarding: TokenBucket,
+    /// Query classifications by text; `None` without a catalog copy.
+    pub classifier: Option<Arc<ClassificationCache>>,
+    /// The catalog copy's connections; `None` without `[catalog]`.
+    pub catalog: Option<Arc<CatalogPool>>,
 }
 
 impl Generation {
@@ -55,7 +61,20 @@ impl Generation {
             Some(t) if t.mode != ClientTlsMode::Disable => Some(tls::acceptor(&t.cert, &t.key)?),
             _ => None,
         };
+        let classifier = config.catalog.as_ref().map(|c| {
+            let policy = CatalogPolicy {
+                schemas: c.schemas.clone(),
+                allowed_functions: c.allowed_functions.clone(),
+            };
+            Arc::new(ClassificationCache::new(c.cache_size, policy))
+        });
+        let catalog = config
+            .catalog
+            .clone()
+            .map(|c| Arc::new(CatalogPool::new(c)));
         Ok(Generation {
+            classifier,
+            catalog,
             node_connector: NodeConnector::new(&config.warehouse)?,
             client_tls,
             cancel_forwarding: TokenBucket::new(
@@ -283,6 +302,18 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     });
     let joined = sluice.nodes.replace(&generation.config.warehouse.nodes);
     sluice.start_health_checks(joined);
+    if generation
+        .config
+        .catalog
+        .as_ref()
+        .is_some_and(|c| c.sync_interval.is_some())
+    {
+        tokio::spawn(crate::catalog::sync::run_periodically(
+            sluice.clone(),
+            sluice.generations.subscribe(),
+            sluice.stop.clone(),
+        ));
+    }
     tokio::spawn(crate::alerts::run(
         sluice.clone(),
         sluice.generations.subscribe(),

@@ -225,14 +225,7 @@ fn imf_to_rfc3339(value: &str) -> Option<String> {
 
 /// The error chain (given without the URL, which reqwest would print).
 fn describe(e: &reqwest::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
+    crate::error_chain(e)
 }
 
 #[cfg(test)]

@@ -136,15 +136,6 @@ fn describe_pg_error(e: &tokio_postgres::Error) -> String {
             db.message(),
             db.code().code()
         ),
-        None => {
-            let mut text = e.to_string();
-            let mut source = std::error::Error::source(e);
-            while let Some(s) = source {
-                text.push_str(": ");
-                text.push_str(&s.to_string());
-                source = s.source();
-            }
-            text
-        }
+        None => crate::error_chain(e),
     }
 }

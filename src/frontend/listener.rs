@@ -21,11 +21,10 @@ use super::negotiate::{Opening, negotiate, send_fatal};
 use super::session;
 use crate::cancel::CancelRoute;
 use crate::cluster::{self, Take};
-use crate::config::Dialect;
 use crate::metrics::Refusal;
 use crate::protocol::backend::ErrorFields;
 use crate::protocol::sqlstate;
-use crate::protocol::startup::{CancelKey, ClientDialect};
+use crate::protocol::startup::CancelKey;
 use crate::server::{Generation, Sluice};
 
 /// Accepts clients until sluice stops.
@@ -105,13 +104,7 @@ async fn handle(sluice: Arc<Sluice>, tcp: TcpStream, peer: SocketAddr) {
                 send_fatal(&mut stream, &error).await;
                 return;
             };
-            let translate = startup.dialect() == ClientDialect::Vertica
-                && generation.config.warehouse.dialect == Dialect::Postgres;
-            if translate {
-                super::translate::run(sluice.clone(), generation, stream, startup, peer).await;
-            } else {
-                session::run(sluice.clone(), generation, stream, startup, peer).await;
-            }
+            session::run(sluice.clone(), generation, stream, startup, peer).await;
         }
     }
 }

@@ -20,6 +20,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use crate::classify::{Classification, ClassificationCache, Route};
+use crate::metrics::Metrics;
 use crate::protocol::ProtocolError;
 use crate::protocol::frame::Frame;
 use crate::protocol::frontend::{self, ParseParts};
@@ -72,11 +73,15 @@ pub struct Router {
     /// A Flush sent part of this Sync's batch to the node: the rest follows it.
     pinned_to_node: bool,
     cache: Option<Arc<ClassificationCache>>,
+    metrics: Option<Arc<Metrics>>,
+    /// The session's last `SET search_path` (or `RESET`), replayed on the
+    /// copy: lookups such as `pg_table_is_visible` depend on it.
+    search_path: Option<String>,
 }
 
 impl Router {
     /// `cache` is `None` when no catalog copy is configured: every batch goes to the node.
-    pub fn new(cache: Option<Arc<ClassificationCache>>) -> Router {
+    pub fn new(cache: Option<Arc<ClassificationCache>>, metrics: Option<Arc<Metrics>>) -> Router {
         Router {
             statements: HashMap::new(),
             pending: Vec::new(),
@@ -85,12 +90,41 @@ impl Router {
             portals: HashSet::new(),
             pinned_to_node: false,
             cache,
+            metrics,
+            search_path: None,
+        }
+    }
+
+    /// The statement that sets the session's search path, if it changed it.
+    pub fn search_path(&self) -> Option<&str> {
+        self.search_path.as_deref()
+    }
+
+    fn note_search_path(&mut self, text: &[u8]) {
+        let text = String::from_utf8_lossy(text);
+        let normalized = text.trim().trim_end_matches(';').to_ascii_lowercase();
+        let words: Vec<&str> = normalized.split_whitespace().take(3).collect();
+        let sets_path = matches!(
+            words.as_slice(),
+            ["set", "search_path", ..]
+                | ["set", "session", "search_path"]
+                | ["reset", "search_path", ..]
+        );
+        if sets_path && !normalized.contains(';') {
+            self.search_path = Some(text.trim().trim_end_matches(';').to_string());
         }
     }
 
     fn classify(&self, text: &[u8]) -> Option<Arc<Classification>> {
         let cache = self.cache.as_ref()?;
-        Some(cache.classify(&String::from_utf8_lossy(text)))
+        let (class, hit) = cache.lookup(&String::from_utf8_lossy(text));
+        if let Some(m) = &self.metrics {
+            m.classification_cache(hit);
+            if !hit && class.parse_error.is_some() {
+                m.parse_failure();
+            }
+        }
+        Some(class)
     }
 
     fn statement_allows_catalog(&self, name: &[u8]) -> bool {
@@ -105,7 +139,9 @@ impl Router {
         match frame.tag() {
             frontend::QUERY => {
                 done.extend(self.take_pending());
-                let class = self.classify(frontend::query_text(frame.body())?);
+                let text = frontend::query_text(frame.body())?;
+                self.note_search_path(text);
+                let class = self.classify(text);
                 let catalog_ok = class.as_ref().is_some_and(|c| c.route == Route::Catalog);
                 let ddl = class.as_ref().is_some_and(|c| c.is_ddl());
                 done.push(Batch {
@@ -118,6 +154,7 @@ impl Router {
             }
             frontend::PARSE => {
                 let parts = frontend::parse_parts(frame.body())?;
+                self.note_search_path(parts.text);
                 let class = self.classify(parts.text);
                 let name = parts.name.to_vec();
                 let catalog_name = catalog_name(&parts);
@@ -357,10 +394,13 @@ mod tests {
     use crate::classify::CatalogPolicy;
 
     fn router() -> Router {
-        Router::new(Some(Arc::new(ClassificationCache::new(
-            100,
-            CatalogPolicy::default(),
-        ))))
+        Router::new(
+            Some(Arc::new(ClassificationCache::new(
+                100,
+                CatalogPolicy::default(),
+            ))),
+            None,
+        )
     }
 
     fn msg(tag: u8, body: &[u8]) -> Frame {
@@ -527,8 +567,27 @@ mod tests {
     }
 
     #[test]
+    fn the_search_path_is_remembered_for_the_copy() {
+        let mut r = router();
+        assert_eq!(r.search_path(), None);
+        run(&mut r, vec![msg(b'Q', b"SET search_path = shop, public\0")]);
+        assert_eq!(r.search_path(), Some("SET search_path = shop, public"));
+        run(
+            &mut r,
+            vec![msg(b'Q', b"SET search_path = a; DROP TABLE x\0")],
+        );
+        assert_eq!(
+            r.search_path(),
+            Some("SET search_path = shop, public"),
+            "multi-statement text is not replayed"
+        );
+        run(&mut r, vec![msg(b'Q', b"reset search_path;\0")]);
+        assert_eq!(r.search_path(), Some("reset search_path"));
+    }
+
+    #[test]
     fn without_a_catalog_copy_everything_goes_to_the_node() {
-        let mut r = Router::new(None);
+        let mut r = Router::new(None, None);
         let b = run(
             &mut r,
             vec![

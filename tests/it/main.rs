@@ -7,6 +7,7 @@
 
 mod support;
 
+mod catalog;
 mod cluster;
 mod failover;
 mod observability;

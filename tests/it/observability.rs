@@ -707,11 +707,7 @@ fn check_warns_about_a_plain_text_admin_password() {
         "[warehouse]\nnodes = [\"db1:5432\"]\n\n[[admin.users]]\nname = \"ops\"\npassword = \"hunter2\"\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = sluice_check(&path);
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(

@@ -1,6 +1,5 @@
 //! Operating sluice: `sluice check`, SIGHUP reload, SIGTERM drain.
 
-use std::process::Command;
 use std::time::Duration;
 
 use crate::support::*;
@@ -14,11 +13,7 @@ fn check_lists_every_problem_with_line_and_key() {
         "[server]\nlisten = \"127.0.0.1\"\n\n[warehouse]\nnodes = [\"db1:5432\", \"db2\"]\nhealth_check_interval = \"often\"\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = sluice_check(&path);
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stderr);
     assert!(text.contains("bad.toml:2: server.listen:"), "{text}");
@@ -32,11 +27,7 @@ fn check_lists_every_problem_with_line_and_key() {
     );
 
     std::fs::write(&path, "[warehouse]\nnodes = [\"db1:5432\"]\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["check", "--config"])
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = sluice_check(&path);
     assert!(
         out.status.success(),
         "{}",
@@ -52,10 +43,7 @@ fn the_example_config_is_valid() {
         // The container image's default configuration.
         concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/docker/sluice.toml"),
     ] {
-        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["check", "--config", path])
-            .output()
-            .unwrap();
+        let out = sluice_check(path);
         assert!(
             out.status.success(),
             "{path}: {}",

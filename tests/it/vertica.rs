@@ -3,8 +3,7 @@
 //!
 //! The scripts in tests/it/vertica/ do the talking and compare what
 //! vertica-python reads with what psycopg reads straight from the node. They
-//! run in the virtualenv scripts/setup.sh creates (`.venv` at the repository
-//! root); without it these tests fail and say how to make it.
+//! run in the virtualenv scripts/setup.sh creates (`target/venv`); without it these tests fail and say how to make it.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -12,7 +11,7 @@ use std::process::Command;
 use crate::support::*;
 
 fn python() -> PathBuf {
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv");
+    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/venv");
     let python = venv.join("bin/python");
     let ok = python.exists()
         && Command::new(&python)
@@ -22,7 +21,7 @@ fn python() -> PathBuf {
     assert!(
         ok,
         "the Vertica client tests need vertica-python and psycopg in {}: run `bash scripts/setup.sh` \
-         (or: python3 -m venv .venv && .venv/bin/pip install vertica-python 'psycopg[binary]')",
+         (it installs tests/it/clients/requirements.txt into target/venv)",
         venv.display()
     );
     python

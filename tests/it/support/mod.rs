@@ -241,6 +241,15 @@ pub async fn node_port(client: &tokio_postgres::Client) -> u16 {
     row.get::<_, i32>(0) as u16
 }
 
+/// Runs `sluice check --config <path>`.
+pub fn sluice_check(path: impl AsRef<Path>) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(["check", "--config"])
+        .arg(path.as_ref())
+        .output()
+        .expect("the sluice binary runs")
+}
+
 /// Runs psql with a connection string and SQL; returns its output.
 pub fn psql(url: &str, args: &[&str]) -> Output {
     Command::new("psql")
