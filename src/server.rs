@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
+use dashmap::DashMap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -47,6 +48,8 @@ pub struct Generation {
     pub client_tls: Option<TlsAcceptor>,
     /// Bounds the cancel requests forwarded to cluster peers.
     pub cancel_forwarding: TokenBucket,
+    /// Bounds the cancel requests sent to nodes (`server.cancel_rate`).
+    pub cancel_to_nodes: TokenBucket,
 }
 
 impl Generation {
@@ -61,6 +64,10 @@ impl Generation {
             cancel_forwarding: TokenBucket::new(
                 config.cluster.cancel_forward_rate,
                 config.cluster.cancel_forward_burst,
+            ),
+            cancel_to_nodes: TokenBucket::new(
+                config.server.cancel_rate,
+                config.server.cancel_burst,
             ),
             config: Arc::new(config),
         })
@@ -88,6 +95,8 @@ pub struct Sluice {
     pub listen_addr: SocketAddr,
     /// Client sessions now open.
     pub clients: AtomicUsize,
+    /// Client sessions now open, by user (for `server.max_client_connections_per_user`).
+    pub clients_by_user: DashMap<String, usize>,
     /// Open sessions by id, for the admin console.
     pub registry: Arc<SessionRegistry>,
     pub metrics: Arc<Metrics>,
@@ -272,6 +281,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         cancels: Arc::new(CancelRegistry::new(generation.config.cluster.instance_id)),
         listen_addr,
         clients: AtomicUsize::new(0),
+        clients_by_user: DashMap::new(),
         registry: Arc::default(),
         metrics,
         alerts,

@@ -9,6 +9,7 @@ mod support;
 
 mod cluster;
 mod failover;
+mod hardening;
 mod observability;
 mod operations;
 mod relay;
