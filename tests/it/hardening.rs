@@ -367,14 +367,17 @@ fn raise_nofile() -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_thousand_concurrent_clients_are_all_served() {
-    let clients = env_count("SLUICE_CLIENTS", 1000);
-    let nofile = raise_nofile();
-    // Per client: one socket here, two in sluice, one in the fake node.
-    assert!(
-        nofile as usize > 2 * clients + 200,
-        "the open-files limit {nofile} is too low for {clients} clients: raise it (ulimit -n)"
-    );
+async fn five_thousand_concurrent_clients_are_all_served() {
+    let nofile = raise_nofile() as usize;
+    // Per client: one socket here and one in the fake node (this process),
+    // two in sluice. A machine with a lower limit runs fewer, and says so.
+    let clients = env_count("SLUICE_CLIENTS", 5000).min(nofile.saturating_sub(300) / 2);
+    if clients < 5000 {
+        eprintln!(
+            "the open-files limit {nofile} allows {clients} clients, not 5000: raise it (ulimit -n)"
+        );
+    }
+    assert!(clients >= 1000, "the open-files limit {nofile} is too low");
     let fake = FakeNode::start();
     let sluice = Sluice::start_addrs(
         &[fake.addr()],
