@@ -74,6 +74,8 @@ impl Route {
 pub enum Refusal {
     /// Over `server.max_client_connections`.
     Limit,
+    /// Over `server.max_client_connections_per_user`.
+    UserLimit,
     /// sluice is draining.
     Draining,
     /// No node was healthy or reachable.
@@ -83,8 +85,9 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    const ALL: [Refusal; 4] = [
+    const ALL: [Refusal; 5] = [
         Refusal::Limit,
+        Refusal::UserLimit,
         Refusal::Draining,
         Refusal::NoNode,
         Refusal::AdminAuth,
@@ -93,6 +96,7 @@ impl Refusal {
     fn as_str(self) -> &'static str {
         match self {
             Refusal::Limit => "limit",
+            Refusal::UserLimit => "user_limit",
             Refusal::Draining => "draining",
             Refusal::NoNode => "no_node",
             Refusal::AdminAuth => "admin_auth",
@@ -210,7 +214,7 @@ pub struct Metrics {
     pub totals: Totals,
     client_connections: Gauge,
     client_connections_total: Counter,
-    client_refused: [Counter; 4],
+    client_refused: [Counter; Refusal::ALL.len()],
     queries: [Counter; 4],
     query_duration: [Histogram; 4],
     client_received_bytes: Counter,

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
 
+use dashmap::DashMap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -53,6 +54,8 @@ pub struct Generation {
     pub classifier: Option<Arc<ClassificationCache>>,
     /// The catalog copy's connections; `None` without `[catalog]`.
     pub catalog: Option<Arc<CatalogPool>>,
+    /// Bounds the cancel requests sent to nodes (`server.cancel_rate`).
+    pub cancel_to_nodes: TokenBucket,
 }
 
 impl Generation {
@@ -66,7 +69,7 @@ impl Generation {
                 schemas: c.schemas.clone(),
                 allowed_functions: c.allowed_functions.clone(),
             };
-            Arc::new(ClassificationCache::new(c.cache_size, policy))
+            Arc::new(ClassificationCache::new(c.cache_size, policy).with_max_parse_size(c.max_parse_size))
         });
         let catalog = config
             .catalog
@@ -80,6 +83,10 @@ impl Generation {
             cancel_forwarding: TokenBucket::new(
                 config.cluster.cancel_forward_rate,
                 config.cluster.cancel_forward_burst,
+            ),
+            cancel_to_nodes: TokenBucket::new(
+                config.server.cancel_rate,
+                config.server.cancel_burst,
             ),
             config: Arc::new(config),
         })
@@ -107,6 +114,8 @@ pub struct Sluice {
     pub listen_addr: SocketAddr,
     /// Client sessions now open.
     pub clients: AtomicUsize,
+    /// Client sessions now open, by user (for `server.max_client_connections_per_user`).
+    pub clients_by_user: DashMap<String, usize>,
     /// Open sessions by id, for the admin console.
     pub registry: Arc<SessionRegistry>,
     pub metrics: Arc<Metrics>,
@@ -291,6 +300,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         cancels: Arc::new(CancelRegistry::new(generation.config.cluster.instance_id)),
         listen_addr,
         clients: AtomicUsize::new(0),
+        clients_by_user: DashMap::new(),
         registry: Arc::default(),
         metrics,
         alerts,

@@ -268,6 +268,13 @@ pub fn config_rows(c: &Config) -> Vec<(String, String)> {
             "server.max_client_connections".into(),
             c.server.max_client_connections.to_string(),
         ),
+        (
+            "server.max_client_connections_per_user".into(),
+            c.server
+                .max_client_connections_per_user
+                .map(|n| n.to_string())
+                .unwrap_or("(no limit)".into()),
+        ),
         ("server.drain_timeout".into(), d(c.server.drain_timeout)),
         ("server.startup_timeout".into(), d(c.server.startup_timeout)),
         (
@@ -281,6 +288,14 @@ pub fn config_rows(c: &Config) -> Vec<(String, String)> {
         (
             "server.max_startup_parameters".into(),
             c.server.max_startup_parameters.to_string(),
+        ),
+        (
+            "server.cancel_rate".into(),
+            c.server.cancel_rate.to_string(),
+        ),
+        (
+            "server.cancel_burst".into(),
+            c.server.cancel_burst.to_string(),
         ),
         (
             "server.tls.mode".into(),

@@ -5,6 +5,11 @@
 //! is sharded (DashMap), so sessions do not contend on one lock. When full,
 //! an arbitrary entry makes room: with verbatim repetition, whatever is hot
 //! comes back at once.
+//!
+//! Texts longer than the parse limit (`catalog.max_parse_size`) are neither
+//! parsed nor cached: they go to the node unparsed, and are counted. A
+//! multi-megabyte INSERT is never a catalog lookup, and parsing it would
+//! cost the session milliseconds and the cache megabytes.
 
 use std::hash::{BuildHasher, RandomState};
 use std::sync::Arc;
@@ -12,15 +17,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use dashmap::DashMap;
 
-use super::classifier::{CatalogPolicy, Classification, classify};
+use super::classifier::{CatalogPolicy, Classification, Route, classify};
+
+/// The parse limit when none is configured: `catalog.max_parse_size`'s default.
+pub const DEFAULT_MAX_PARSE_SIZE: usize = 64 << 10;
 
 pub struct ClassificationCache {
     entries: DashMap<u64, (Box<str>, Arc<Classification>)>,
     capacity: usize,
     hasher: RandomState,
     policy: CatalogPolicy,
+    /// Longest text, in bytes, that is parsed.
+    max_parse_size: usize,
+    /// The one answer for every text over the limit.
+    oversized: Arc<Classification>,
     hits: AtomicU64,
     misses: AtomicU64,
+    oversized_count: AtomicU64,
 }
 
 impl ClassificationCache {
@@ -30,18 +43,33 @@ impl ClassificationCache {
             capacity,
             hasher: RandomState::new(),
             policy,
+            max_parse_size: DEFAULT_MAX_PARSE_SIZE,
+            oversized: Arc::new(oversized(DEFAULT_MAX_PARSE_SIZE)),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
+            oversized_count: AtomicU64::new(0),
         }
     }
 
-    /// The classification of `sql`, parsing it only on a miss.
+    /// Sets the longest text, in bytes, that is parsed; longer ones go to the node.
+    pub fn with_max_parse_size(mut self, bytes: usize) -> ClassificationCache {
+        self.max_parse_size = bytes;
+        self.oversized = Arc::new(oversized(bytes));
+        self
+    }
+
+    /// The classification of `sql`, parsing it only on a miss. A text over
+    /// the parse limit is routed to the node unparsed, and counted.
     pub fn classify(&self, sql: &str) -> Arc<Classification> {
         self.lookup(sql).0
     }
 
     /// The classification of `sql`, and whether it came from the cache.
     pub fn lookup(&self, sql: &str) -> (Arc<Classification>, bool) {
+        if sql.len() > self.max_parse_size {
+            self.oversized_count.fetch_add(1, Ordering::Relaxed);
+            return (self.oversized.clone(), false);
+        }
         let key = self.hasher.hash_one(sql);
         if let Some(entry) = self.entries.get(&key)
             && &*entry.0 == sql
@@ -71,6 +99,11 @@ impl ClassificationCache {
         )
     }
 
+    /// Texts over the parse limit, sent to the node unparsed, since start.
+    pub fn oversized_count(&self) -> u64 {
+        self.oversized_count.load(Ordering::Relaxed)
+    }
+
     pub fn len(&self) -> usize {
         self.entries.len()
     }
@@ -80,10 +113,21 @@ impl ClassificationCache {
     }
 }
 
+fn oversized(limit: usize) -> Classification {
+    Classification {
+        route: Route::Node,
+        reason: format!(
+            "the text is longer than {limit} bytes (catalog.max_parse_size); \
+             the node answers it unparsed"
+        ),
+        facts: None,
+        parse_error: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::classify::Route;
 
     #[test]
     fn repeats_are_served_from_the_cache_and_it_stays_bounded() {
@@ -101,5 +145,27 @@ mod tests {
             cache.classify(&format!("SELECT {i}"));
         }
         assert!(cache.len() <= 4);
+    }
+
+    #[test]
+    fn texts_over_the_parse_limit_go_to_the_node_unparsed_and_uncached() {
+        let cache = ClassificationCache::new(4, CatalogPolicy::default()).with_max_parse_size(64);
+        let short = "SELECT * FROM pg_class";
+        assert_eq!(cache.classify(short).route, Route::Catalog);
+        let long = format!(
+            "SELECT * FROM pg_class WHERE relname = '{}'",
+            "x".repeat(64)
+        );
+        let class = cache.classify(&long);
+        assert_eq!(class.route, Route::Node);
+        assert!(
+            class.reason.contains("catalog.max_parse_size"),
+            "{}",
+            class.reason
+        );
+        assert!(class.facts.is_none());
+        assert_eq!(cache.oversized_count(), 1);
+        assert_eq!(cache.len(), 1, "the long text is not cached");
+        assert_eq!(cache.counts(), (0, 1));
     }
 }

@@ -58,6 +58,8 @@ pub struct Catalog {
     pub sync_interval: Option<Duration>,
     /// Classifications kept by query text.
     pub cache_size: usize,
+    /// Query texts longer than this (bytes) are not parsed: they go to the node.
+    pub max_parse_size: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -66,6 +68,8 @@ pub struct Server {
     /// HTTP listener for /healthz, /readyz and /metrics; `None` when set to "".
     pub metrics_listen: Option<SocketAddr>,
     pub max_client_connections: usize,
+    /// Sessions one user may hold at once; `None`: only the total limit applies.
+    pub max_client_connections_per_user: Option<usize>,
     pub drain_timeout: Duration,
     pub startup_timeout: Duration,
     pub max_message_size: usize,
@@ -74,6 +78,10 @@ pub struct Server {
     /// Reload when the file (or a file it names) changes, checked every `watch_interval`.
     pub watch_config: bool,
     pub watch_interval: Duration,
+    /// CancelRequests forwarded to nodes per second, on average, and at once
+    /// after a quiet spell: a flood cannot exhaust connections to the nodes.
+    pub cancel_rate: u32,
+    pub cancel_burst: u32,
     pub tls: Option<ServerTls>,
 }
 
@@ -400,6 +408,14 @@ impl Validator<'_> {
             1,
             1_000_000,
         );
+        let max_per_user = match &raw.max_client_connections_per_user {
+            None => Some(None),
+            Some(v) => self
+                .count("server.max_client_connections_per_user", v, 1, 1_000_000)
+                .map(Some),
+        };
+        let cancel_rate = self.count("server.cancel_rate", &raw.cancel_rate, 1, 1_000_000);
+        let cancel_burst = self.count("server.cancel_burst", &raw.cancel_burst, 1, 1_000_000);
         let drain = self.duration("server.drain_timeout", &raw.drain_timeout);
         let startup = self.duration("server.startup_timeout", &raw.startup_timeout);
         let max_message = self.count(
@@ -451,6 +467,7 @@ impl Validator<'_> {
             listen: listen?,
             metrics_listen: metrics_listen?,
             max_client_connections: max_clients?,
+            max_client_connections_per_user: max_per_user?,
             drain_timeout: drain?,
             startup_timeout: startup?,
             max_message_size: max_message?,
@@ -458,6 +475,8 @@ impl Validator<'_> {
             max_startup_parameters: max_params?,
             watch_config: raw.watch_config,
             watch_interval: watch_interval?,
+            cancel_rate: cancel_rate? as u32,
+            cancel_burst: cancel_burst? as u32,
             tls: tls?,
         })
     }
@@ -647,6 +666,8 @@ impl Validator<'_> {
             None => Some(None),
         };
         let cache_size = self.count("catalog.cache_size", &raw.cache_size, 1, 10_000_000);
+        let max_parse_size =
+            self.count("catalog.max_parse_size", &raw.max_parse_size, 64, 64 << 20);
         let (host, port, user, password) = endpoint?;
         Some(Catalog {
             host,
@@ -665,6 +686,7 @@ impl Validator<'_> {
             retry_after: retry_after?,
             sync_interval: sync_interval?,
             cache_size: cache_size?,
+            max_parse_size: max_parse_size?,
         })
     }
 
@@ -800,6 +822,32 @@ mod tests {
         assert_eq!(c.warehouse.health_check_interval, Duration::from_secs(2));
         assert_eq!(c.warehouse.dialect, Dialect::Postgres);
         assert_eq!(c.warehouse.tls.mode, NodeTlsMode::Disable);
+        assert_eq!(c.server.max_client_connections_per_user, None);
+        assert_eq!((c.server.cancel_rate, c.server.cancel_burst), (100, 200));
+    }
+
+    #[test]
+    fn hardening_limits_are_read_and_checked() {
+        let c = parse(
+            "[server]\nmax_client_connections_per_user = 20\ncancel_rate = 5\ncancel_burst = 10\n\
+             [warehouse]\nnodes = [\"a:1\"]\n[catalog]\ndsn = \"host=h user=u\"\nmax_parse_size = 4096\n",
+        )
+        .unwrap();
+        assert_eq!(c.server.max_client_connections_per_user, Some(20));
+        assert_eq!((c.server.cancel_rate, c.server.cancel_burst), (5, 10));
+        assert_eq!(c.catalog.unwrap().max_parse_size, 4096);
+        let err = parse(
+            "[server]\nmax_client_connections_per_user = 0\ncancel_rate = -1\n\
+             [warehouse]\nnodes = [\"a:1\"]\n[catalog]\ndsn = \"host=h user=u\"\nmax_parse_size = 1\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(":2: server.max_client_connections_per_user: must be between 1"),
+            "{err}"
+        );
+        assert!(err.contains(":3: server.cancel_rate:"), "{err}");
+        assert!(err.contains(":8: catalog.max_parse_size:"), "{err}");
     }
 
     #[test]

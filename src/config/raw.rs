@@ -113,6 +113,7 @@ pub struct RawServer {
     pub metrics_listen: Spanned<String>,
     #[serde(default = "defaults::max_client_connections")]
     pub max_client_connections: Spanned<i64>,
+    pub max_client_connections_per_user: Option<Spanned<i64>>,
     #[serde(default = "defaults::drain_timeout")]
     pub drain_timeout: Spanned<String>,
     #[serde(default = "defaults::startup_timeout")]
@@ -127,6 +128,10 @@ pub struct RawServer {
     pub watch_config: bool,
     #[serde(default = "defaults::watch_interval")]
     pub watch_interval: Spanned<String>,
+    #[serde(default = "defaults::cancel_rate")]
+    pub cancel_rate: Spanned<i64>,
+    #[serde(default = "defaults::cancel_burst")]
+    pub cancel_burst: Spanned<i64>,
     pub tls: Option<RawServerTls>,
 }
 
@@ -198,6 +203,8 @@ pub struct RawCatalog {
     pub sync_interval: Option<Spanned<String>>,
     #[serde(default = "defaults::classification_cache_size")]
     pub cache_size: Spanned<i64>,
+    #[serde(default = "defaults::max_parse_size")]
+    pub max_parse_size: Spanned<i64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,6 +277,15 @@ mod defaults {
     }
     pub fn watch_interval() -> Spanned<String> {
         s("2s")
+    }
+    pub fn cancel_rate() -> Spanned<i64> {
+        n(100)
+    }
+    pub fn cancel_burst() -> Spanned<i64> {
+        n(200)
+    }
+    pub fn max_parse_size() -> Spanned<i64> {
+        n(64 << 10)
     }
     pub fn instance_id() -> Spanned<super::RawInstanceId> {
         Spanned::new(0..0, super::RawInstanceId::Number(1))

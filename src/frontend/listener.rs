@@ -91,49 +91,104 @@ async fn handle(sluice: Arc<Sluice>, tcp: TcpStream, peer: SocketAddr) {
                 send_fatal(&mut stream, &error).await;
                 return;
             }
-            let limit = generation.config.server.max_client_connections;
-            let Some(_slot) = ClientSlot::take(&sluice, limit) else {
-                let error = ErrorFields::fatal(
-                    sqlstate::TOO_MANY_CONNECTIONS,
-                    format!(
-                        "too many clients: sluice serves at most {limit} (server.max_client_connections)"
-                    ),
-                );
-                tracing::warn!(%peer, limit, "refused a client over the connection limit");
-                sluice.metrics.client_refused(Refusal::Limit);
-                send_fatal(&mut stream, &error).await;
-                return;
+            let server = &generation.config.server;
+            let user = startup.user();
+            let _slot = match ClientSlot::take(
+                &sluice,
+                user,
+                server.max_client_connections,
+                server.max_client_connections_per_user,
+            ) {
+                Ok(slot) => slot,
+                Err(over) => {
+                    let message = match over {
+                        Over::Total(limit) => format!(
+                            "too many clients: sluice serves at most {limit} (server.max_client_connections)"
+                        ),
+                        Over::User(limit) => format!(
+                            "too many connections for user {user:?}: sluice serves at most {limit} \
+                             per user (server.max_client_connections_per_user)"
+                        ),
+                    };
+                    let (refusal, limit) = match over {
+                        Over::Total(limit) => (Refusal::Limit, limit),
+                        Over::User(limit) => (Refusal::UserLimit, limit),
+                    };
+                    tracing::warn!(%peer, user, limit, "refused a client over the connection limit: {message}");
+                    sluice.metrics.client_refused(refusal);
+                    let error = ErrorFields::fatal(sqlstate::TOO_MANY_CONNECTIONS, message);
+                    send_fatal(&mut stream, &error).await;
+                    return;
+                }
             };
             session::run(sluice.clone(), generation, stream, startup, peer).await;
         }
     }
 }
 
-/// Holds one of the `max_client_connections` places until dropped.
-struct ClientSlot<'a>(&'a Sluice);
+/// Which limit a new session would pass.
+enum Over {
+    Total(usize),
+    User(usize),
+}
+
+/// Holds one of the `max_client_connections` places, and one of its user's
+/// `max_client_connections_per_user`, until dropped.
+struct ClientSlot<'a> {
+    sluice: &'a Sluice,
+    /// The user whose count this slot holds, when a per-user limit applies.
+    user: Option<String>,
+}
 
 impl<'a> ClientSlot<'a> {
-    fn take(sluice: &'a Sluice, limit: usize) -> Option<ClientSlot<'a>> {
+    fn take(
+        sluice: &'a Sluice,
+        user: &str,
+        limit: usize,
+        per_user: Option<usize>,
+    ) -> Result<ClientSlot<'a>, Over> {
         let before = sluice.clients.fetch_add(1, Ordering::AcqRel);
         if before >= limit {
             sluice.clients.fetch_sub(1, Ordering::AcqRel);
-            return None;
+            return Err(Over::Total(limit));
+        }
+        let mut held_user = None;
+        if let Some(per_user) = per_user {
+            // The entry's shard lock makes check and increment one step.
+            let mut count = sluice.clients_by_user.entry(user.to_string()).or_insert(0);
+            if *count >= per_user {
+                drop(count);
+                sluice.clients.fetch_sub(1, Ordering::AcqRel);
+                return Err(Over::User(per_user));
+            }
+            *count += 1;
+            held_user = Some(user.to_string());
         }
         sluice.metrics.client_connected();
-        Some(ClientSlot(sluice))
+        Ok(ClientSlot {
+            sluice,
+            user: held_user,
+        })
     }
 }
 
 impl Drop for ClientSlot<'_> {
     fn drop(&mut self) {
-        self.0.clients.fetch_sub(1, Ordering::AcqRel);
-        self.0.metrics.client_disconnected();
+        self.sluice.clients.fetch_sub(1, Ordering::AcqRel);
+        if let Some(user) = &self.user {
+            self.sluice.clients_by_user.remove_if_mut(user, |_, count| {
+                *count -= 1;
+                *count == 0
+            });
+        }
+        self.sluice.metrics.client_disconnected();
     }
 }
 
 /// Sends a client's CancelRequest to the node running its query, with the
 /// node's real key, or to the cluster peers when another instance made the
-/// key. Unknown keys are dropped without a word, as PostgreSQL does.
+/// key. Unknown keys are dropped without a word, as PostgreSQL does; known
+/// ones beyond `server.cancel_rate` are dropped too, logged once per flood.
 async fn forward_cancel(
     sluice: &Sluice,
     generation: &Generation,
@@ -175,6 +230,21 @@ async fn forward_cancel(
             return;
         }
     };
+    // Only keys sluice handed out get here, but a client may replay its own
+    // key in a loop: each forward opens a connection to the node.
+    if let Take::Refused { first } = generation.cancel_to_nodes.take() {
+        if first {
+            tracing::warn!(
+                %peer,
+                node = target.node,
+                rate = generation.config.server.cancel_rate,
+                burst = generation.config.server.cancel_burst,
+                "cancel requests arrive faster than server.cancel_rate; \
+                 dropping them until the rate falls"
+            );
+        }
+        return;
+    }
     let sent = async {
         let mut tcp = generation
             .node_connector

@@ -10,6 +10,7 @@ mod support;
 mod catalog;
 mod cluster;
 mod failover;
+mod hardening;
 mod observability;
 mod operations;
 mod relay;

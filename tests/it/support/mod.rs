@@ -10,6 +10,11 @@ use std::time::{Duration, Instant};
 
 pub use sluice::localpg::{ClusterOptions, LocalCluster};
 
+mod fake_node;
+mod raw;
+pub use fake_node::FakeNode;
+pub use raw::{RawSession, send_cancel};
+
 /// Where the initdb template is kept between test runs.
 pub fn cache_dir() -> PathBuf {
     Path::new(env!("CARGO_TARGET_TMPDIR")).join("localpg")
@@ -84,6 +89,22 @@ impl Sluice {
             .unwrap();
         s.wait_listening();
         s
+    }
+
+    /// The sluice child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The child's resident memory in KiB (VmRSS in /proc/<pid>/status).
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid()))
+            .expect("sluice is running");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS in /proc/<pid>/status")
     }
 
     pub fn config_path(&self) -> PathBuf {
