@@ -34,6 +34,7 @@ use crate::cluster::TokenBucket;
 use crate::config::{ClientTlsMode, Config};
 use crate::frontend::registry::SessionRegistry;
 use crate::metrics::Metrics;
+use crate::stats::QueryStats;
 use crate::tls::{self, TlsError};
 
 /// How often histogram samples are folded (see [`Metrics::run_upkeep`]).
@@ -91,6 +92,9 @@ pub struct Sluice {
     /// Open sessions by id, for the admin console.
     pub registry: Arc<SessionRegistry>,
     pub metrics: Arc<Metrics>,
+    /// Query statistics by fingerprint (`SHOW QUERIES`, `/queries`); sized
+    /// at start (`stats.max_fingerprints` takes effect on restart).
+    pub stats: Arc<QueryStats>,
     pub alerts: Arc<Alerts>,
     /// Session tasks, waited for when draining.
     pub sessions: TaskTracker,
@@ -167,7 +171,11 @@ impl Sluice {
         let nodes = generation.config.warehouse.nodes.len();
         self.generations.send_replace(Arc::new(generation));
         self.start_health_checks(joined);
-        tracing::info!(nodes, "configuration reloaded");
+        tracing::info!(
+            nodes,
+            rules = self.generation().config.rules.rules().len(),
+            "configuration reloaded"
+        );
         Ok(())
     }
 
@@ -274,6 +282,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         clients: AtomicUsize::new(0),
         registry: Arc::default(),
         metrics,
+        stats: Arc::new(QueryStats::new(generation.config.stats.max_fingerprints)),
         alerts,
         sessions: TaskTracker::new(),
         draining: CancellationToken::new(),
