@@ -62,7 +62,9 @@ fn start_clusters() -> Result<Clusters, String> {
     let start = |name: &str| LocalCluster::start(&opts(name)).map_err(|e| e.to_string());
     eprintln!("starting two warehouse nodes and a catalog copy ...");
     let nodes = vec![start("demo-node-1")?, start("demo-node-2")?];
-    let catalog = start("demo-catalog")?;
+    // Binary-upgrade mode lets the sync keep the warehouse's OIDs (docs/catalog.md).
+    let catalog = LocalCluster::start(&opts("demo-catalog").with_server_option("-b"))
+        .map_err(|e| e.to_string())?;
     for node in &nodes {
         node.psql("postgres", "CREATE DATABASE dwh")
             .map_err(|e| e.to_string())?;
@@ -86,8 +88,10 @@ pub async fn run(port: u16) -> Result<(), String> {
         .collect();
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:0\"\n\n\
-         [warehouse]\nnodes = [{}]\nservice_user = \"postgres\"\nhealth_check_interval = \"1s\"\n",
-        nodes.join(", ")
+         [warehouse]\nnodes = [{}]\nservice_user = \"postgres\"\nhealth_check_interval = \"1s\"\n\n\
+         [catalog]\ndsn = \"host=127.0.0.1 port={} user=postgres\"\nsync_interval = \"10m\"\n",
+        nodes.join(", "),
+        clusters.catalog.port()
     );
     let config = Config::parse(&text, "(demo config)", std::path::Path::new("."))
         .map_err(|e| e.to_string())?;
@@ -120,6 +124,8 @@ pub async fn run(port: u16) -> Result<(), String> {
     );
     println!("and try (twice, to see round robin):");
     println!("  SELECT inet_server_port() AS node_port, count(*) FROM sales.orders;");
+    println!("Catalog lookups (\\d sales.orders, \\dt sales.*) are answered by the catalog copy,");
+    println!("synced from a node at start and every 10 minutes; the nodes never see them.");
     println!();
     println!("Ctrl-C stops sluice and the local servers.");
 

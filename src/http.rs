@@ -97,9 +97,8 @@ fn queries_params(query: &str) -> Result<(usize, Order), String> {
                     .ok_or_else(|| format!("top={value:?}: expected a number from 1 to 10000"))?
             }
             "order" => {
-                order = Order::from_name(value).ok_or_else(|| {
-                    format!("order={value:?}: expected one of {}", Order::NAMES)
-                })?
+                order = Order::from_name(value)
+                    .ok_or_else(|| format!("order={value:?}: expected one of {}", Order::NAMES))?
             }
             other => return Err(format!("unknown parameter {other:?}: use top and order")),
         }

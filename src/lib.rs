@@ -10,6 +10,8 @@
 //! * [`frontend`]: the client side: listener, pre-startup negotiation, sessions.
 //! * [`backend`]: the node side: node list, round robin, connections, health checks.
 //! * [`cancel`]: sluice's own cancel keys and the node keys they stand for.
+//! * [`catalog`]: the catalog copy: its connection pool and the sync that fills it.
+//! * [`classify`]: what a query reads and writes, and so where it runs.
 //! * [`cluster`]: several instances as one: cancel requests forwarded to peers.
 //! * [`server`]: the running proxy: shared state, reload, drain and shutdown.
 //! * [`http`]: `/healthz`, `/readyz` for orchestrators and `/metrics` for Prometheus.
@@ -26,6 +28,7 @@ pub mod admin;
 pub mod alerts;
 pub mod backend;
 pub mod cancel;
+pub mod catalog;
 pub mod classify;
 pub mod cluster;
 pub mod config;

@@ -48,6 +48,11 @@ enum Command {
         #[arg(long)]
         client_addr: Option<std::net::IpAddr>,
     },
+    /// Copy the warehouse's schema into the catalog copy once, and exit.
+    CatalogSync {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
     /// Start local PostgreSQL nodes with sample data and sluice in front of them.
     Demo {
         /// Client port for sluice (0 picks a free one).
@@ -140,6 +145,30 @@ fn main() -> ExitCode {
                     }
                 }
             })
+        }
+        Command::CatalogSync { config } => {
+            let loaded = match Config::load(&config) {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("{e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            match runtime().block_on(sluice::catalog::sync::sync_once(&loaded, None)) {
+                Ok(report) => {
+                    println!(
+                        "catalog copy synced from {} in {:.1?}: {}",
+                        report.node,
+                        report.elapsed,
+                        report.databases.join(", ")
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("sluice catalog-sync: {e}");
+                    ExitCode::FAILURE
+                }
+            }
         }
         Command::Demo { port } => match runtime().block_on(sluice::demo::run(port)) {
             Ok(()) => ExitCode::SUCCESS,

@@ -30,6 +30,8 @@ use crate::alerts::Alerts;
 use crate::backend::connect::NodeConnector;
 use crate::backend::{Node, NodeSet, health};
 use crate::cancel::CancelRegistry;
+use crate::catalog::CatalogPool;
+use crate::classify::{CatalogPolicy, ClassificationCache};
 use crate::cluster::TokenBucket;
 use crate::config::{ClientTlsMode, Config};
 use crate::frontend::registry::SessionRegistry;
@@ -40,6 +42,9 @@ use crate::tls::{self, TlsError};
 /// How often histogram samples are folded (see [`Metrics::run_upkeep`]).
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
 
+/// Classifications cached without a `[catalog]` section (which sets its own).
+const DEFAULT_CLASSIFICATION_CACHE: usize = 10_000;
+
 /// One configuration and what is built from it.
 pub struct Generation {
     pub config: Arc<Config>,
@@ -48,6 +53,10 @@ pub struct Generation {
     pub client_tls: Option<TlsAcceptor>,
     /// Bounds the cancel requests forwarded to cluster peers.
     pub cancel_forwarding: TokenBucket,
+    /// Query classifications by text.
+    pub classifier: Option<Arc<ClassificationCache>>,
+    /// The catalog copy's connections; `None` without `[catalog]`.
+    pub catalog: Option<Arc<CatalogPool>>,
 }
 
 impl Generation {
@@ -56,7 +65,27 @@ impl Generation {
             Some(t) if t.mode != ClientTlsMode::Disable => Some(tls::acceptor(&t.cert, &t.key)?),
             _ => None,
         };
+        // Every query is classified: rules and statistics need its shape
+        // and fingerprint even without a catalog copy.
+        let classifier = Some(Arc::new(match &config.catalog {
+            Some(c) => ClassificationCache::new(
+                c.cache_size,
+                CatalogPolicy {
+                    schemas: c.schemas.clone(),
+                    allowed_functions: c.allowed_functions.clone(),
+                },
+            ),
+            None => {
+                ClassificationCache::new(DEFAULT_CLASSIFICATION_CACHE, CatalogPolicy::default())
+            }
+        }));
+        let catalog = config
+            .catalog
+            .clone()
+            .map(|c| Arc::new(CatalogPool::new(c)));
         Ok(Generation {
+            classifier,
+            catalog,
             node_connector: NodeConnector::new(&config.warehouse)?,
             client_tls,
             cancel_forwarding: TokenBucket::new(
@@ -292,6 +321,18 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     });
     let joined = sluice.nodes.replace(&generation.config.warehouse.nodes);
     sluice.start_health_checks(joined);
+    if generation
+        .config
+        .catalog
+        .as_ref()
+        .is_some_and(|c| c.sync_interval.is_some())
+    {
+        tokio::spawn(crate::catalog::sync::run_periodically(
+            sluice.clone(),
+            sluice.generations.subscribe(),
+            sluice.stop.clone(),
+        ));
+    }
     tokio::spawn(crate::alerts::run(
         sluice.clone(),
         sluice.generations.subscribe(),

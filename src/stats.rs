@@ -248,20 +248,23 @@ impl QueryStats {
                     Order::Errors => s.errors as f64,
                     Order::Rows => s.rows as f64,
                     Order::Bytes => s.bytes as f64,
-                    Order::LastSeen => {
-                        -(e.value().last_seen.elapsed().as_secs_f64())
-                    }
+                    Order::LastSeen => -(e.value().last_seen.elapsed().as_secs_f64()),
                 };
                 (key, s)
             })
             .collect();
-        all.sort_by(|a, b| b.0.total_cmp(&a.0).then_with(|| a.1.fingerprint.cmp(&b.1.fingerprint)));
+        all.sort_by(|a, b| {
+            b.0.total_cmp(&a.0)
+                .then_with(|| a.1.fingerprint.cmp(&b.1.fingerprint))
+        });
         all.into_iter().take(n).map(|(_, s)| s).collect()
     }
 
     /// One fingerprint's statistics.
     pub fn get(&self, fingerprint: Fingerprint) -> Option<QuerySummary> {
-        self.entries.get(&fingerprint).map(|e| summary(fingerprint, e.value()))
+        self.entries
+            .get(&fingerprint)
+            .map(|e| summary(fingerprint, e.value()))
     }
 }
 
@@ -318,7 +321,13 @@ mod tests {
     fn counts_times_percentiles_and_names() {
         let stats = QueryStats::new(100);
         for i in 0..10 {
-            run(&stats, 1, if i < 7 { "alice" } else { "bob" }, 10, Outcome::Ok);
+            run(
+                &stats,
+                1,
+                if i < 7 { "alice" } else { "bob" },
+                10,
+                Outcome::Ok,
+            );
         }
         run(&stats, 1, "carol", 2000, Outcome::Error);
         run(&stats, 1, "carol", 0, Outcome::Rejected);

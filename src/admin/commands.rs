@@ -70,8 +70,9 @@ pub fn execute(sluice: &Arc<Sluice>, command: Command) -> Result<Reply, ErrorFie
         )),
         Command::ShowHelp => Ok(Reply::rows(&["commands"], vec![vec![s(COMMANDS)]])),
         Command::Reload => match sluice.try_reload_from_file() {
-            Ok(nodes) => Ok(Reply::done("RELOAD")
-                .notice(format!("configuration reloaded: {nodes} node(s); new sessions use it"))),
+            Ok(nodes) => Ok(Reply::done("RELOAD").notice(format!(
+                "configuration reloaded: {nodes} node(s); new sessions use it"
+            ))),
             Err(problems) => Err(ErrorFields::error(
                 sqlstate::CONFIG_FILE_ERROR,
                 "reload refused; the running configuration stays in effect",
@@ -276,7 +277,14 @@ fn show_rules(sluice: &Sluice) -> Reply {
         }
     }
     let reply = Reply::rows(
-        &["position", "rule", "action", "conditions", "hits", "message"],
+        &[
+            "position",
+            "rule",
+            "action",
+            "conditions",
+            "hits",
+            "message",
+        ],
         rows,
     );
     if reply.rows.is_empty() {

@@ -39,7 +39,10 @@ impl CatalogConn {
         let addr = format!("{}:{}", settings.host, settings.port);
         let stream = TcpStream::connect(&addr)
             .await
-            .map_err(|source| CatalogError::Connect { addr: addr.clone(), source })?;
+            .map_err(|source| CatalogError::Connect {
+                addr: addr.clone(),
+                source,
+            })?;
         let _ = stream.set_nodelay(true);
         let mut conn = CatalogConn {
             stream,
@@ -67,19 +70,34 @@ impl CatalogConn {
             let body = frame.body();
             match frame.tag() {
                 backend::AUTHENTICATION => {
-                    let code = i32::from_be_bytes(body.get(..4).and_then(|b| b.try_into().ok()).unwrap_or([0xff; 4]));
+                    let code = i32::from_be_bytes(
+                        body.get(..4)
+                            .and_then(|b| b.try_into().ok())
+                            .unwrap_or([0xff; 4]),
+                    );
                     let mut out = BytesMut::new();
                     match code {
                         0 => continue,
                         3 => frontend::encode_password(&mut out, password),
                         5 => {
-                            let salt: [u8; 4] = body.get(4..8).and_then(|b| b.try_into().ok()).unwrap_or([0; 4]);
-                            let hash = postgres_protocol::authentication::md5_hash(settings.user.as_bytes(), password, salt);
+                            let salt: [u8; 4] = body
+                                .get(4..8)
+                                .and_then(|b| b.try_into().ok())
+                                .unwrap_or([0; 4]);
+                            let hash = postgres_protocol::authentication::md5_hash(
+                                settings.user.as_bytes(),
+                                password,
+                                salt,
+                            );
                             frontend::encode_password(&mut out, hash.as_bytes());
                         }
                         10 => {
                             let s = ScramSha256::new(password, ChannelBinding::unsupported());
-                            frontend::encode_sasl_initial_response(&mut out, SCRAM_SHA_256, s.message());
+                            frontend::encode_sasl_initial_response(
+                                &mut out,
+                                SCRAM_SHA_256,
+                                s.message(),
+                            );
                             scram = Some(s);
                         }
                         11 | 12 => {
@@ -138,6 +156,14 @@ impl CatalogConn {
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), CatalogError> {
         self.stream.write_all(bytes).await?;
         Ok(())
+    }
+
+    /// False when the server closed the connection or sent something
+    /// unasked (a FATAL before closing, as after pg_terminate_backend) while
+    /// it sat idle in the pool.
+    pub fn is_alive(&self) -> bool {
+        let mut probe = [0u8; 1];
+        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
     /// True when the connection is between answers and can be reused.

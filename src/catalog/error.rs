@@ -3,9 +3,15 @@
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
     #[error("cannot connect to the catalog copy at {addr}: {source}")]
-    Connect { addr: String, source: std::io::Error },
+    Connect {
+        addr: String,
+        source: std::io::Error,
+    },
     #[error("the catalog copy at {addr} did not answer within {timeout:?}")]
-    Timeout { addr: String, timeout: std::time::Duration },
+    Timeout {
+        addr: String,
+        timeout: std::time::Duration,
+    },
     #[error("the catalog copy refused the login: {message} (SQLSTATE {code})")]
     Refused { code: String, message: String },
     #[error("the catalog copy asked for authentication method {0}, which sluice does not support")]

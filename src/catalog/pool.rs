@@ -76,17 +76,38 @@ impl CatalogPool {
             .await
             .map_err(|_| CatalogError::Busy(wait))?
             .expect("the pool semaphore is never closed");
-        let idle = self.idle.lock().expect("pool lock").get_mut(database).and_then(Vec::pop);
-        if let Some(conn) = idle {
-            return Ok(Lease { conn, _permit: permit });
+        loop {
+            let idle = self
+                .idle
+                .lock()
+                .expect("pool lock")
+                .get_mut(database)
+                .and_then(Vec::pop);
+            match idle {
+                Some(conn) if conn.is_alive() => {
+                    return Ok(Lease {
+                        conn,
+                        _permit: permit,
+                    });
+                }
+                Some(_) => continue,
+                None => break,
+            }
         }
         let timeout = self.settings.connect_timeout;
         let addr = format!("{}:{}", self.settings.host, self.settings.port);
-        let conn = match tokio::time::timeout(timeout, CatalogConn::connect(&self.settings, database)).await {
+        let conn = match tokio::time::timeout(
+            timeout,
+            CatalogConn::connect(&self.settings, database),
+        )
+        .await
+        {
             Ok(Ok(conn)) => conn,
             Ok(Err(e)) => {
-                // A missing database is that database's problem, not the copy's.
-                if !matches!(&e, CatalogError::Refused { code, .. } if code == "3D000") {
+                // A missing database, or one closed for a sync's swap, is
+                // that database's moment, not the copy failing.
+                if !matches!(&e, CatalogError::Refused { code, .. } if code == "3D000" || code == "55000")
+                {
                     self.rest(&e);
                 }
                 return Err(e);
@@ -97,7 +118,10 @@ impl CatalogPool {
                 return Err(e);
             }
         };
-        Ok(Lease { conn, _permit: permit })
+        Ok(Lease {
+            conn,
+            _permit: permit,
+        })
     }
 
     /// Returns a connection after a lookup; a connection that is not between
@@ -105,7 +129,9 @@ impl CatalogPool {
     pub fn give_back(&self, lease: Lease, healthy: bool) {
         if healthy && lease.conn.is_clean() {
             let mut idle = self.idle.lock().expect("pool lock");
-            idle.entry(lease.conn.database.clone()).or_default().push(lease.conn);
+            idle.entry(lease.conn.database.clone())
+                .or_default()
+                .push(lease.conn);
         }
     }
 
@@ -114,14 +140,24 @@ impl CatalogPool {
     /// takes longer than `acquire_timeout`).
     pub async fn exclusive(&self) -> ExclusiveGuard {
         let n = self.settings.pool_size as u32;
-        let permit = self.permits.clone().acquire_many_owned(n).await.expect("the pool semaphore is never closed");
+        let permit = self
+            .permits
+            .clone()
+            .acquire_many_owned(n)
+            .await
+            .expect("the pool semaphore is never closed");
         self.idle.lock().expect("pool lock").clear();
         ExclusiveGuard { _permit: permit }
     }
 
     /// Idle connections, for the admin console and tests.
     pub fn idle_count(&self) -> usize {
-        self.idle.lock().expect("pool lock").values().map(Vec::len).sum()
+        self.idle
+            .lock()
+            .expect("pool lock")
+            .values()
+            .map(Vec::len)
+            .sum()
     }
 }
 
@@ -131,7 +167,9 @@ pub struct ExclusiveGuard {
 
 impl std::fmt::Debug for CatalogPool {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CatalogPool").field("host", &self.settings.host).field("port", &self.settings.port).finish()
+        f.debug_struct("CatalogPool")
+            .field("host", &self.settings.host)
+            .field("port", &self.settings.port)
+            .finish()
     }
 }
-

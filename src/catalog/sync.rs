@@ -65,13 +65,20 @@ struct Endpoint<'a> {
 impl Endpoint<'_> {
     fn command(&self, program: &str, database: &str) -> Command {
         let mut cmd = Command::new(tool(program));
-        cmd.arg("-h").arg(self.host).arg("-p").arg(&self.port).arg("-U").arg(self.user);
+        cmd.arg("-h")
+            .arg(self.host)
+            .arg("-p")
+            .arg(&self.port)
+            .arg("-U")
+            .arg(self.user);
         if program == "psql" {
             cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database]);
         } else if program == "pg_dump" {
             cmd.arg("-d").arg(database);
         }
-        cmd.env("PGPASSWORD", self.password).env("PGCONNECT_TIMEOUT", "10").stdin(Stdio::null());
+        cmd.env("PGPASSWORD", self.password)
+            .env("PGCONNECT_TIMEOUT", "10")
+            .stdin(Stdio::null());
         cmd
     }
 }
@@ -81,14 +88,23 @@ async fn run(mut cmd: Command, what: &str, stdin: Option<&[u8]>) -> Result<Vec<u
     if stdin.is_some() {
         cmd.stdin(Stdio::piped());
     }
-    let mut child = cmd.spawn().map_err(|source| SyncError::Spawn { cmd: what.to_string(), source })?;
+    let mut child = cmd.spawn().map_err(|source| SyncError::Spawn {
+        cmd: what.to_string(),
+        source,
+    })?;
     if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
         let input = input.to_vec();
         tokio::spawn(async move {
             let _ = pipe.write_all(&input).await;
         });
     }
-    let out = child.wait_with_output().await.map_err(|source| SyncError::Spawn { cmd: what.to_string(), source })?;
+    let out = child
+        .wait_with_output()
+        .await
+        .map_err(|source| SyncError::Spawn {
+            cmd: what.to_string(),
+            source,
+        })?;
     if !out.status.success() {
         return Err(SyncError::Command {
             cmd: what.to_string(),
@@ -107,7 +123,10 @@ fn quote_literal(text: &str) -> String {
 }
 
 /// One full sync. With `pool`, lookups are held off during each swap.
-pub async fn sync_once(config: &Config, pool: Option<&CatalogPool>) -> Result<SyncReport, SyncError> {
+pub async fn sync_once(
+    config: &Config,
+    pool: Option<&CatalogPool>,
+) -> Result<SyncReport, SyncError> {
     let started = Instant::now();
     let catalog = config.catalog.as_ref().ok_or(SyncError::NotConfigured)?;
     let (node, databases) = pick_node(config).await?;
@@ -130,7 +149,11 @@ pub async fn sync_once(config: &Config, pool: Option<&CatalogPool>) -> Result<Sy
         sync_database(&source, &copy, db, pool).await?;
         names.push(db.name.clone());
     }
-    let report = SyncReport { node, databases: names, elapsed: started.elapsed() };
+    let report = SyncReport {
+        node,
+        databases: names,
+        elapsed: started.elapsed(),
+    };
     tracing::info!(node = report.node, databases = ?report.databases, elapsed = ?report.elapsed, "catalog sync finished");
     Ok(report)
 }
@@ -147,7 +170,9 @@ async fn pick_node(config: &Config) -> Result<(String, Vec<Database>), SyncError
     let w = &config.warehouse;
     let mut errors = Vec::new();
     for node in &w.nodes {
-        let Some((host, port)) = node.rsplit_once(':') else { continue };
+        let Some((host, port)) = node.rsplit_once(':') else {
+            continue;
+        };
         let mut pg = tokio_postgres::Config::new();
         pg.host(host)
             .port(port.parse().unwrap_or(5432))
@@ -173,7 +198,12 @@ async fn pick_node(config: &Config) -> Result<(String, Vec<Database>), SyncError
             Ok(rows) => {
                 let dbs = rows
                     .iter()
-                    .map(|r| Database { name: r.get(0), encoding: r.get(1), collate: r.get(2), ctype: r.get(3) })
+                    .map(|r| Database {
+                        name: r.get(0),
+                        encoding: r.get(1),
+                        collate: r.get(2),
+                        ctype: r.get(3),
+                    })
                     .collect();
                 return Ok((node.clone(), dbs));
             }
@@ -211,7 +241,12 @@ async fn sync_database(
         cmd.args(["-c", &sql]);
         cmd
     };
-    run(admin(format!("DROP DATABASE IF EXISTS {STAGING} WITH (FORCE)")), "psql (drop staging)", None).await?;
+    run(
+        admin(format!("DROP DATABASE IF EXISTS {STAGING} WITH (FORCE)")),
+        "psql (drop staging)",
+        None,
+    )
+    .await?;
     run(
         admin(format!(
             "CREATE DATABASE {STAGING} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}",
@@ -240,28 +275,45 @@ async fn sync_database(
             other => other,
         })?;
     swap(copy, &db.name, pool).await?;
-    let _ = run(admin(format!("DROP DATABASE IF EXISTS {RETIRED} WITH (FORCE)")), "psql (drop retired)", None).await;
+    let _ = run(
+        admin(format!("DROP DATABASE IF EXISTS {RETIRED} WITH (FORCE)")),
+        "psql (drop retired)",
+        None,
+    )
+    .await;
     Ok(())
 }
 
 /// Renames staging into place in one transaction, so a lookup sees either
-/// the old copy or the new one, never neither. Renaming needs the databases
-/// free of connections; new ones may slip in between closing and renaming,
-/// so it is tried again a few times.
-async fn swap(copy: &Endpoint<'_>, name: &str, pool: Option<&CatalogPool>) -> Result<(), SyncError> {
+/// the old copy or the new one, never neither. Renaming needs the database
+/// free of connections, and a running sluice's pool reconnects at once, so
+/// the live database first stops accepting connections (lookups meanwhile
+/// fall back to the nodes), then its sessions are closed, then both renames
+/// commit together.
+async fn swap(
+    copy: &Endpoint<'_>,
+    name: &str,
+    pool: Option<&CatalogPool>,
+) -> Result<(), SyncError> {
     let live = quote_ident(name);
-    let terminate = format!(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname IN ({}, '{STAGING}') AND pid <> pg_backend_pid()",
+    let exists = format!(
+        "EXISTS (SELECT 1 FROM pg_database WHERE datname = {})",
+        quote_literal(name)
+    );
+    let close = format!(
+        "DO $$BEGIN IF {exists} THEN ALTER DATABASE {live} ALLOW_CONNECTIONS false; END IF; END$$;\n\
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname IN ({}, '{STAGING}') AND pid <> pg_backend_pid();\n",
         quote_literal(name)
     );
     let rename = format!(
         "BEGIN;\n\
-         DO $$BEGIN IF EXISTS (SELECT 1 FROM pg_database WHERE datname = {}) \
-         THEN ALTER DATABASE {live} RENAME TO {RETIRED}; END IF; END$$;\n\
+         DO $$BEGIN IF {exists} THEN ALTER DATABASE {live} RENAME TO {RETIRED}; END IF; END$$;\n\
          ALTER DATABASE {STAGING} RENAME TO {live};\n\
-         COMMIT;\n",
-        quote_literal(name)
+         COMMIT;\n"
+    );
+    let reopen = format!(
+        "DO $$BEGIN IF {exists} THEN ALTER DATABASE {live} ALLOW_CONNECTIONS true; END IF; END$$;"
     );
     let mut last = String::new();
     for _ in 0..20 {
@@ -269,9 +321,15 @@ async fn swap(copy: &Endpoint<'_>, name: &str, pool: Option<&CatalogPool>) -> Re
             Some(p) => Some(p.exclusive().await),
             None => None,
         };
-        let mut close = copy.command("psql", "template1");
-        close.args(["-c", &terminate]);
-        let _ = run(close, "psql (close connections)", None).await;
+        let mut cmd = copy.command("psql", "template1");
+        cmd.args(["-f", "-"]);
+        let _ = run(
+            cmd,
+            "psql (close the live database)",
+            Some(close.as_bytes()),
+        )
+        .await;
+        // pg_terminate_backend signals; the sessions take a moment to exit.
         tokio::time::sleep(Duration::from_millis(50)).await;
         let mut cmd = copy.command("psql", "template1");
         cmd.args(["-f", "-"]);
@@ -279,24 +337,48 @@ async fn swap(copy: &Endpoint<'_>, name: &str, pool: Option<&CatalogPool>) -> Re
         drop(guard);
         match result {
             Ok(_) => return Ok(()),
-            Err(e) => last = e.to_string(),
+            Err(e) => {
+                last = e.to_string();
+                let mut cmd = copy.command("psql", "template1");
+                cmd.args(["-c", &reopen]);
+                let _ = run(cmd, "psql (reopen the live database)", None).await;
+            }
         }
     }
     Err(SyncError::Swap(last))
 }
 
-/// Runs the sync every `interval` until `stop`.
+/// Runs the sync every `catalog.sync_interval` until `stop`; each result is
+/// counted, and a failure raises an alert event.
 pub async fn run_periodically(
+    sluice: std::sync::Arc<crate::server::Sluice>,
     generations: tokio::sync::watch::Receiver<std::sync::Arc<crate::server::Generation>>,
     stop: tokio_util::sync::CancellationToken,
 ) {
     loop {
         let generation = generations.borrow().clone();
-        let Some(interval) = generation.config.catalog.as_ref().and_then(|c| c.sync_interval) else {
+        let Some(interval) = generation
+            .config
+            .catalog
+            .as_ref()
+            .and_then(|c| c.sync_interval)
+        else {
             return;
         };
-        if let Err(e) = sync_once(&generation.config, generation.catalog.as_deref()).await {
-            tracing::error!(error = %e, "catalog sync failed; the previous catalog copy keeps serving");
+        let result = sync_once(&generation.config, generation.catalog.as_deref()).await;
+        sluice.metrics.catalog_sync(result.is_ok());
+        match result {
+            Ok(_) => sluice
+                .alerts
+                .raise(crate::alerts::AlertEvent::CatalogSyncSucceeded),
+            Err(e) => {
+                tracing::error!(error = %e, "catalog sync failed; the previous catalog copy keeps serving");
+                sluice
+                    .alerts
+                    .raise(crate::alerts::AlertEvent::CatalogSyncFailed {
+                        error: e.to_string(),
+                    });
+            }
         }
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
@@ -304,4 +386,3 @@ pub async fn run_periodically(
         }
     }
 }
-

@@ -37,12 +37,17 @@ impl ClassificationCache {
 
     /// The classification of `sql`, parsing it only on a miss.
     pub fn classify(&self, sql: &str) -> Arc<Classification> {
+        self.lookup(sql).0
+    }
+
+    /// The classification of `sql`, and whether it came from the cache.
+    pub fn lookup(&self, sql: &str) -> (Arc<Classification>, bool) {
         let key = self.hasher.hash_one(sql);
         if let Some(entry) = self.entries.get(&key)
             && &*entry.0 == sql
         {
             self.hits.fetch_add(1, Ordering::Relaxed);
-            return entry.1.clone();
+            return (entry.1.clone(), true);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let classification = Arc::new(classify(sql, &self.policy));
@@ -55,7 +60,7 @@ impl ClassificationCache {
         }
         self.entries
             .insert(key, (sql.into(), classification.clone()));
-        classification
+        (classification, false)
     }
 
     /// (hits, misses) since start.

@@ -12,7 +12,8 @@ use std::ops::ControlFlow;
 
 use sqlparser::ast::{
     BinaryOperator, Expr, FromTable, FunctionArguments, JoinOperator, ObjectName, ObjectNamePart,
-    Query, Select, SelectItem, SetExpr, Statement, TableFactor, TableWithJoins, Visit, Visitor,
+    Query, Select, SelectItem, SetExpr, Statement, TableFactor, TableWithJoins, Value, Visit,
+    Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
@@ -116,6 +117,9 @@ pub struct Facts {
     pub functions: BTreeSet<String>,
     /// A query locks rows (FOR UPDATE/SHARE) or creates a table (SELECT INTO).
     pub writes_from_select: bool,
+    /// String literals compared with a column called `name` (`name = 'x'`),
+    /// to tell which pg_settings rows a query reads.
+    pub names_compared: BTreeSet<String>,
     /// Each statement on its own, in order: what rules look at.
     pub statements: Vec<StatementFacts>,
 }
@@ -190,10 +194,18 @@ impl Classification {
 /// Relations of pg_catalog that describe the node's live state or hold data,
 /// not the schema: only the node can answer them.
 fn is_live_state(name: &str) -> bool {
-    name.starts_with("pg_stat")
+    // pg_statistic_ext and pg_statistic_ext_data differ: the first is
+    // schema (CREATE STATISTICS), the second the statistics themselves.
+    name.starts_with("pg_stat_")
+        || name.starts_with("pg_statio_")
         || matches!(
             name,
             "pg_locks"
+                | "pg_statistic"
+                | "pg_statistic_ext_data"
+                | "pg_stats"
+                | "pg_stats_ext"
+                | "pg_stats_ext_exprs"
                 | "pg_settings"
                 | "pg_file_settings"
                 | "pg_cursors"
@@ -210,6 +222,23 @@ fn is_live_state(name: &str) -> bool {
                 | "pg_config"
         )
 }
+
+/// Settings fixed when PostgreSQL was built or initialised ("internal"
+/// context): the catalog copy reports the same values as the node.
+const CONSTANT_SETTINGS: &[&str] = &[
+    "block_size",
+    "data_checksums",
+    "integer_datetimes",
+    "max_function_args",
+    "max_identifier_length",
+    "max_index_keys",
+    "segment_size",
+    "server_encoding",
+    "server_version",
+    "server_version_num",
+    "wal_block_size",
+    "wal_segment_size",
+];
 
 /// Functions that act on or report the node's state; a query calling one runs on the node.
 fn is_node_function(name: &str) -> bool {
@@ -310,7 +339,13 @@ fn decide(facts: Facts, policy: &CatalogPolicy) -> Classification {
                 Some(facts),
             );
         }
-        if schema == "pg_catalog" && is_live_state(name) {
+        let constant_settings = name == "pg_settings"
+            && !facts.names_compared.is_empty()
+            && facts
+                .names_compared
+                .iter()
+                .all(|n| CONSTANT_SETTINGS.contains(&n.as_str()));
+        if schema == "pg_catalog" && is_live_state(name) && !constant_settings {
             return Classification::node(
                 format!("reads {relation}, the node's live state"),
                 Some(facts),
@@ -361,6 +396,7 @@ fn facts_of(statements: &[Statement]) -> Facts {
         facts.relations.extend(relations);
         facts.functions.extend(collector.functions);
         facts.writes_from_select |= collector.writes_from_select;
+        facts.names_compared.extend(collector.names_compared);
         facts.statements.push(one);
     }
     facts
@@ -418,6 +454,7 @@ struct Collector {
     kinds: Vec<StatementKind>,
     functions: BTreeSet<String>,
     writes_from_select: bool,
+    names_compared: BTreeSet<String>,
     raw_relations: Vec<Vec<String>>,
     raw_without_where: Vec<Vec<String>>,
     ctes: BTreeSet<String>,
@@ -461,9 +498,7 @@ fn tables_of(from: &[TableWithJoins], out: &mut Vec<Vec<String>>) {
 /// table's bare name (both lower-cased).
 fn qualifiers(factor: &TableFactor) -> Vec<String> {
     match factor {
-        TableFactor::Table {
-            alias: Some(a), ..
-        }
+        TableFactor::Table { alias: Some(a), .. }
         | TableFactor::Derived { alias: Some(a), .. }
         | TableFactor::Function { alias: Some(a), .. } => vec![a.name.value.to_lowercase()],
         TableFactor::Table { name, .. } => name_parts(name).last().cloned().into_iter().collect(),
@@ -612,6 +647,16 @@ impl Visitor for Collector {
     }
 
     fn pre_visit_expr(&mut self, expr: &Expr) -> ControlFlow<()> {
+        if let Expr::BinaryOp {
+            left,
+            op: BinaryOperator::Eq,
+            right,
+        } = expr
+            && let (Some(column), Some(text)) = (column_name(left), string_literal(right))
+            && column == "name"
+        {
+            self.names_compared.insert(text);
+        }
         if let Expr::Function(f) = expr {
             let name = name_parts(&f.name).join(".");
             // CURRENT_USER, CURRENT_SCHEMA and friends parse as argument-less functions.
@@ -619,6 +664,25 @@ impl Visitor for Collector {
             self.functions.insert(name);
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// The last part of a column reference, lowercased.
+fn column_name(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Identifier(i) => Some(i.value.to_lowercase()),
+        Expr::CompoundIdentifier(parts) => parts.last().map(|i| i.value.to_lowercase()),
+        _ => None,
+    }
+}
+
+fn string_literal(expr: &Expr) -> Option<String> {
+    match expr {
+        Expr::Value(v) => match &v.value {
+            Value::SingleQuotedString(s) => Some(s.clone()),
+            _ => None,
+        },
+        _ => None,
     }
 }
 
@@ -651,6 +715,8 @@ mod tests {
             "SELECT c.relname, pg_catalog.format_type(a.atttypid, a.atttypmod) FROM pg_class c, pg_attribute a WHERE a.attrelid = c.oid AND c.oid = $1",
             "SELECT * FROM (SELECT typname FROM pg_type) sub WHERE typname IN (SELECT typname FROM pg_catalog.pg_type)",
             "SELECT \"relname\" FROM \"pg_catalog\".\"pg_class\"",
+            "SELECT stxname FROM pg_catalog.pg_statistic_ext WHERE stxrelid = '16390'",
+            "SELECT setting FROM pg_catalog.pg_settings WHERE name='max_index_keys'",
         ] {
             assert_eq!(route(sql), Route::Catalog, "{sql}");
         }
@@ -670,7 +736,11 @@ mod tests {
             "SET search_path = foo",
             "BEGIN",
             "SELECT * FROM pg_stat_activity",
+            "SELECT * FROM pg_stats WHERE tablename = 't'",
+            "SELECT * FROM pg_catalog.pg_statistic",
             "SELECT name, setting FROM pg_settings",
+            "SELECT setting FROM pg_settings WHERE name = 'search_path'",
+            "SELECT setting FROM pg_settings WHERE name = 'max_index_keys' OR name = 'work_mem'",
             "SELECT nextval('s') FROM pg_class",
             "SELECT relname INTO TEMP x FROM pg_class",
             "SELECT * FROM pg_class FOR UPDATE",

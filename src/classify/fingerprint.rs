@@ -225,9 +225,8 @@ fn pieces(text: &str) -> Vec<(Kind, Range<usize>)> {
                 }
                 i += 1;
                 while i < b.len() {
-                    if escapes && b[i] == b'\\' {
-                        i += 2;
-                    } else if b[i] == b'\'' && b.get(i + 1) == Some(&b'\'') {
+                    if (escapes && b[i] == b'\\') || (b[i] == b'\'' && b.get(i + 1) == Some(&b'\''))
+                    {
                         i += 2;
                     } else if b[i] == b'\'' {
                         i += 1;
@@ -403,10 +402,15 @@ mod tests {
     #[test]
     fn masking_hides_literals_and_comments() {
         assert_eq!(
-            mask("SELECT * FROM t -- secret 1\nWHERE a = 'pw''d' AND b = 3.5 AND c = $2 AND d = $$x$$ AND e2 = E'\\''"),
+            mask(
+                "SELECT * FROM t -- secret 1\nWHERE a = 'pw''d' AND b = 3.5 AND c = $2 AND d = $$x$$ AND e2 = E'\\''"
+            ),
             "SELECT * FROM t WHERE a = ? AND b = ? AND c = ? AND d = ? AND e2 = ?"
         );
-        assert_eq!(mask("SELECT \"col 1\" /* x */ FROM t1"), "SELECT \"col 1\" FROM t1");
+        assert_eq!(
+            mask("SELECT \"col 1\" /* x */ FROM t1"),
+            "SELECT \"col 1\" FROM t1"
+        );
         assert_eq!(
             text_fingerprint("SELEC 1 FROM  T"),
             text_fingerprint("selec 2 from t -- x")

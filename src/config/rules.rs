@@ -35,8 +35,12 @@ impl Validator<'_> {
     }
 
     pub(super) fn stats(&mut self, raw: RawStats) -> Option<Stats> {
-        let max_fingerprints =
-            self.count("stats.max_fingerprints", &raw.max_fingerprints, 1, 10_000_000)?;
+        let max_fingerprints = self.count(
+            "stats.max_fingerprints",
+            &raw.max_fingerprints,
+            1,
+            10_000_000,
+        )?;
         Some(Stats { max_fingerprints })
     }
 
@@ -70,11 +74,20 @@ impl Validator<'_> {
         ok.then(|| RuleSet::new(rules))
     }
 
-    fn globs(&mut self, key: &str, values: &[Spanned<String>], relation: bool) -> Option<Vec<Glob>> {
+    fn globs(
+        &mut self,
+        key: &str,
+        values: &[Spanned<String>],
+        relation: bool,
+    ) -> Option<Vec<Glob>> {
         let mut out = Vec::new();
         for (j, v) in values.iter().enumerate() {
             if v.get_ref().is_empty() {
-                self.problem(v.span(), &format!("{key}[{j}]"), "an empty pattern matches nothing");
+                self.problem(
+                    v.span(),
+                    &format!("{key}[{j}]"),
+                    "an empty pattern matches nothing",
+                );
                 return None;
             }
             out.push(if relation {
@@ -100,7 +113,12 @@ impl Validator<'_> {
             }
         };
         let mut conditions = Vec::new();
-        for (field, values) in [("users", &r.users), ("applications", &r.applications), ("databases", &r.databases), ("tables", &r.tables)] {
+        for (field, values) in [
+            ("users", &r.users),
+            ("applications", &r.applications),
+            ("databases", &r.databases),
+            ("tables", &r.tables),
+        ] {
             let Some(values) = values else { continue };
             let k = format!("{key}.{field}");
             if let Some(g) = self.globs(&k, values, field == "tables") {
@@ -134,8 +152,18 @@ impl Validator<'_> {
             match regex::Regex::new(p.get_ref()) {
                 Ok(re) => conditions.push(Condition::Pattern(re)),
                 Err(e) => {
-                    let why = e.to_string().lines().last().unwrap_or("").trim().to_string();
-                    self.problem(p.span(), &format!("{key}.pattern"), format!("not a valid regular expression: {why}"));
+                    let why = e
+                        .to_string()
+                        .lines()
+                        .last()
+                        .unwrap_or("")
+                        .trim()
+                        .to_string();
+                    self.problem(
+                        p.span(),
+                        &format!("{key}.pattern"),
+                        format!("not a valid regular expression: {why}"),
+                    );
                 }
             }
         }
@@ -151,18 +179,28 @@ impl Validator<'_> {
                 match StatementKind::from_name(k.get_ref()) {
                     Some(kind) => out.push(kind),
                     None => {
-                        let names: Vec<&str> = StatementKind::ALL.iter().map(|k| k.name()).collect();
+                        let names: Vec<&str> =
+                            StatementKind::ALL.iter().map(|k| k.name()).collect();
                         self.problem(
                             k.span(),
                             &format!("{key}.statement[{j}]"),
-                            format!("{:?} is not a statement kind; use {}", k.get_ref(), names.join(", ")),
+                            format!(
+                                "{:?} is not a statement kind; use {}",
+                                k.get_ref(),
+                                names.join(", ")
+                            ),
                         );
                     }
                 }
             }
             conditions.push(Condition::Statement(out));
         }
-        for (flag, value) in [("cross_join", r.cross_join), ("select_star", r.select_star), ("no_where", r.no_where), ("no_limit", r.no_limit)] {
+        for (flag, value) in [
+            ("cross_join", r.cross_join),
+            ("select_star", r.select_star),
+            ("no_where", r.no_where),
+            ("no_limit", r.no_limit),
+        ] {
             let Some(v) = value else { continue };
             conditions.push(match flag {
                 "cross_join" => Condition::CrossJoin(v),
@@ -178,13 +216,21 @@ impl Validator<'_> {
         }
         let action = match &r.action {
             None => {
-                self.problem(span.clone(), &format!("{key}.action"), "missing: write action = \"reject\", \"cancel\" or \"log\"");
+                self.problem(
+                    span.clone(),
+                    &format!("{key}.action"),
+                    "missing: write action = \"reject\", \"cancel\" or \"log\"",
+                );
                 None
             }
             Some(a) => match a.get_ref().as_str() {
                 "reject" | "log" if r.max_duration.is_some() => {
                     let d = r.max_duration.as_ref().expect("checked");
-                    self.problem(d.span(), &format!("{key}.max_duration"), format!("applies only to action = \"cancel\", not {:?}", a.get_ref()));
+                    self.problem(
+                        d.span(),
+                        &format!("{key}.max_duration"),
+                        format!("applies only to action = \"cancel\", not {:?}", a.get_ref()),
+                    );
                     None
                 }
                 "reject" => Some(Action::Reject),
@@ -199,7 +245,11 @@ impl Validator<'_> {
                     }
                 },
                 other => {
-                    self.problem(a.span(), &format!("{key}.action"), format!("{other:?} is not one of \"reject\", \"cancel\", \"log\""));
+                    self.problem(
+                        a.span(),
+                        &format!("{key}.action"),
+                        format!("{other:?} is not one of \"reject\", \"cancel\", \"log\""),
+                    );
                     None
                 }
             },
@@ -254,7 +304,7 @@ mod tests {
         let err = Config::parse(&src, "sluice.toml", Path::new(".")).unwrap_err();
         let text = err.to_string();
         // Unknown keys stop at the syntax stage; the rest is checked without them.
-        assert!(text.contains("sluice.toml:17:"), "{text}");
+        assert!(text.contains("sluice.toml:18:"), "{text}");
         assert!(text.contains("select_starr"), "{text}");
         let src = src.replace("select_starr = true\n", "");
         let text = Config::parse(&src, "sluice.toml", Path::new("."))

@@ -7,7 +7,11 @@
 //! * [`session`]: chooses a node and relays the session both ways.
 //! * [`registry`]: the open sessions, for the admin console.
 //! * [`observe`]: what a session reports to metrics and the registry.
+//! * [`router`]: batches of client messages, to the node or the catalog copy.
+//! * [`guard`]: rules at work in a session: rejects, the cancel watchdog,
+//!   query statistics.
 
+pub mod guard;
 pub mod listener;
 pub mod negotiate;
 pub mod observe;

@@ -20,6 +20,8 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use crate::classify::{Classification, ClassificationCache, Route};
+pub use crate::frontend::guard::Checked;
+use crate::metrics::Metrics;
 use crate::protocol::ProtocolError;
 use crate::protocol::frame::Frame;
 use crate::protocol::frontend::{self, ParseParts};
@@ -38,6 +40,7 @@ const ABSENT: &str = "sluice_absent";
 struct Statement {
     parse: Frame,
     class: Arc<Classification>,
+    text: Arc<str>,
     /// The node has this version of the statement.
     on_node: bool,
     /// Its name on catalog copy connections ("" stays "").
@@ -54,6 +57,9 @@ pub struct Batch {
     pub ddl: bool,
     /// ReadyForQuery answers it will produce (a Query or a Sync: 1; a Flush: 0).
     pub syncs: u64,
+    /// The query texts it parses or runs (a Query's, a Parse's, a bound
+    /// statement's), for rules and statistics.
+    pub checked: Vec<Checked>,
 }
 
 /// Messages to write for a batch, and how many leading answers to drop.
@@ -72,11 +78,14 @@ pub struct Router {
     /// A Flush sent part of this Sync's batch to the node: the rest follows it.
     pinned_to_node: bool,
     cache: Option<Arc<ClassificationCache>>,
+    metrics: Option<Arc<Metrics>>,
+    /// The pending batch's query texts.
+    checked: Vec<Checked>,
 }
 
 impl Router {
     /// `cache` is `None` when no catalog copy is configured: every batch goes to the node.
-    pub fn new(cache: Option<Arc<ClassificationCache>>) -> Router {
+    pub fn new(cache: Option<Arc<ClassificationCache>>, metrics: Option<Arc<Metrics>>) -> Router {
         Router {
             statements: HashMap::new(),
             pending: Vec::new(),
@@ -85,12 +94,21 @@ impl Router {
             portals: HashSet::new(),
             pinned_to_node: false,
             cache,
+            metrics,
+            checked: Vec::new(),
         }
     }
 
     fn classify(&self, text: &[u8]) -> Option<Arc<Classification>> {
         let cache = self.cache.as_ref()?;
-        Some(cache.classify(&String::from_utf8_lossy(text)))
+        let (class, hit) = cache.lookup(&String::from_utf8_lossy(text));
+        if let Some(m) = &self.metrics {
+            m.classification_cache(hit);
+            if !hit && class.parse_error.is_some() {
+                m.parse_failure();
+            }
+        }
+        Some(class)
     }
 
     fn statement_allows_catalog(&self, name: &[u8]) -> bool {
@@ -105,20 +123,38 @@ impl Router {
         match frame.tag() {
             frontend::QUERY => {
                 done.extend(self.take_pending());
-                let class = self.classify(frontend::query_text(frame.body())?);
+                let text = frontend::query_text(frame.body())?;
+                let class = self.classify(text);
                 let catalog_ok = class.as_ref().is_some_and(|c| c.route == Route::Catalog);
                 let ddl = class.as_ref().is_some_and(|c| c.is_ddl());
+                let checked = class
+                    .map(|class| Checked {
+                        class,
+                        text: String::from_utf8_lossy(text).into(),
+                        executed: true,
+                    })
+                    .into_iter()
+                    .collect();
                 done.push(Batch {
                     frames: vec![frame],
                     catalog_ok,
                     ddl,
                     syncs: 1,
+                    checked,
                 });
                 return Ok(done);
             }
             frontend::PARSE => {
                 let parts = frontend::parse_parts(frame.body())?;
                 let class = self.classify(parts.text);
+                let text: Arc<str> = String::from_utf8_lossy(parts.text).into();
+                if let Some(class) = &class {
+                    self.checked.push(Checked {
+                        class: class.clone(),
+                        text: text.clone(),
+                        executed: false,
+                    });
+                }
                 let name = parts.name.to_vec();
                 let catalog_name = catalog_name(&parts);
                 match class {
@@ -129,7 +165,8 @@ impl Router {
                             name,
                             Statement {
                                 parse: frame.clone(),
-                                class,
+                                class: class.clone(),
+                                text: text.clone(),
                                 on_node: false,
                                 catalog_name,
                             },
@@ -141,6 +178,20 @@ impl Router {
             frontend::BIND => {
                 let (portal, statement, _) = frontend::bind_names(frame.body())?;
                 self.catalog_ok &= self.statement_allows_catalog(statement);
+                if let Some(s) = self.statements.get(statement) {
+                    match self
+                        .checked
+                        .iter_mut()
+                        .find(|c| Arc::ptr_eq(&c.class, &s.class))
+                    {
+                        Some(c) => c.executed = true,
+                        None => self.checked.push(Checked {
+                            class: s.class.clone(),
+                            text: s.text.clone(),
+                            executed: true,
+                        }),
+                    }
+                }
                 self.portals.insert(portal.to_vec());
             }
             frontend::DESCRIBE => match frontend::target(frame.body(), "Describe")? {
@@ -168,6 +219,7 @@ impl Router {
                     catalog_ok: catalog_ok && self.cache.is_some(),
                     ddl: self.ddl,
                     syncs: u64::from(is_sync),
+                    checked: std::mem::take(&mut self.checked),
                 };
                 self.pinned_to_node = !is_sync;
                 self.reset_batch();
@@ -181,6 +233,7 @@ impl Router {
     }
 
     fn reset_batch(&mut self) {
+        self.checked.clear();
         self.catalog_ok = true;
         self.ddl = false;
         self.portals.clear();
@@ -197,6 +250,7 @@ impl Router {
             catalog_ok: false,
             ddl: self.ddl,
             syncs: 0,
+            checked: std::mem::take(&mut self.checked),
         };
         self.pinned_to_node = true;
         self.reset_batch();
@@ -357,10 +411,13 @@ mod tests {
     use crate::classify::CatalogPolicy;
 
     fn router() -> Router {
-        Router::new(Some(Arc::new(ClassificationCache::new(
-            100,
-            CatalogPolicy::default(),
-        ))))
+        Router::new(
+            Some(Arc::new(ClassificationCache::new(
+                100,
+                CatalogPolicy::default(),
+            ))),
+            None,
+        )
     }
 
     fn msg(tag: u8, body: &[u8]) -> Frame {
@@ -528,7 +585,7 @@ mod tests {
 
     #[test]
     fn without_a_catalog_copy_everything_goes_to_the_node() {
-        let mut r = Router::new(None);
+        let mut r = Router::new(None, None);
         let b = run(
             &mut r,
             vec![

@@ -12,9 +12,20 @@
 //! other, so a node streaming a result while the client streams COPY data
 //! cannot deadlock the relay. Each direction awaits its write before reading
 //! again: a slow reader slows its writer, all the way back.
+//!
+//! With a catalog copy configured, the client's messages go through the
+//! [`Router`]: a batch of catalog lookups is answered by the copy (see
+//! [`answer_from_catalog`]) once the node has answered everything asked
+//! before it, so answers reach the client in the order of the questions.
+//! The client's write half is shared by the two directions behind an async
+//! mutex; the node direction holds it while a message is half written, so
+//! catalog answers never land inside a node message.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -28,9 +39,15 @@ use crate::protocol::startup::StartupMessage;
 use crate::protocol::{ProtocolError, frontend, sqlstate};
 use crate::server::{Generation, Sluice};
 
+use super::guard::{Decision, QueryGuard};
 use super::negotiate::send_fatal;
 use super::observe::SessionObserver;
 use super::registry::NewSession;
+use super::router::{Batch, Router};
+use crate::catalog::{CatalogError, CatalogPool, Lease};
+
+/// How much of a catalog answer is held back before it streams.
+const CATALOG_ANSWER_BUFFER: usize = 1 << 20;
 
 /// Reads start at this size and grow while the peer keeps them full.
 const READ_CHUNK: usize = 8 * 1024;
@@ -57,7 +74,96 @@ enum End {
     Killed,
     ClientProtocol(ProtocolError),
     NodeProtocol(ProtocolError),
+    /// The catalog copy failed after part of its answer reached the client.
+    CatalogBroken(CatalogError),
     Io(std::io::Error),
+}
+
+/// What the node has been asked and has answered, shared by the two
+/// directions of a session: the client direction must know when the node is
+/// idle before the catalog copy may answer, and which ParseCompletes answer
+/// Parses that sluice added.
+struct NodeProgress {
+    /// ReadyForQuery answers asked for (Queries, Syncs, FunctionCalls sent).
+    asked: AtomicU64,
+    /// ReadyForQuery answers relayed.
+    answered: AtomicU64,
+    /// The last ReadyForQuery's status byte.
+    status: AtomicU8,
+    /// `answered` at the last ReadyForQuery with status Idle.
+    last_idle: AtomicU64,
+    /// `asked` after the last batch with DDL was sent.
+    last_ddl: AtomicU64,
+    /// ParseCompletes to hide: (`answered` when their batch's answers begin, how many).
+    hidden: Mutex<VecDeque<(u64, usize)>>,
+    answer: tokio::sync::Notify,
+}
+
+impl NodeProgress {
+    fn new() -> NodeProgress {
+        NodeProgress {
+            // The startup exchange ends with a ReadyForQuery nobody asked for.
+            asked: AtomicU64::new(1),
+            answered: AtomicU64::new(0),
+            status: AtomicU8::new(b'I'),
+            last_idle: AtomicU64::new(0),
+            last_ddl: AtomicU64::new(0),
+            hidden: Mutex::new(VecDeque::new()),
+            answer: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// Waits until the node has answered everything asked so far.
+    async fn idle(&self) {
+        loop {
+            let notified = self.answer.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.answered.load(Ordering::Acquire) >= self.asked.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether a lookup may be answered by the catalog copy now (the node is
+    /// idle): not in a failed transaction, and not in one that changed the
+    /// schema, whose uncommitted DDL only the node can show.
+    fn catalog_may_answer(&self) -> bool {
+        let status = self.status.load(Ordering::Acquire);
+        let ddl_pending =
+            self.last_ddl.load(Ordering::Acquire) > self.last_idle.load(Ordering::Acquire);
+        status != b'E' && !ddl_pending
+    }
+
+    fn ready(&self, status: u8) {
+        let answered = self.answered.fetch_add(1, Ordering::AcqRel) + 1;
+        self.status.store(status, Ordering::Release);
+        if status == b'I' {
+            self.last_idle.store(answered, Ordering::Release);
+        }
+        self.hidden
+            .lock()
+            .expect("progress lock")
+            .retain(|(at, _)| *at >= answered);
+        self.answer.notify_waiters();
+    }
+
+    /// Whether this ParseComplete answers a Parse that sluice added.
+    fn hide_parse_complete(&self) -> bool {
+        let answered = self.answered.load(Ordering::Acquire);
+        let mut hidden = self.hidden.lock().expect("progress lock");
+        match hidden.front_mut() {
+            Some((at, n)) if *at == answered && *n > 0 => {
+                *n -= 1;
+                if *n == 0 {
+                    hidden.pop_front();
+                }
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 /// Runs a session to its end.
@@ -153,29 +259,72 @@ pub async fn run(
         to_client: Scanner::new(usize::MAX, node_treatment),
         client_mid_write: false,
     };
-    let (mut client_rd, mut client_wr) = tokio::io::split(client);
+    let progress = NodeProgress::new();
+    let guard = QueryGuard::new(
+        generation.config.clone(),
+        startup.user(),
+        startup.application(),
+        startup.database(),
+        Some(peer.ip()),
+        sluice.metrics.clone(),
+        sluice.stats.clone(),
+        sluice.alerts.clone(),
+    );
+    let upstream = Upstream {
+        guard: &guard,
+        skipping_to_sync: false,
+        partial_on_node: false,
+        router: Router::new(generation.classifier.clone(), Some(sluice.metrics.clone())),
+        catalog: generation.catalog.clone(),
+        user: startup.user().to_string(),
+        database: startup.database().to_string(),
+        progress: &progress,
+        observer: &observer,
+        metrics: &sluice.metrics,
+    };
+    let (mut client_rd, client_wr) = tokio::io::split(client);
+    let client_wr = tokio::sync::Mutex::new(client_wr);
     let (mut node_rd, mut node_wr) = tokio::io::split(server);
     let end = relay
-        .run(&mut client_rd, &mut client_wr, &mut node_rd, &mut node_wr)
+        .run(
+            upstream,
+            generation.clone(),
+            &mut client_rd,
+            &client_wr,
+            &mut node_rd,
+            &mut node_wr,
+        )
         .await;
-    relay.finish(end, &mut client_wr, &mut node_wr, peer).await;
+    relay
+        .finish(end, &mut *client_wr.lock().await, &mut node_wr, peer)
+        .await;
 }
 
+/// The client's messages that routing reads whole; COPY data, passwords and
+/// the rest stream through.
 fn client_treatment(tag: u8) -> Treatment {
     match tag {
-        // Query, Sync and FunctionCall start the clock of a query (observe.rs).
-        frontend::TERMINATE | frontend::QUERY | frontend::SYNC | frontend::FUNCTION_CALL => {
-            Treatment::Inspect
-        }
+        frontend::TERMINATE
+        | frontend::QUERY
+        | frontend::PARSE
+        | frontend::BIND
+        | frontend::DESCRIBE
+        | frontend::EXECUTE
+        | frontend::CLOSE
+        | frontend::SYNC
+        | frontend::FLUSH
+        | frontend::FUNCTION_CALL => Treatment::Inspect,
         _ => Treatment::Relay,
     }
 }
 
 fn node_treatment(tag: u8) -> Treatment {
     match tag {
-        backend::BACKEND_KEY_DATA | backend::READY_FOR_QUERY | backend::ERROR_RESPONSE => {
-            Treatment::Inspect
-        }
+        backend::BACKEND_KEY_DATA
+        | backend::READY_FOR_QUERY
+        | backend::ERROR_RESPONSE
+        | backend::COMMAND_COMPLETE
+        | backend::PARSE_COMPLETE => Treatment::Inspect,
         _ => Treatment::Relay,
     }
 }
@@ -200,8 +349,10 @@ type ClientWr = WriteHalf<Stream>;
 impl Relay<'_> {
     async fn run(
         &mut self,
+        mut upstream: Upstream<'_>,
+        generation: Arc<Generation>,
         client_rd: &mut ClientRd,
-        client_wr: &mut ClientWr,
+        client_wr: &tokio::sync::Mutex<ClientWr>,
         node_rd: &mut ReadHalf<Stream>,
         node_wr: &mut WriteHalf<Stream>,
     ) -> End {
@@ -218,7 +369,9 @@ impl Relay<'_> {
             token: _,
         } = self;
         let observer: &SessionObserver = observer;
-        let upstream = client_to_node(to_node, client_rd, node_wr, observer);
+        let progress = upstream.progress;
+        let guard = upstream.guard;
+        let up = upstream.client_to_node(to_node, client_rd, node_wr, client_wr);
         let downstream = node_to_client(
             to_client,
             node_rd,
@@ -229,10 +382,13 @@ impl Relay<'_> {
             sluice,
             attached,
             observer,
+            progress,
+            guard,
         );
         tokio::select! {
-            end = upstream => end,
+            end = up => end,
             end = downstream => end,
+            _ = guard.watchdog(generation) => unreachable!("the watchdog runs until the session ends"),
             _ = kill.cancelled() => End::Killed,
         }
     }
@@ -269,6 +425,10 @@ impl Relay<'_> {
             End::NodeProtocol(e) => Some(ErrorFields::fatal(
                 sqlstate::PROTOCOL_VIOLATION,
                 format!("warehouse node {node} sent an invalid message: {e}"),
+            )),
+            End::CatalogBroken(e) => Some(ErrorFields::fatal(
+                sqlstate::CONNECTION_FAILURE,
+                format!("the catalog copy failed in the middle of an answer: {e}"),
             )),
             End::Io(_) => None,
         };
@@ -311,46 +471,380 @@ async fn fill(
     Ok(n)
 }
 
-async fn client_to_node(
-    scanner: &mut Scanner,
-    rd: &mut ClientRd,
-    wr: &mut WriteHalf<Stream>,
-    observer: &SessionObserver,
-) -> End {
-    let mut buf = BytesMut::new();
-    let mut out = BytesMut::new();
-    let mut chunk = READ_CHUNK;
-    loop {
-        match fill(rd, &mut buf, &mut chunk).await {
-            Ok(0) => return End::ClientLeft,
-            Ok(n) => observer.client_read(n),
-            Err(e) => return End::Io(e),
-        }
-        let mut terminated = false;
+/// The client direction: reads the client's messages, routes each batch to
+/// the node or the catalog copy.
+struct Upstream<'a> {
+    /// Rules, the watchdog's queue and statistics.
+    guard: &'a QueryGuard,
+    /// A batch without Sync was rejected: the client's messages up to the
+    /// next Sync are dropped, as the node drops them after an error.
+    skipping_to_sync: bool,
+    /// Part of the current Sync's batch (up to a Flush) went to the node.
+    partial_on_node: bool,
+    router: Router,
+    catalog: Option<Arc<CatalogPool>>,
+    user: String,
+    database: String,
+    progress: &'a NodeProgress,
+    observer: &'a SessionObserver,
+    metrics: &'a Arc<crate::metrics::Metrics>,
+}
+
+/// Why the catalog copy did not answer a batch.
+enum CatalogMiss {
+    /// Nothing reached the client: the node can answer instead.
+    Unanswered(CatalogError),
+    /// Part of the answer reached the client: the session cannot go on.
+    Broken(CatalogError),
+    /// The client's connection failed while sluice wrote to it.
+    ClientGone(std::io::Error),
+}
+
+impl Upstream<'_> {
+    async fn client_to_node(
+        &mut self,
+        scanner: &mut Scanner,
+        rd: &mut ClientRd,
+        wr: &mut WriteHalf<Stream>,
+        client_wr: &tokio::sync::Mutex<ClientWr>,
+    ) -> End {
+        let mut buf = BytesMut::new();
+        let mut out = BytesMut::new();
+        let mut chunk = READ_CHUNK;
         loop {
-            match scanner.next(&mut buf) {
-                Ok(Some(Item::Relay(bytes))) => out.extend_from_slice(&bytes),
-                Ok(Some(Item::Inspect(frame))) if frame.tag() == frontend::TERMINATE => {
+            match fill(rd, &mut buf, &mut chunk).await {
+                Ok(0) => return End::ClientLeft,
+                Ok(n) => self.observer.client_read(n),
+                Err(e) => return End::Io(e),
+            }
+            loop {
+                let frame = match scanner.next(&mut buf) {
+                    Ok(Some(Item::Relay(bytes))) => {
+                        // Unrouted bytes (COPY data, ...) follow what came before them.
+                        if let Some(batch) = self.router.take_pending() {
+                            self.queue_for_node(batch, &mut out);
+                        }
+                        out.extend_from_slice(&bytes);
+                        continue;
+                    }
+                    Ok(Some(Item::Inspect(frame))) => frame,
+                    Ok(None) => break,
+                    Err(e) => return End::ClientProtocol(e),
+                };
+                match frame.tag() {
                     // Terminate: the node learns it from the closing in finish().
-                    terminated = true;
-                    break;
+                    frontend::TERMINATE => return End::ClientLeft,
+                    frontend::FUNCTION_CALL => {
+                        if let Some(batch) = self.router.take_pending() {
+                            self.queue_for_node(batch, &mut out);
+                        }
+                        self.asked_node(1);
+                        out.extend_from_slice(frame.raw());
+                        continue;
+                    }
+                    _ => {}
                 }
-                Ok(Some(Item::Inspect(frame))) => {
-                    observer.request();
-                    out.extend_from_slice(frame.raw());
+                let batches = match self.router.push(frame) {
+                    Ok(b) => b,
+                    Err(e) => return End::ClientProtocol(e),
+                };
+                for batch in batches {
+                    let budget = match self.screen(&batch, &mut out, wr, client_wr).await {
+                        Ok(Some(budget)) => budget,
+                        Ok(None) => continue,
+                        Err(end) => return end,
+                    };
+                    if batch.catalog_ok
+                        && let Some(pool) = self.catalog.clone()
+                        && pool.is_available()
+                    {
+                        // The node must have answered everything before this batch.
+                        if !out.is_empty() {
+                            if let Err(e) = wr.write_all(&out).await {
+                                return End::Io(e);
+                            }
+                            out.clear();
+                        }
+                        self.progress.idle().await;
+                        if !self.progress.catalog_may_answer() {
+                            tracing::debug!(
+                                "a catalog lookup goes to the node: the transaction failed or changed the schema"
+                            );
+                        } else {
+                            match self.answer_from_catalog(&pool, &batch, client_wr).await {
+                                Ok(()) => continue,
+                                Err(CatalogMiss::Unanswered(e)) => {
+                                    tracing::info!(error = %e, "the catalog copy could not answer; the node answers instead");
+                                    self.metrics.catalog_fallback();
+                                }
+                                Err(CatalogMiss::Broken(e)) => return End::CatalogBroken(e),
+                                Err(CatalogMiss::ClientGone(e)) => return End::Io(e),
+                            }
+                        }
+                    } else if batch.catalog_ok && self.catalog.is_some() {
+                        tracing::debug!(
+                            "a catalog lookup goes to the node: the catalog copy is resting after a failure"
+                        );
+                        self.metrics.catalog_fallback();
+                    }
+                    self.queue_for_node_with(batch, &mut out, budget);
                 }
-                Ok(None) => break,
-                Err(e) => return End::ClientProtocol(e),
+            }
+            if !out.is_empty() {
+                if let Err(e) = wr.write_all(&out).await {
+                    return End::Io(e);
+                }
+                out.clear();
             }
         }
-        if !out.is_empty() {
-            if let Err(e) = wr.write_all(&out).await {
-                return End::Io(e);
+    }
+
+    /// Counts answers the node now owes.
+    fn asked_node(&self, syncs: u64) {
+        for _ in 0..syncs {
+            self.observer.request();
+        }
+        self.progress.asked.fetch_add(syncs, Ordering::AcqRel);
+    }
+
+    /// Applies the rules to a batch before it goes anywhere. `Ok(None)`:
+    /// the batch was answered here (rejected, or dropped up to its Sync);
+    /// `Ok(Some(budget))`: send it, with the watchdog's budget if any.
+    async fn screen(
+        &mut self,
+        batch: &Batch,
+        out: &mut BytesMut,
+        wr: &mut WriteHalf<Stream>,
+        client_wr: &tokio::sync::Mutex<ClientWr>,
+    ) -> Result<Option<Option<(std::time::Duration, Arc<str>)>>, End> {
+        let verdict = if self.skipping_to_sync {
+            None
+        } else {
+            match self.guard.decide(&batch.checked) {
+                Decision::Run { budget } => return Ok(Some(budget)),
+                Decision::Reject(v) => Some(v),
             }
+        };
+        // Answers to what was sent before must reach the client first.
+        if !out.is_empty() {
+            wr.write_all(out).await.map_err(End::Io)?;
             out.clear();
         }
-        if terminated {
-            return End::ClientLeft;
+        self.progress.idle().await;
+        let mut answer = BytesMut::new();
+        if let Some(v) = &verdict {
+            QueryGuard::rejection(v).encode(&mut answer);
+        }
+        if batch.syncs == 0 {
+            self.skipping_to_sync = true;
+        } else if self.partial_on_node {
+            // The node holds the first part of this Sync's batch: its
+            // Sync ends that, and the node's ReadyForQuery answers the client.
+            self.skipping_to_sync = false;
+            self.partial_on_node = false;
+            out.extend_from_slice(&[frontend::SYNC, 0, 0, 0, 4]);
+            self.asked_node(1);
+        } else {
+            self.skipping_to_sync = false;
+            let status = self.progress.status.load(Ordering::Acquire);
+            answer.extend_from_slice(&[backend::READY_FOR_QUERY, 0, 0, 0, 5, status]);
+        }
+        if !answer.is_empty() {
+            self.observer.client_written(answer.len());
+            let mut client = client_wr.lock().await;
+            client.write_all(&answer).await.map_err(End::Io)?;
+        }
+        Ok(None)
+    }
+
+    /// Queues a batch for the node, preparing there first any statement the
+    /// catalog copy prepared.
+    fn queue_for_node(&mut self, batch: Batch, out: &mut BytesMut) {
+        self.queue_for_node_with(batch, out, None);
+    }
+
+    /// As [`Self::queue_for_node`], with the watchdog's budget for it.
+    fn queue_for_node_with(
+        &mut self,
+        mut batch: Batch,
+        out: &mut BytesMut,
+        budget: Option<(std::time::Duration, Arc<str>)>,
+    ) {
+        let checked = std::mem::take(&mut batch.checked);
+        let (syncs, ddl) = (batch.syncs, batch.ddl);
+        self.partial_on_node = syncs == 0;
+        let plan = self.router.node_plan(batch);
+        if plan.hidden_answers > 0 {
+            let at = self.progress.asked.load(Ordering::Acquire);
+            self.progress
+                .hidden
+                .lock()
+                .expect("progress lock")
+                .push_back((at, plan.hidden_answers));
+        }
+        for frame in &plan.frames {
+            out.extend_from_slice(frame.raw());
+        }
+        self.asked_node(syncs);
+        // A batch without Sync ends with the next ReadyForQuery.
+        let end = self.progress.asked.load(Ordering::Acquire) + u64::from(syncs == 0);
+        self.guard.sent(end, &checked, budget);
+        if ddl {
+            let asked = self.progress.asked.load(Ordering::Acquire);
+            self.progress.last_ddl.store(asked, Ordering::Release);
+        }
+    }
+
+    /// Has the catalog copy answer a batch, running it as the session's
+    /// role. The ReadyForQuery it ends with carries the node's transaction
+    /// status, since the client's transaction lives on the node.
+    async fn answer_from_catalog(
+        &mut self,
+        pool: &CatalogPool,
+        batch: &Batch,
+        client_wr: &tokio::sync::Mutex<ClientWr>,
+    ) -> Result<(), CatalogMiss> {
+        let started = Instant::now();
+        let mut lease = pool
+            .lease(&self.database)
+            .await
+            .map_err(CatalogMiss::Unanswered)?;
+        let result = self.catalog_exchange(&mut lease, batch, client_wr).await;
+        match &result {
+            Ok(()) => {
+                pool.give_back(lease, true);
+                self.metrics
+                    .query_finished(crate::metrics::Route::Catalog, started.elapsed());
+            }
+            Err(CatalogMiss::Unanswered(CatalogError::Io(_))) | Err(CatalogMiss::Broken(_)) => {
+                // The connection is gone or mid-answer: not reusable.
+            }
+            Err(_) => pool.give_back(lease, false),
+        }
+        result
+    }
+
+    async fn catalog_exchange(
+        &mut self,
+        lease: &mut Lease,
+        batch: &Batch,
+        client_wr: &tokio::sync::Mutex<ClientWr>,
+    ) -> Result<(), CatalogMiss> {
+        let conn = &mut lease.conn;
+        let mut request = BytesMut::new();
+        let set_role = conn.role.as_deref() != Some(self.user.as_str());
+        if set_role {
+            let sql = format!("SET ROLE \"{}\"", self.user.replace('"', "\"\""));
+            request.extend_from_slice(frontend::encode_query(&sql).raw());
+        }
+        let plan = self.router.catalog_plan(batch, &mut conn.prepared);
+        for frame in &plan.frames {
+            request.extend_from_slice(frame.raw());
+        }
+        conn.send(&request).await.map_err(CatalogMiss::Unanswered)?;
+        if set_role {
+            let mut refused = None;
+            loop {
+                let frame = conn.next_frame().await.map_err(CatalogMiss::Unanswered)?;
+                match frame.tag() {
+                    backend::ERROR_RESPONSE => {
+                        refused = Some(backend::error_summary(frame.body()).1)
+                    }
+                    backend::READY_FOR_QUERY => break,
+                    _ => {}
+                }
+            }
+            if let Some(message) = refused {
+                // The role is not in the copy yet (a sync will bring it).
+                drain_to_ready(conn)
+                    .await
+                    .map_err(CatalogMiss::Unanswered)?;
+                return Err(CatalogMiss::Unanswered(CatalogError::Refused {
+                    code: "42704".into(),
+                    message,
+                }));
+            }
+            conn.role = Some(self.user.clone());
+        }
+        for _ in 0..plan.hidden_answers {
+            let frame = conn.next_frame().await.map_err(CatalogMiss::Unanswered)?;
+            if frame.tag() == backend::ERROR_RESPONSE {
+                let (code, message) = backend::error_summary(frame.body());
+                conn.prepared.clear();
+                drain_to_ready(conn)
+                    .await
+                    .map_err(CatalogMiss::Unanswered)?;
+                return Err(CatalogMiss::Unanswered(CatalogError::Refused {
+                    code,
+                    message,
+                }));
+            }
+        }
+        let status = self.progress.status.load(Ordering::Acquire);
+        let mut client = client_wr.lock().await;
+        let mut out = BytesMut::new();
+        let mut written = false;
+        loop {
+            let item = match conn.next_item().await {
+                Ok(item) => item,
+                Err(e) if written => return Err(CatalogMiss::Broken(e)),
+                Err(e) => return Err(CatalogMiss::Unanswered(e)),
+            };
+            let done = match item {
+                Item::Relay(rows) => {
+                    out.extend_from_slice(&rows);
+                    false
+                }
+                Item::Inspect(frame) => match frame.tag() {
+                    // The copy's own parameters and notifications are not the session's.
+                    backend::PARAMETER_STATUS | b'A' => false,
+                    // The copy is closing this connection (shutdown, a sync's
+                    // swap): before any answer went out, the node can answer.
+                    backend::ERROR_RESPONSE
+                        if !written && out.is_empty() && is_fatal(frame.body()) =>
+                    {
+                        let (code, message) = backend::error_summary(frame.body());
+                        return Err(CatalogMiss::Unanswered(CatalogError::Refused {
+                            code,
+                            message,
+                        }));
+                    }
+                    backend::READY_FOR_QUERY => {
+                        out.extend_from_slice(&[backend::READY_FOR_QUERY, 0, 0, 0, 5, status]);
+                        true
+                    }
+                    _ => {
+                        out.extend_from_slice(frame.raw());
+                        false
+                    }
+                },
+            };
+            // Catalog answers are small; holding one back until it is whole
+            // means a copy that fails mid-answer leaves nothing half-sent,
+            // and the node can answer instead.
+            if done || out.len() >= CATALOG_ANSWER_BUFFER {
+                self.observer.client_written(out.len());
+                client
+                    .write_all(&out)
+                    .await
+                    .map_err(CatalogMiss::ClientGone)?;
+                written = true;
+                out.clear();
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// Reads and drops answers up to the next ReadyForQuery.
+async fn drain_to_ready(conn: &mut crate::catalog::CatalogConn) -> Result<(), CatalogError> {
+    loop {
+        if let Item::Inspect(frame) = conn.next_item().await?
+            && frame.tag() == backend::READY_FOR_QUERY
+        {
+            return Ok(());
         }
     }
 }
@@ -359,23 +853,30 @@ async fn client_to_node(
 async fn node_to_client(
     scanner: &mut Scanner,
     rd: &mut ReadHalf<Stream>,
-    wr: &mut ClientWr,
+    client_wr: &tokio::sync::Mutex<ClientWr>,
     phase: &mut Phase,
     registration: &mut Option<Registration>,
     mid_write: &mut bool,
     sluice: &Arc<Sluice>,
     attached: &Attached,
     observer: &SessionObserver,
+    progress: &NodeProgress,
+    guard: &QueryGuard,
 ) -> End {
     let mut buf = BytesMut::new();
     let mut out = BytesMut::new();
     let mut chunk = READ_CHUNK;
+    // Held while a message is half written, so that no catalog answer is
+    // written into the middle of it.
+    let mut held: Option<tokio::sync::MutexGuard<'_, ClientWr>> = None;
     loop {
         match fill(rd, &mut buf, &mut chunk).await {
             Ok(0) => return End::NodeClosed,
             Ok(_) => {}
             Err(e) => return End::Io(e),
         }
+        // Bytes of `out` already counted for a finished batch.
+        let mut counted = 0;
         loop {
             let frame = match scanner.next(&mut buf) {
                 Ok(Some(Item::Relay(bytes))) => {
@@ -392,6 +893,10 @@ async fn node_to_client(
                         Ok(k) => k,
                         Err(e) => return End::NodeProtocol(e),
                     };
+                    guard.set_target(crate::cancel::CancelTarget {
+                        node: attached.node().addr().to_string(),
+                        key: key.clone(),
+                    });
                     let reg = sluice.cancels.register(attached.node().addr(), key);
                     backend::encode_backend_key_data(&mut out, reg.client_key());
                     *registration = Some(reg);
@@ -401,13 +906,29 @@ async fn node_to_client(
                         Ok(status) => {
                             *phase = Phase::Ready(status);
                             observer.ready_for_query(status);
+                            // What this batch sent the client, then its end.
+                            guard.bytes(out.len() + frame.raw().len() - counted);
+                            counted = out.len() + frame.raw().len();
+                            guard.ready();
+                            progress.ready(frame.body()[0]);
                         }
                         Err(e) => return End::NodeProtocol(e),
                     }
                     out.extend_from_slice(frame.raw());
                 }
+                backend::PARSE_COMPLETE if progress.hide_parse_complete() => {}
+                backend::COMMAND_COMPLETE => {
+                    guard.command_complete(frame.body());
+                    out.extend_from_slice(frame.raw());
+                }
                 backend::ERROR_RESPONSE => {
                     observer.error(frame.body());
+                    if *phase != Phase::Startup
+                        && let Some(notice) = guard.error(&backend::error_summary(frame.body()).0)
+                    {
+                        // The rule's notice goes just ahead of the node's 57014.
+                        out.extend_from_slice(&notice);
+                    }
                     if *phase == Phase::Startup {
                         let (code, message) = backend::error_summary(frame.body());
                         tracing::info!(
@@ -437,12 +958,20 @@ async fn node_to_client(
         }
         if !out.is_empty() {
             observer.client_written(out.len());
+            guard.bytes(out.len() - counted);
+            let mut wr = match held.take() {
+                Some(guard) => guard,
+                None => client_wr.lock().await,
+            };
             *mid_write = true;
             if let Err(e) = wr.write_all(&out).await {
                 return End::Io(e);
             }
             *mid_write = false;
             out.clear();
+            if !scanner.at_boundary() {
+                held = Some(wr);
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
 pub const ERROR_RESPONSE: u8 = b'E';
 pub const NOTICE_RESPONSE: u8 = b'N';
 pub const PARAMETER_STATUS: u8 = b'S';
+pub const PARSE_COMPLETE: u8 = b'1';
 pub const READY_FOR_QUERY: u8 = b'Z';
 pub const ROW_DESCRIPTION: u8 = b'T';
 

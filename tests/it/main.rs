@@ -7,10 +7,12 @@
 
 mod support;
 
+mod catalog;
 mod cluster;
 mod failover;
 mod observability;
 mod operations;
 mod relay;
+mod rules;
 mod startup;
 mod tls;
