@@ -768,3 +768,103 @@ mod tests {
         assert!(text.contains("verdict: log by rule \"star\""), "{text}");
     }
 }
+
+/// Cost of rules per query (docs/benchmarks.md). Run in release:
+/// `cargo test --release --lib rule_evaluation_cost -- --ignored --nocapture`
+#[cfg(test)]
+mod bench {
+    use super::*;
+    use crate::classify::{CatalogPolicy, ClassificationCache, classify};
+    use std::time::Instant;
+
+    /// 50 rules of every kind; none matches the workload, so every query is
+    /// checked against all of them (the worst case).
+    fn fifty_rules() -> RuleSet {
+        let mut rules = Vec::new();
+        for i in 0..50 {
+            let conditions = match i % 5 {
+                0 => vec![Condition::Pattern(
+                    Regex::new(&format!(r"(?i)\bforbidden_fn_{i}\b")).unwrap(),
+                )],
+                1 => vec![
+                    Condition::Tables(vec![Glob::relation(&format!("archive_{i}.*"))]),
+                    Condition::NoWhere(true),
+                ],
+                2 => vec![
+                    Condition::Users(vec![Glob::new(&format!("etl_{i}_*"))]),
+                    Condition::SelectStar(true),
+                ],
+                3 => vec![
+                    Condition::Statement(vec![StatementKind::Delete, StatementKind::Ddl]),
+                    Condition::Tables(vec![Glob::relation("public.*")]),
+                ],
+                _ => vec![Condition::Fingerprint(Fingerprint(i as u64))],
+            };
+            rules.push(Rule {
+                name: format!("rule-{i}").into(),
+                conditions,
+                action: Action::Reject,
+                message: "no".into(),
+            });
+        }
+        RuleSet::new(rules)
+    }
+
+    const WORKLOAD: &[&str] = &[
+        "SELECT o.id, o.total, c.name FROM orders o JOIN customers c ON c.id = o.customer_id WHERE o.day >= '2024-01-01' AND c.region IN ('eu', 'us', 'ap') ORDER BY o.total DESC LIMIT 100",
+        "WITH recent AS (SELECT customer_id, sum(total) AS spent FROM orders WHERE day > now() - interval '30 days' GROUP BY 1) SELECT c.name, r.spent FROM recent r JOIN customers c ON c.id = r.customer_id /* dashboard 7 */ ORDER BY 2 DESC",
+        "SELECT count(*) FROM events WHERE kind = 'click' AND ts BETWEEN $1 AND $2",
+        "SELECT \"Region\", sum(amount) FROM sales.facts f, sales.dim_region r WHERE f.region_id = r.id GROUP BY 1",
+        "UPDATE accounts SET balance = balance - 10 WHERE id = 42",
+    ];
+
+    fn per_op(n: u32, f: impl FnMut()) -> f64 {
+        let mut f = f;
+        let started = Instant::now();
+        for _ in 0..n {
+            f();
+        }
+        started.elapsed().as_secs_f64() * 1e6 / f64::from(n)
+    }
+
+    #[test]
+    #[ignore = "a timing run; see docs/benchmarks.md"]
+    fn rule_evaluation_cost() {
+        let rules = fifty_rules();
+        let session = SessionInfo {
+            user: "analyst",
+            application: "Tableau 2024.1",
+            database: "dwh",
+            client_addr: Some("10.1.2.3".parse().unwrap()),
+        };
+        let policy = CatalogPolicy::default();
+        let cache = ClassificationCache::new(1000, policy.clone());
+        let n = 20_000;
+        println!(
+            "query | classify µs | evaluate 50 rules µs | uncached (classify + evaluate) µs | cached (lookup + evaluate) µs"
+        );
+        for sql in WORKLOAD {
+            let class = classify(sql, &policy);
+            assert!(rules.evaluate(&class, &session, sql).is_none());
+            let parse = per_op(n / 10, || {
+                std::hint::black_box(classify(sql, &policy));
+            });
+            let evaluate = per_op(n, || {
+                std::hint::black_box(rules.evaluate(&class, &session, sql));
+            });
+            let uncached = per_op(n / 10, || {
+                let c = classify(sql, &policy);
+                std::hint::black_box(rules.evaluate(&c, &session, sql));
+            });
+            cache.lookup(sql);
+            let cached = per_op(n, || {
+                let (c, _) = cache.lookup(sql);
+                std::hint::black_box(rules.evaluate(&c, &session, sql));
+            });
+            println!(
+                "{:.50} | {parse:.1} | {evaluate:.2} | {uncached:.1} | {cached:.2}",
+                sql
+            );
+        }
+    }
+}
