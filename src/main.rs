@@ -81,7 +81,7 @@ fn main() -> ExitCode {
                     }
                 }
                 println!(
-                    "{}: ok ({} node{}, listening on {})",
+                    "{}: ok ({} node{}, {} rule{}, listening on {})",
                     config.display(),
                     c.warehouse.nodes.len(),
                     if c.warehouse.nodes.len() == 1 {
@@ -89,6 +89,8 @@ fn main() -> ExitCode {
                     } else {
                         "s"
                     },
+                    c.rules.rules().len(),
+                    if c.rules.rules().len() == 1 { "" } else { "s" },
                     c.server.listen
                 );
                 ExitCode::SUCCESS
