@@ -1,6 +1,7 @@
 //! The HTTP listener on `server.metrics_listen`: `/healthz` (the process
-//! answers), `/readyz` (it can serve: a healthy node, not draining) and
-//! `/metrics` (Prometheus text format). hyper directly: a few fixed routes
+//! answers), `/readyz` (it can serve: a healthy node, not draining),
+//! `/metrics` (Prometheus text format) and `/queries` (query statistics by
+//! fingerprint as JSON: `?top=50&order=total_time`). hyper directly: a few fixed routes
 //! need no framework.
 
 use std::convert::Infallible;
@@ -15,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::server::Sluice;
+use crate::stats::Order;
 
 pub async fn serve(sluice: Arc<Sluice>, listener: TcpListener, stop: CancellationToken) {
     loop {
@@ -57,11 +59,51 @@ fn respond(sluice: &Sluice, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
             .body(Full::new(Bytes::from(sluice.metrics.render())))
             .expect("static response parts are valid"),
+        "/queries" => match queries_params(req.uri().query().unwrap_or("")) {
+            Ok((top, order)) => {
+                let rows = sluice.stats.top(top, order);
+                let body = serde_json::to_string_pretty(&serde_json::json!({
+                    "fingerprints": sluice.stats.len(),
+                    "queries": rows,
+                }))
+                .expect("statistics serialize");
+                Response::builder()
+                    .status(StatusCode::OK)
+                    .header("content-type", "application/json")
+                    .body(Full::new(Bytes::from(body)))
+                    .expect("static response parts are valid")
+            }
+            Err(why) => text(StatusCode::BAD_REQUEST, format!("{why}\n")),
+        },
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found: try /healthz, /readyz, /metrics\n".into(),
+            "not found: try /healthz, /readyz, /metrics, /queries\n".into(),
         ),
     }
+}
+
+/// `top` (default 50, at most 10000) and `order` (default total_time).
+fn queries_params(query: &str) -> Result<(usize, Order), String> {
+    let mut top = 50;
+    let mut order = Order::TotalTime;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
+        match key {
+            "top" => {
+                top = value
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (1..=10_000).contains(n))
+                    .ok_or_else(|| format!("top={value:?}: expected a number from 1 to 10000"))?
+            }
+            "order" => {
+                order = Order::from_name(value)
+                    .ok_or_else(|| format!("order={value:?}: expected one of {}", Order::NAMES))?
+            }
+            other => return Err(format!("unknown parameter {other:?}: use top and order")),
+        }
+    }
+    Ok((top, order))
 }
 
 fn text(status: StatusCode, body: String) -> Response<Full<Bytes>> {

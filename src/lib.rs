@@ -16,11 +16,13 @@
 //! * [`server`]: the running proxy: shared state, reload, drain and shutdown.
 //! * [`http`]: `/healthz`, `/readyz` for orchestrators and `/metrics` for Prometheus.
 //! * [`metrics`]: every exported metric, registered once.
+//! * [`stats`]: query statistics by fingerprint, bounded.
 //! * [`admin`]: the admin console on the virtual database `sluice`.
 //! * [`alerts`]: events and thresholds, folded and posted to a Slack webhook.
 //! * [`net`], [`tls`]: one stream type for plain and TLS sockets; rustls setup.
 //! * [`localpg`]: throwaway local PostgreSQL clusters, for `sluice demo` and the tests.
 //! * [`demo`]: the embedded demo.
+//! * [`explain`]: `sluice explain`, the route and rule verdicts for one query.
 
 pub mod admin;
 pub mod alerts;
@@ -31,6 +33,7 @@ pub mod classify;
 pub mod cluster;
 pub mod config;
 pub mod demo;
+pub mod explain;
 pub mod frontend;
 pub mod http;
 pub mod localpg;
@@ -38,6 +41,7 @@ pub mod metrics;
 pub mod net;
 pub mod protocol;
 pub mod server;
+pub mod stats;
 pub mod tls;
 
 /// An error with its chain of causes, as one line for a log: Display

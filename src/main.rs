@@ -1,4 +1,4 @@
-//! The `sluice` command: `run`, `check`, `demo`.
+//! The `sluice` command: `run`, `check`, `explain`, `demo`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +28,25 @@ enum Command {
     Check {
         #[arg(long, short)]
         config: PathBuf,
+    },
+    /// Show where a query would run and which rule would act on it, and why.
+    Explain {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// The query text (several statements allowed).
+        sql: String,
+        /// The session's user, for rules with `users`.
+        #[arg(long, default_value = "")]
+        user: String,
+        /// The session's application_name, for rules with `applications`.
+        #[arg(long, default_value = "")]
+        application: String,
+        /// The session's database, for rules with `databases`.
+        #[arg(long, default_value = "")]
+        database: String,
+        /// The client's IP address, for rules with `client_addrs`.
+        #[arg(long)]
+        client_addr: Option<std::net::IpAddr>,
     },
     /// Copy the warehouse's schema into the catalog copy once, and exit.
     CatalogSync {
@@ -62,7 +81,7 @@ fn main() -> ExitCode {
                     }
                 }
                 println!(
-                    "{}: ok ({} node{}, listening on {})",
+                    "{}: ok ({} node{}, {} rule{}, listening on {})",
                     config.display(),
                     c.warehouse.nodes.len(),
                     if c.warehouse.nodes.len() == 1 {
@@ -70,8 +89,33 @@ fn main() -> ExitCode {
                     } else {
                         "s"
                     },
+                    c.rules.rules().len(),
+                    if c.rules.rules().len() == 1 { "" } else { "s" },
                     c.server.listen
                 );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Explain {
+            config,
+            sql,
+            user,
+            application,
+            database,
+            client_addr,
+        } => match Config::load(&config) {
+            Ok(c) => {
+                let session = sluice::classify::SessionInfo {
+                    user: &user,
+                    application: &application,
+                    database: &database,
+                    client_addr,
+                };
+                print!("{}", sluice::explain::explain(&c, &session, &sql));
                 ExitCode::SUCCESS
             }
             Err(e) => {

@@ -37,10 +37,14 @@ use crate::cluster::TokenBucket;
 use crate::config::{ClientTlsMode, Config};
 use crate::frontend::registry::SessionRegistry;
 use crate::metrics::Metrics;
+use crate::stats::QueryStats;
 use crate::tls::{self, TlsError};
 
 /// How often histogram samples are folded (see [`Metrics::run_upkeep`]).
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
+
+/// Classifications cached without a `[catalog]` section (which sets its own).
+const DEFAULT_CLASSIFICATION_CACHE: usize = 10_000;
 
 /// One configuration and what is built from it.
 pub struct Generation {
@@ -50,7 +54,7 @@ pub struct Generation {
     pub client_tls: Option<TlsAcceptor>,
     /// Bounds the cancel requests forwarded to cluster peers.
     pub cancel_forwarding: TokenBucket,
-    /// Query classifications by text; `None` without a catalog copy.
+    /// Query classifications by text.
     pub classifier: Option<Arc<ClassificationCache>>,
     /// The catalog copy's connections; `None` without `[catalog]`.
     pub catalog: Option<Arc<CatalogPool>>,
@@ -64,13 +68,21 @@ impl Generation {
             Some(t) if t.mode != ClientTlsMode::Disable => Some(tls::acceptor(&t.cert, &t.key)?),
             _ => None,
         };
-        let classifier = config.catalog.as_ref().map(|c| {
-            let policy = CatalogPolicy {
-                schemas: c.schemas.clone(),
-                allowed_functions: c.allowed_functions.clone(),
-            };
-            Arc::new(ClassificationCache::new(c.cache_size, policy).with_max_parse_size(c.max_parse_size))
-        });
+        // Every query is classified: rules and statistics need its shape
+        // and fingerprint even without a catalog copy.
+        let classifier = Some(Arc::new(match &config.catalog {
+            Some(c) => ClassificationCache::new(
+                c.cache_size,
+                CatalogPolicy {
+                    schemas: c.schemas.clone(),
+                    allowed_functions: c.allowed_functions.clone(),
+                },
+            )
+            .with_max_parse_size(c.max_parse_size),
+            None => {
+                ClassificationCache::new(DEFAULT_CLASSIFICATION_CACHE, CatalogPolicy::default())
+            }
+        }));
         let catalog = config
             .catalog
             .clone()
@@ -119,6 +131,9 @@ pub struct Sluice {
     /// Open sessions by id, for the admin console.
     pub registry: Arc<SessionRegistry>,
     pub metrics: Arc<Metrics>,
+    /// Query statistics by fingerprint (`SHOW QUERIES`, `/queries`); sized
+    /// at start (`stats.max_fingerprints` takes effect on restart).
+    pub stats: Arc<QueryStats>,
     pub alerts: Arc<Alerts>,
     /// Session tasks, waited for when draining.
     pub sessions: TaskTracker,
@@ -195,7 +210,11 @@ impl Sluice {
         let nodes = generation.config.warehouse.nodes.len();
         self.generations.send_replace(Arc::new(generation));
         self.start_health_checks(joined);
-        tracing::info!(nodes, "configuration reloaded");
+        tracing::info!(
+            nodes,
+            rules = self.generation().config.rules.rules().len(),
+            "configuration reloaded"
+        );
         Ok(())
     }
 
@@ -303,6 +322,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         clients_by_user: DashMap::new(),
         registry: Arc::default(),
         metrics,
+        stats: Arc::new(QueryStats::new(generation.config.stats.max_fingerprints)),
         alerts,
         sessions: TaskTracker::new(),
         draining: CancellationToken::new(),

@@ -54,11 +54,7 @@ pub fn execute(sluice: &Arc<Sluice>, command: Command) -> Result<Reply, ErrorFie
         Command::ShowNodes => Ok(show_nodes(sluice)),
         Command::ShowClients => Ok(show_clients(sluice)),
         Command::ShowServers => Ok(show_servers(sluice)),
-        Command::ShowQueries => Ok(Reply::rows(
-            &["fingerprint", "calls", "total_seconds", "mean_seconds", "max_seconds", "rejected", "cancelled", "sample"],
-            Vec::new(),
-        )
-        .notice("query statistics are not collected by this build; SHOW QUERIES fills once fingerprint statistics exist")),
+        Command::ShowQueries => Ok(show_queries(sluice)),
         Command::ShowRules => Ok(show_rules(sluice)),
         Command::ShowAlerts => Ok(show_alerts(sluice)),
         Command::ShowConfig => Ok(Reply::rows(
@@ -74,8 +70,9 @@ pub fn execute(sluice: &Arc<Sluice>, command: Command) -> Result<Reply, ErrorFie
         )),
         Command::ShowHelp => Ok(Reply::rows(&["commands"], vec![vec![s(COMMANDS)]])),
         Command::Reload => match sluice.try_reload_from_file() {
-            Ok(nodes) => Ok(Reply::done("RELOAD")
-                .notice(format!("configuration reloaded: {nodes} node(s); new sessions use it"))),
+            Ok(nodes) => Ok(Reply::done("RELOAD").notice(format!(
+                "configuration reloaded: {nodes} node(s); new sessions use it"
+            ))),
             Err(problems) => Err(ErrorFields::error(
                 sqlstate::CONFIG_FILE_ERROR,
                 "reload refused; the running configuration stays in effect",
@@ -171,16 +168,129 @@ fn show_clients(sluice: &Sluice) -> Reply {
     )
 }
 
-fn show_rules(sluice: &Sluice) -> Reply {
+/// The 50 query shapes that took most time.
+fn show_queries(sluice: &Sluice) -> Reply {
+    let secs = |v: f64| s(format!("{v:.3}"));
+    let opt = |v: Option<f64>| v.map(|v| format!("{v}"));
+    let names = |v: &[(String, u64)]| {
+        s(v.iter()
+            .map(|(n, c)| format!("{n} ({c})"))
+            .collect::<Vec<_>>()
+            .join(", "))
+    };
     let rows: Vec<_> = sluice
-        .metrics
-        .rule_hit_counts()
+        .stats
+        .top(50, crate::stats::Order::TotalTime)
         .into_iter()
-        .map(|(rule, action, hits)| vec![s(rule), s(action), s(hits)])
+        .map(|q| {
+            vec![
+                s(&q.fingerprint),
+                s(q.calls),
+                s(q.errors),
+                s(q.rejected),
+                s(q.cancelled),
+                secs(q.total_seconds),
+                secs(q.mean_seconds),
+                secs(q.max_seconds),
+                opt(q.p50_seconds),
+                opt(q.p95_seconds),
+                opt(q.p99_seconds),
+                s(q.rows),
+                s(q.bytes),
+                s(&q.last_seen),
+                names(&q.top_users),
+                names(&q.top_applications),
+                s(&q.sample),
+            ]
+        })
         .collect();
-    let reply = Reply::rows(&["rule", "action", "hits"], rows);
+    let reply = Reply::rows(
+        &[
+            "fingerprint",
+            "calls",
+            "errors",
+            "rejected",
+            "cancelled",
+            "total_seconds",
+            "mean_seconds",
+            "max_seconds",
+            "p50_seconds",
+            "p95_seconds",
+            "p99_seconds",
+            "rows",
+            "bytes",
+            "last_seen",
+            "top_users",
+            "top_applications",
+            "sample",
+        ],
+        rows,
+    );
     if reply.rows.is_empty() {
-        reply.notice("no rule has matched a query yet; rules with their hit counts appear here once they match")
+        reply.notice("no query has finished yet")
+    } else {
+        reply
+    }
+}
+
+/// The rules in force, in order, with their matches since start.
+fn show_rules(sluice: &Sluice) -> Reply {
+    let hits = sluice.metrics.rule_hit_counts();
+    let config = sluice.generation().config.clone();
+    let mut rows: Vec<_> = config
+        .rules
+        .rules()
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let count: u64 = hits
+                .iter()
+                .filter(|(name, _, _)| **name == *r.name)
+                .map(|(_, _, n)| n)
+                .sum();
+            let conditions: Vec<String> = r.conditions.iter().map(|c| c.key()).collect();
+            let action = match r.action {
+                crate::classify::Action::Cancel { budget } => {
+                    format!("cancel after {}", humantime::format_duration(budget))
+                }
+                other => other.name().to_string(),
+            };
+            vec![
+                s(i + 1),
+                s(&r.name),
+                s(action),
+                s(conditions.join(", ")),
+                s(count),
+                s(&r.message),
+            ]
+        })
+        .collect();
+    // Rules matched before a reload removed them still have counts.
+    for (name, action, count) in &hits {
+        if !config.rules.rules().iter().any(|r| *r.name == **name) {
+            rows.push(vec![
+                None,
+                s(name),
+                s(format!("{action} (no longer configured)")),
+                None,
+                s(count),
+                None,
+            ]);
+        }
+    }
+    let reply = Reply::rows(
+        &[
+            "position",
+            "rule",
+            "action",
+            "conditions",
+            "hits",
+            "message",
+        ],
+        rows,
+    );
+    if reply.rows.is_empty() {
+        reply.notice("no [[rules]] are configured")
     } else {
         reply
     }

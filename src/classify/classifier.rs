@@ -11,12 +11,14 @@ use std::collections::BTreeSet;
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    BinaryOperator, Expr, FunctionArguments, ObjectName, ObjectNamePart, Query, SetExpr, Statement,
-    TableFactor, Value, Visit, Visitor,
+    BinaryOperator, Expr, FromTable, FunctionArguments, JoinOperator, ObjectName, ObjectNamePart,
+    Query, Select, SelectItem, SetExpr, Statement, TableFactor, TableWithJoins, Value, Visit,
+    Visitor,
 };
 use sqlparser::dialect::PostgreSqlDialect;
 use sqlparser::parser::Parser;
 
+use super::fingerprint::{Fingerprint, fingerprint, text_fingerprint};
 use super::pg_catalog::PG_CATALOG_RELATIONS;
 
 /// Where a query runs.
@@ -29,8 +31,9 @@ pub enum Route {
 }
 
 /// The kind of a statement, as rules and routing need it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum StatementKind {
+    #[default]
     Select,
     Insert,
     Update,
@@ -47,6 +50,26 @@ pub enum StatementKind {
 }
 
 impl StatementKind {
+    pub const ALL: [StatementKind; 10] = [
+        StatementKind::Select,
+        StatementKind::Insert,
+        StatementKind::Update,
+        StatementKind::Delete,
+        StatementKind::Merge,
+        StatementKind::Copy,
+        StatementKind::Ddl,
+        StatementKind::Transaction,
+        StatementKind::Session,
+        StatementKind::Other,
+    ];
+
+    /// The kind a rule's `statement` list names, e.g. "delete".
+    pub fn from_name(name: &str) -> Option<StatementKind> {
+        StatementKind::ALL
+            .into_iter()
+            .find(|k| k.name().eq_ignore_ascii_case(name))
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             StatementKind::Select => "select",
@@ -97,6 +120,29 @@ pub struct Facts {
     /// String literals compared with a column called `name` (`name = 'x'`),
     /// to tell which pg_settings rows a query reads.
     pub names_compared: BTreeSet<String>,
+    /// Each statement on its own, in order: what rules look at.
+    pub statements: Vec<StatementFacts>,
+}
+
+/// The shape of one statement, as rules need it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StatementFacts {
+    pub kind: StatementKind,
+    /// Relations it references, resolved as in [`Facts::relations`].
+    pub relations: BTreeSet<String>,
+    /// A `*` or `t.*` projection over a FROM list, anywhere (CTEs and
+    /// subqueries too); `count(*)` is not a projection of `*`.
+    pub select_star: bool,
+    /// A CROSS JOIN, or a comma join whose WHERE links not all of its tables.
+    pub cross_join: bool,
+    /// Relations read by a SELECT, UPDATE or DELETE that has no WHERE clause.
+    pub tables_without_where: BTreeSet<String>,
+    /// For a query: whether its outermost level has LIMIT or FETCH FIRST.
+    /// `None` for other statements.
+    pub outer_limit: Option<bool>,
+    /// Joins, explicit and comma joins, over the whole statement.
+    pub joins: usize,
+    pub fingerprint: Fingerprint,
 }
 
 /// The decision for one query text.
@@ -108,6 +154,17 @@ pub struct Classification {
     /// `None` when the text did not parse.
     pub facts: Option<Facts>,
     pub parse_error: Option<String>,
+    /// The whole text's fingerprint: its statements' (one statement: that
+    /// statement's), or the masked text's when it does not parse.
+    pub fingerprint: Fingerprint,
+}
+
+impl Facts {
+    /// The fingerprint of all statements together.
+    pub fn fingerprint(&self) -> Fingerprint {
+        let parts: Vec<Fingerprint> = self.statements.iter().map(|s| s.fingerprint).collect();
+        Fingerprint::combine(&parts)
+    }
 }
 
 impl Classification {
@@ -119,11 +176,17 @@ impl Classification {
     }
 
     fn node(reason: impl Into<String>, facts: Option<Facts>) -> Classification {
+        Classification::new(Route::Node, reason, facts)
+    }
+
+    fn new(route: Route, reason: impl Into<String>, facts: Option<Facts>) -> Classification {
+        let fingerprint = facts.as_ref().map(|f| f.fingerprint()).unwrap_or_default();
         Classification {
-            route: Route::Node,
+            route,
             reason: reason.into(),
             facts,
             parse_error: None,
+            fingerprint,
         }
     }
 }
@@ -226,6 +289,7 @@ pub fn classify(sql: &str, policy: &CatalogPolicy) -> Classification {
                 reason: "the text does not parse; the node answers".into(),
                 facts: None,
                 parse_error: Some(e.to_string()),
+                fingerprint: text_fingerprint(sql),
             };
         }
     };
@@ -257,12 +321,11 @@ fn decide(facts: Facts, policy: &CatalogPolicy) -> Classification {
                 .any(|a| a.eq_ignore_ascii_case(f))
         };
         if !facts.functions.is_empty() && facts.functions.iter().all(allowed) {
-            return Classification {
-                route: Route::Catalog,
-                reason: "references no relation and calls only allowed functions".into(),
-                facts: Some(facts),
-                parse_error: None,
-            };
+            return Classification::new(
+                Route::Catalog,
+                "references no relation and calls only allowed functions",
+                Some(facts),
+            );
         }
         return Classification::node("references no relation", Some(facts));
     }
@@ -290,28 +353,53 @@ fn decide(facts: Facts, policy: &CatalogPolicy) -> Classification {
         }
     }
     let relations: Vec<&str> = facts.relations.iter().map(String::as_str).collect();
-    Classification {
-        route: Route::Catalog,
-        reason: format!("reads only catalog relations ({})", relations.join(", ")),
-        facts: Some(facts),
-        parse_error: None,
-    }
+    Classification::new(
+        Route::Catalog,
+        format!("reads only catalog relations ({})", relations.join(", ")),
+        Some(facts),
+    )
 }
 
 fn facts_of(statements: &[Statement]) -> Facts {
-    let mut collector = Collector::default();
+    let mut facts = Facts::default();
     for statement in statements {
-        collector.facts.kinds.push(kind_of(statement));
+        let mut collector = Collector::default();
+        collector.kinds.push(kind_of(statement));
         let _ = statement.visit(&mut collector);
+        collector.statement_end(statement);
+        let ctes = std::mem::take(&mut collector.ctes);
+        let resolve_all = |raw: Vec<Vec<String>>| -> BTreeSet<String> {
+            raw.into_iter()
+                .filter(|r| r.len() != 1 || !ctes.contains(&r[0]))
+                .map(|r| resolve(&r))
+                .collect()
+        };
+        let relations = resolve_all(collector.raw_relations);
+        let one = StatementFacts {
+            kind: collector.kinds[0],
+            relations: relations.clone(),
+            select_star: collector.select_star,
+            cross_join: collector.cross_join,
+            tables_without_where: resolve_all(collector.raw_without_where),
+            outer_limit: match statement {
+                Statement::Query(q) => Some(q.limit_clause.is_some() || q.fetch.is_some()),
+                _ => None,
+            },
+            joins: collector.joins,
+            fingerprint: fingerprint(statement).0,
+        };
+        for kind in collector.kinds {
+            if !facts.kinds.contains(&kind) || kind == one.kind {
+                facts.kinds.push(kind);
+            }
+        }
+        facts.relations.extend(relations);
+        facts.functions.extend(collector.functions);
+        facts.writes_from_select |= collector.writes_from_select;
+        facts.names_compared.extend(collector.names_compared);
+        facts.statements.push(one);
     }
-    let ctes = std::mem::take(&mut collector.ctes);
-    collector.facts.relations = collector
-        .raw_relations
-        .into_iter()
-        .filter(|r| r.len() != 1 || !ctes.contains(&r[0]))
-        .map(|r| resolve(&r))
-        .collect();
-    collector.facts
+    facts
 }
 
 /// `schema.name` for a qualified or pg_catalog relation, the bare name otherwise.
@@ -359,12 +447,122 @@ fn kind_of(statement: &Statement) -> StatementKind {
     }
 }
 
-/// One pass over the AST, collecting what routing (and rules) need.
+/// One pass over one statement's AST, collecting what routing and rules need.
 #[derive(Default)]
 struct Collector {
-    facts: Facts,
+    /// The statement's own kind first, then those of data-modifying CTEs.
+    kinds: Vec<StatementKind>,
+    functions: BTreeSet<String>,
+    writes_from_select: bool,
+    names_compared: BTreeSet<String>,
     raw_relations: Vec<Vec<String>>,
+    raw_without_where: Vec<Vec<String>>,
     ctes: BTreeSet<String>,
+    select_star: bool,
+    cross_join: bool,
+    joins: usize,
+    visited_statement: bool,
+}
+
+impl Collector {
+    /// What the visitor does not see as a SELECT: UPDATE and DELETE without WHERE.
+    fn statement_end(&mut self, statement: &Statement) {
+        match statement {
+            Statement::Update(u) if u.selection.is_none() => {
+                tables_of(std::slice::from_ref(&u.table), &mut self.raw_without_where);
+            }
+            Statement::Delete(d) if d.selection.is_none() => {
+                let (FromTable::WithFromKeyword(from) | FromTable::WithoutKeyword(from)) = &d.from;
+                tables_of(from, &mut self.raw_without_where);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The plain tables of a FROM list, joins included.
+fn tables_of(from: &[TableWithJoins], out: &mut Vec<Vec<String>>) {
+    for t in from {
+        for factor in std::iter::once(&t.relation).chain(t.joins.iter().map(|j| &j.relation)) {
+            if let TableFactor::Table {
+                name, args: None, ..
+            } = factor
+            {
+                out.push(name_parts(name));
+            }
+        }
+    }
+}
+
+/// The names a FROM item's columns are qualified with: its alias, or its
+/// table's bare name (both lower-cased).
+fn qualifiers(factor: &TableFactor) -> Vec<String> {
+    match factor {
+        TableFactor::Table { alias: Some(a), .. }
+        | TableFactor::Derived { alias: Some(a), .. }
+        | TableFactor::Function { alias: Some(a), .. } => vec![a.name.value.to_lowercase()],
+        TableFactor::Table { name, .. } => name_parts(name).last().cloned().into_iter().collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// A comma join (`FROM a, b`) is a cross join unless the WHERE clause
+/// compares columns of its items so that all of them are linked. Columns must
+/// be qualified to count: `WHERE a.id = b.a_id` links, `WHERE a_id = id`
+/// cannot be told apart without the schema, so it does not.
+fn comma_join_unlinked(from: &[TableWithJoins], selection: Option<&Expr>) -> bool {
+    if from.len() < 2 {
+        return false;
+    }
+    let Some(selection) = selection else {
+        return true;
+    };
+    let groups: Vec<Vec<String>> = from
+        .iter()
+        .map(|t| {
+            std::iter::once(&t.relation)
+                .chain(t.joins.iter().map(|j| &j.relation))
+                .flat_map(qualifiers)
+                .collect()
+        })
+        .collect();
+    let group_of = |q: &str| groups.iter().position(|g| g.iter().any(|n| n == q));
+    // Union-find over the FROM items.
+    let mut parent: Vec<usize> = (0..groups.len()).collect();
+    fn root(parent: &mut [usize], mut i: usize) -> usize {
+        while parent[i] != i {
+            parent[i] = parent[parent[i]];
+            i = parent[i];
+        }
+        i
+    }
+    let _ = sqlparser::ast::visit_expressions(selection, |e| {
+        if let Expr::BinaryOp { left, op, right } = e
+            && !matches!(op, BinaryOperator::And | BinaryOperator::Or)
+        {
+            let mut sides = [Vec::new(), Vec::new()];
+            for (side, expr) in sides.iter_mut().zip([left, right]) {
+                let _ = sqlparser::ast::visit_expressions(expr.as_ref(), |inner| {
+                    if let Expr::CompoundIdentifier(parts) = inner
+                        && parts.len() >= 2
+                        && let Some(g) = group_of(&parts[parts.len() - 2].value.to_lowercase())
+                    {
+                        side.push(g);
+                    }
+                    ControlFlow::<()>::Continue(())
+                });
+            }
+            for a in &sides[0] {
+                for b in &sides[1] {
+                    let (ra, rb) = (root(&mut parent, *a), root(&mut parent, *b));
+                    parent[ra] = rb;
+                }
+            }
+        }
+        ControlFlow::<()>::Continue(())
+    });
+    let first = root(&mut parent, 0);
+    (1..groups.len()).any(|i| root(&mut parent, i) != first)
 }
 
 fn name_parts(name: &ObjectName) -> Vec<String> {
@@ -389,7 +587,28 @@ impl Visitor for Collector {
             }
         }
         if !query.locks.is_empty() || selects_into(&query.body) {
-            self.facts.writes_from_select = true;
+            self.writes_from_select = true;
+        }
+        ControlFlow::Continue(())
+    }
+
+    fn pre_visit_select(&mut self, select: &Select) -> ControlFlow<()> {
+        let star = select.projection.iter().any(|item| {
+            matches!(
+                item,
+                SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+            )
+        });
+        self.select_star |= star && !select.from.is_empty();
+        self.joins += select.from.len().saturating_sub(1)
+            + select.from.iter().map(|t| t.joins.len()).sum::<usize>();
+        self.cross_join |= select.from.iter().any(|t| {
+            t.joins
+                .iter()
+                .any(|j| matches!(j.join_operator, JoinOperator::CrossJoin(_)))
+        }) || comma_join_unlinked(&select.from, select.selection.as_ref());
+        if select.selection.is_none() {
+            tables_of(&select.from, &mut self.raw_without_where);
         }
         ControlFlow::Continue(())
     }
@@ -401,13 +620,13 @@ impl Visitor for Collector {
                 args: Some(_),
                 ..
             } => {
-                self.facts.functions.insert(name_parts(name).join("."));
+                self.functions.insert(name_parts(name).join("."));
             }
             TableFactor::Table {
                 name, args: None, ..
             } => self.raw_relations.push(name_parts(name)),
             TableFactor::Function { name, .. } => {
-                self.facts.functions.insert(name_parts(name).join("."));
+                self.functions.insert(name_parts(name).join("."));
             }
             _ => {}
         }
@@ -416,12 +635,14 @@ impl Visitor for Collector {
 
     fn pre_visit_statement(&mut self, statement: &Statement) -> ControlFlow<()> {
         // Data-modifying CTEs: WITH d AS (DELETE ... RETURNING *) SELECT ...
-        if !matches!(statement, Statement::Query(_)) && !self.facts.kinds.is_empty() {
+        // The statement itself is visited first; its kind is already in.
+        if !matches!(statement, Statement::Query(_)) && self.visited_statement {
             let kind = kind_of(statement);
-            if kind != StatementKind::Select && !self.facts.kinds.contains(&kind) {
-                self.facts.kinds.push(kind);
+            if kind != StatementKind::Select && !self.kinds.contains(&kind) {
+                self.kinds.push(kind);
             }
         }
+        self.visited_statement = true;
         ControlFlow::Continue(())
     }
 
@@ -434,13 +655,13 @@ impl Visitor for Collector {
             && let (Some(column), Some(text)) = (column_name(left), string_literal(right))
             && column == "name"
         {
-            self.facts.names_compared.insert(text);
+            self.names_compared.insert(text);
         }
         if let Expr::Function(f) = expr {
             let name = name_parts(&f.name).join(".");
             // CURRENT_USER, CURRENT_SCHEMA and friends parse as argument-less functions.
             let _ = matches!(f.args, FunctionArguments::None);
-            self.facts.functions.insert(name);
+            self.functions.insert(name);
         }
         ControlFlow::Continue(())
     }

@@ -3,6 +3,9 @@
 //!
 //! * [`classifier`]: parses SQL (sqlparser, PostgreSQL dialect) and reduces
 //!   each statement to [`Facts`], then decides the [`Route`].
+//! * [`fingerprint`]: one identity per query shape (literals masked), and
+//!   the lexer that masks sample texts.
+//! * [`rules`]: the bad-query rules and their verdict on a classified query.
 //! * [`cache`]: a bounded cache of decisions by query text, since BI tools
 //!   repeat the same metadata queries verbatim.
 //! * [`pg_catalog`]: the relations of pg_catalog, to resolve unqualified names.
@@ -12,7 +15,13 @@
 
 pub mod cache;
 pub mod classifier;
+pub mod fingerprint;
 pub mod pg_catalog;
+pub mod rules;
 
 pub use cache::ClassificationCache;
-pub use classifier::{CatalogPolicy, Classification, Facts, Route, StatementKind, classify};
+pub use classifier::{
+    CatalogPolicy, Classification, Facts, Route, StatementFacts, StatementKind, classify,
+};
+pub use fingerprint::Fingerprint;
+pub use rules::{Action, Rule, RuleSet, SessionInfo, Verdict};

@@ -9,6 +9,7 @@
 mod error;
 mod observability;
 mod raw;
+mod rules;
 
 use std::net::SocketAddr;
 use std::ops::Range;
@@ -22,6 +23,9 @@ pub use observability::{
     Admin, AdminAuth, AdminUser, AlertEvents, Alerts, Condition, Threshold, ThresholdMetric,
 };
 use raw::RawConfig;
+pub use rules::{Limits, Stats};
+
+use crate::classify::RuleSet;
 
 /// The validated configuration.
 #[derive(Debug, Clone)]
@@ -36,6 +40,10 @@ pub struct Config {
     /// `None` when no `[catalog]` section: every query goes to the nodes.
     pub catalog: Option<Catalog>,
     pub cluster: Cluster,
+    /// `[[rules]]`, in order.
+    pub rules: RuleSet,
+    pub limits: Limits,
+    pub stats: Stats,
 }
 
 /// The PostgreSQL catalog copy that answers catalog lookups.
@@ -383,7 +391,13 @@ impl Validator<'_> {
         let admin = self.admin(raw.admin);
         let alerts = self.alerts(raw.alerts);
         let cluster = self.cluster(raw.cluster);
+        let rules = self.rules(raw.rules);
+        let limits = self.limits(raw.limits);
+        let stats = self.stats(raw.stats);
         Some(Config {
+            rules: rules?,
+            limits: limits?,
+            stats: stats?,
             server: server?,
             warehouse: warehouse?,
             catalog: catalog?,

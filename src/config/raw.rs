@@ -18,6 +18,56 @@ pub struct RawConfig {
     pub admin: RawAdmin,
     #[serde(default)]
     pub alerts: RawAlerts,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub rules: Vec<Spanned<RawRule>>,
+    /// `[stats]`: query statistics by fingerprint.
+    #[serde(default)]
+    pub stats: RawStats,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// A budget for every query; rules with `action = "cancel"` set tighter ones.
+    pub max_query_duration: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStats {
+    #[serde(default = "defaults::stats_max_fingerprints")]
+    pub max_fingerprints: Spanned<i64>,
+}
+
+impl Default for RawStats {
+    fn default() -> Self {
+        toml::from_str("").expect("every stats key has a default")
+    }
+}
+
+/// One `[[rules]]` entry, as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRule {
+    pub name: Option<Spanned<String>>,
+    pub users: Option<Vec<Spanned<String>>>,
+    pub applications: Option<Vec<Spanned<String>>>,
+    pub databases: Option<Vec<Spanned<String>>>,
+    pub client_addrs: Option<Vec<Spanned<String>>>,
+    pub pattern: Option<Spanned<String>>,
+    pub fingerprint: Option<Spanned<String>>,
+    pub tables: Option<Vec<Spanned<String>>>,
+    pub statement: Option<Vec<Spanned<String>>>,
+    pub cross_join: Option<bool>,
+    pub select_star: Option<bool>,
+    pub no_where: Option<bool>,
+    pub no_limit: Option<bool>,
+    pub min_joins: Option<Spanned<i64>>,
+    pub action: Option<Spanned<String>>,
+    pub max_duration: Option<Spanned<String>>,
+    pub message: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -379,6 +429,10 @@ mod defaults {
     pub fn threshold_window() -> Spanned<String> {
         s("5m")
     }
+    pub fn stats_max_fingerprints() -> Spanned<i64> {
+        n(5000)
+    }
+
     pub fn threshold_for() -> Spanned<String> {
         s("0s")
     }

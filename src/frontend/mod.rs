@@ -8,7 +8,11 @@
 //! * [`registry`]: the open sessions, for the admin console.
 //! * [`observe`]: what a session reports to metrics and the registry.
 //! * [`translate`]: a Vertica client in front of PostgreSQL nodes: the translating relay.
+//! * [`router`]: batches of client messages, to the node or the catalog copy.
+//! * [`guard`]: rules at work in a session: rejects, the cancel watchdog,
+//!   query statistics.
 
+pub mod guard;
 pub mod listener;
 pub mod negotiate;
 pub mod observe;

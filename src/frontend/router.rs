@@ -20,6 +20,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::Arc;
 
 use crate::classify::{Classification, ClassificationCache, Route};
+pub use crate::frontend::guard::Checked;
 use crate::metrics::Metrics;
 use crate::protocol::ProtocolError;
 use crate::protocol::frame::Frame;
@@ -39,6 +40,7 @@ const ABSENT: &str = "sluice_absent";
 struct Statement {
     parse: Frame,
     class: Arc<Classification>,
+    text: Arc<str>,
     /// The node has this version of the statement.
     on_node: bool,
     /// Its name on catalog copy connections ("" stays "").
@@ -55,6 +57,9 @@ pub struct Batch {
     pub ddl: bool,
     /// ReadyForQuery answers it will produce (a Query or a Sync: 1; a Flush: 0).
     pub syncs: u64,
+    /// The query texts it parses or runs (a Query's, a Parse's, a bound
+    /// statement's), for rules and statistics.
+    pub checked: Vec<Checked>,
 }
 
 /// Messages to write for a batch, and how many leading answers to drop.
@@ -77,6 +82,8 @@ pub struct Router {
     /// The session's last `SET search_path` (or `RESET`), replayed on the
     /// copy: lookups such as `pg_table_is_visible` depend on it.
     search_path: Option<String>,
+    /// The pending batch's query texts.
+    checked: Vec<Checked>,
 }
 
 impl Router {
@@ -92,6 +99,7 @@ impl Router {
             cache,
             metrics,
             search_path: None,
+            checked: Vec::new(),
         }
     }
 
@@ -144,11 +152,20 @@ impl Router {
                 let class = self.classify(text);
                 let catalog_ok = class.as_ref().is_some_and(|c| c.route == Route::Catalog);
                 let ddl = class.as_ref().is_some_and(|c| c.is_ddl());
+                let checked = class
+                    .map(|class| Checked {
+                        class,
+                        text: String::from_utf8_lossy(text).into(),
+                        executed: true,
+                    })
+                    .into_iter()
+                    .collect();
                 done.push(Batch {
                     frames: vec![frame],
                     catalog_ok,
                     ddl,
                     syncs: 1,
+                    checked,
                 });
                 return Ok(done);
             }
@@ -156,6 +173,14 @@ impl Router {
                 let parts = frontend::parse_parts(frame.body())?;
                 self.note_search_path(parts.text);
                 let class = self.classify(parts.text);
+                let text: Arc<str> = String::from_utf8_lossy(parts.text).into();
+                if let Some(class) = &class {
+                    self.checked.push(Checked {
+                        class: class.clone(),
+                        text: text.clone(),
+                        executed: false,
+                    });
+                }
                 let name = parts.name.to_vec();
                 let catalog_name = catalog_name(&parts);
                 match class {
@@ -166,7 +191,8 @@ impl Router {
                             name,
                             Statement {
                                 parse: frame.clone(),
-                                class,
+                                class: class.clone(),
+                                text: text.clone(),
                                 on_node: false,
                                 catalog_name,
                             },
@@ -178,6 +204,20 @@ impl Router {
             frontend::BIND => {
                 let (portal, statement, _) = frontend::bind_names(frame.body())?;
                 self.catalog_ok &= self.statement_allows_catalog(statement);
+                if let Some(s) = self.statements.get(statement) {
+                    match self
+                        .checked
+                        .iter_mut()
+                        .find(|c| Arc::ptr_eq(&c.class, &s.class))
+                    {
+                        Some(c) => c.executed = true,
+                        None => self.checked.push(Checked {
+                            class: s.class.clone(),
+                            text: s.text.clone(),
+                            executed: true,
+                        }),
+                    }
+                }
                 self.portals.insert(portal.to_vec());
             }
             frontend::DESCRIBE => match frontend::target(frame.body(), "Describe")? {
@@ -205,6 +245,7 @@ impl Router {
                     catalog_ok: catalog_ok && self.cache.is_some(),
                     ddl: self.ddl,
                     syncs: u64::from(is_sync),
+                    checked: std::mem::take(&mut self.checked),
                 };
                 self.pinned_to_node = !is_sync;
                 self.reset_batch();
@@ -218,6 +259,7 @@ impl Router {
     }
 
     fn reset_batch(&mut self) {
+        self.checked.clear();
         self.catalog_ok = true;
         self.ddl = false;
         self.portals.clear();
@@ -234,6 +276,7 @@ impl Router {
             catalog_ok: false,
             ddl: self.ddl,
             syncs: 0,
+            checked: std::mem::take(&mut self.checked),
         };
         self.pinned_to_node = true;
         self.reset_batch();

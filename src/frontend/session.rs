@@ -40,6 +40,7 @@ use crate::protocol::startup::{ClientDialect, StartupMessage};
 use crate::protocol::{ProtocolError, frontend, sqlstate};
 use crate::server::{Generation, Sluice};
 
+use super::guard::{Decision, QueryGuard};
 use super::negotiate::send_fatal;
 use super::observe::SessionObserver;
 use super::registry::NewSession;
@@ -269,7 +270,20 @@ pub async fn run(
         client_mid_write: false,
     };
     let progress = NodeProgress::new();
+    let guard = QueryGuard::new(
+        generation.config.clone(),
+        startup.user(),
+        startup.application(),
+        startup.database(),
+        Some(peer.ip()),
+        sluice.metrics.clone(),
+        sluice.stats.clone(),
+        sluice.alerts.clone(),
+    );
     let upstream = Upstream {
+        guard: &guard,
+        skipping_to_sync: false,
+        partial_on_node: false,
         router: Router::new(generation.classifier.clone(), Some(sluice.metrics.clone())),
         catalog: generation.catalog.clone(),
         user: startup.user().to_string(),
@@ -284,6 +298,7 @@ pub async fn run(
     let end = relay
         .run(
             upstream,
+            generation.clone(),
             &mut client_rd,
             &client_wr,
             &mut node_rd,
@@ -318,6 +333,7 @@ fn node_treatment(tag: u8) -> Treatment {
         backend::BACKEND_KEY_DATA
         | backend::READY_FOR_QUERY
         | backend::ERROR_RESPONSE
+        | backend::COMMAND_COMPLETE
         | backend::PARSE_COMPLETE => Treatment::Inspect,
         _ => Treatment::Relay,
     }
@@ -344,6 +360,7 @@ impl Relay<'_> {
     async fn run(
         &mut self,
         mut upstream: Upstream<'_>,
+        generation: Arc<Generation>,
         client_rd: &mut ClientRd,
         client_wr: &tokio::sync::Mutex<ClientWr>,
         node_rd: &mut ReadHalf<Stream>,
@@ -363,6 +380,7 @@ impl Relay<'_> {
         } = self;
         let observer: &SessionObserver = observer;
         let progress = upstream.progress;
+        let guard = upstream.guard;
         let up = upstream.client_to_node(to_node, client_rd, node_wr, client_wr);
         let downstream = node_to_client(
             to_client,
@@ -375,10 +393,12 @@ impl Relay<'_> {
             attached,
             observer,
             progress,
+            guard,
         );
         tokio::select! {
             end = up => end,
             end = downstream => end,
+            _ = guard.watchdog(generation) => unreachable!("the watchdog runs until the session ends"),
             _ = kill.cancelled() => End::Killed,
         }
     }
@@ -464,6 +484,13 @@ async fn fill(
 /// The client direction: reads the client's messages, routes each batch to
 /// the node or the catalog copy.
 struct Upstream<'a> {
+    /// Rules, the watchdog's queue and statistics.
+    guard: &'a QueryGuard,
+    /// A batch without Sync was rejected: the client's messages up to the
+    /// next Sync are dropped, as the node drops them after an error.
+    skipping_to_sync: bool,
+    /// Part of the current Sync's batch (up to a Flush) went to the node.
+    partial_on_node: bool,
     router: Router,
     catalog: Option<Arc<CatalogPool>>,
     user: String,
@@ -532,6 +559,11 @@ impl Upstream<'_> {
                     Err(e) => return End::ClientProtocol(e),
                 };
                 for batch in batches {
+                    let budget = match self.screen(&batch, &mut out, wr, client_wr).await {
+                        Ok(Some(budget)) => budget,
+                        Ok(None) => continue,
+                        Err(end) => return end,
+                    };
                     if batch.catalog_ok
                         && let Some(pool) = self.catalog.clone()
                         && pool.is_available()
@@ -565,7 +597,7 @@ impl Upstream<'_> {
                         );
                         self.metrics.catalog_fallback();
                     }
-                    self.queue_for_node(batch, &mut out);
+                    self.queue_for_node_with(batch, &mut out, budget);
                 }
             }
             if !out.is_empty() {
@@ -585,10 +617,72 @@ impl Upstream<'_> {
         self.progress.asked.fetch_add(syncs, Ordering::AcqRel);
     }
 
+    /// Applies the rules to a batch before it goes anywhere. `Ok(None)`:
+    /// the batch was answered here (rejected, or dropped up to its Sync);
+    /// `Ok(Some(budget))`: send it, with the watchdog's budget if any.
+    async fn screen(
+        &mut self,
+        batch: &Batch,
+        out: &mut BytesMut,
+        wr: &mut WriteHalf<Stream>,
+        client_wr: &tokio::sync::Mutex<ClientWr>,
+    ) -> Result<Option<Option<(std::time::Duration, Arc<str>)>>, End> {
+        let verdict = if self.skipping_to_sync {
+            None
+        } else {
+            match self.guard.decide(&batch.checked) {
+                Decision::Run { budget } => return Ok(Some(budget)),
+                Decision::Reject(v) => Some(v),
+            }
+        };
+        // Answers to what was sent before must reach the client first.
+        if !out.is_empty() {
+            wr.write_all(out).await.map_err(End::Io)?;
+            out.clear();
+        }
+        self.progress.idle().await;
+        let mut answer = BytesMut::new();
+        if let Some(v) = &verdict {
+            QueryGuard::rejection(v).encode(&mut answer);
+        }
+        if batch.syncs == 0 {
+            self.skipping_to_sync = true;
+        } else if self.partial_on_node {
+            // The node holds the first part of this Sync's batch: its
+            // Sync ends that, and the node's ReadyForQuery answers the client.
+            self.skipping_to_sync = false;
+            self.partial_on_node = false;
+            out.extend_from_slice(&[frontend::SYNC, 0, 0, 0, 4]);
+            self.asked_node(1);
+        } else {
+            self.skipping_to_sync = false;
+            let status = self.progress.status.load(Ordering::Acquire);
+            answer.extend_from_slice(&[backend::READY_FOR_QUERY, 0, 0, 0, 5, status]);
+        }
+        if !answer.is_empty() {
+            self.observer.client_written(answer.len());
+            let mut client = client_wr.lock().await;
+            client.write_all(&answer).await.map_err(End::Io)?;
+        }
+        Ok(None)
+    }
+
     /// Queues a batch for the node, preparing there first any statement the
     /// catalog copy prepared.
     fn queue_for_node(&mut self, batch: Batch, out: &mut BytesMut) {
+        self.queue_for_node_with(batch, out, None);
+    }
+
+    /// As [`Self::queue_for_node`], with the watchdog's budget for it.
+    fn queue_for_node_with(
+        &mut self,
+        mut batch: Batch,
+        out: &mut BytesMut,
+        budget: Option<(std::time::Duration, Arc<str>)>,
+    ) {
+        let checked = std::mem::take(&mut batch.checked);
         let (syncs, ddl) = (batch.syncs, batch.ddl);
+        self.partial_on_node = syncs == 0;
         let plan = self.router.node_plan(batch);
         if plan.hidden_answers > 0 {
             let at = self.progress.asked.load(Ordering::Acquire);
@@ -602,6 +696,9 @@ impl Upstream<'_> {
             out.extend_from_slice(frame.raw());
         }
         self.asked_node(syncs);
+        // A batch without Sync ends with the next ReadyForQuery.
+        let end = self.progress.asked.load(Ordering::Acquire) + u64::from(syncs == 0);
+        self.guard.sent(end, &checked, budget);
         if ddl {
             let asked = self.progress.asked.load(Ordering::Acquire);
             self.progress.last_ddl.store(asked, Ordering::Release);
@@ -789,6 +886,7 @@ async fn node_to_client(
     attached: &Attached,
     observer: &SessionObserver,
     progress: &NodeProgress,
+    guard: &QueryGuard,
 ) -> End {
     let mut buf = BytesMut::new();
     let mut out = BytesMut::new();
@@ -802,6 +900,8 @@ async fn node_to_client(
             Ok(_) => {}
             Err(e) => return End::Io(e),
         }
+        // Bytes of `out` already counted for a finished batch.
+        let mut counted = 0;
         loop {
             let frame = match scanner.next(&mut buf) {
                 Ok(Some(Item::Relay(bytes))) => {
@@ -818,6 +918,10 @@ async fn node_to_client(
                         Ok(k) => k,
                         Err(e) => return End::NodeProtocol(e),
                     };
+                    guard.set_target(crate::cancel::CancelTarget {
+                        node: attached.node().addr().to_string(),
+                        key: key.clone(),
+                    });
                     let reg = sluice.cancels.register(attached.node().addr(), key);
                     backend::encode_backend_key_data(&mut out, reg.client_key());
                     *registration = Some(reg);
@@ -827,6 +931,10 @@ async fn node_to_client(
                         Ok(status) => {
                             *phase = Phase::Ready(status);
                             observer.ready_for_query(status);
+                            // What this batch sent the client, then its end.
+                            guard.bytes(out.len() + frame.raw().len() - counted);
+                            counted = out.len() + frame.raw().len();
+                            guard.ready();
                             progress.ready(frame.body()[0]);
                         }
                         Err(e) => return End::NodeProtocol(e),
@@ -834,8 +942,18 @@ async fn node_to_client(
                     out.extend_from_slice(frame.raw());
                 }
                 backend::PARSE_COMPLETE if progress.hide_parse_complete() => {}
+                backend::COMMAND_COMPLETE => {
+                    guard.command_complete(frame.body());
+                    out.extend_from_slice(frame.raw());
+                }
                 backend::ERROR_RESPONSE => {
                     observer.error(frame.body());
+                    if *phase != Phase::Startup
+                        && let Some(notice) = guard.error(&backend::error_summary(frame.body()).0)
+                    {
+                        // The rule's notice goes just ahead of the node's 57014.
+                        out.extend_from_slice(&notice);
+                    }
                     if *phase == Phase::Startup {
                         let (code, message) = backend::error_summary(frame.body());
                         tracing::info!(
@@ -865,6 +983,7 @@ async fn node_to_client(
         }
         if !out.is_empty() {
             observer.client_written(out.len());
+            guard.bytes(out.len() - counted);
             let mut wr = match held.take() {
                 Some(guard) => guard,
                 None => client_wr.lock().await,

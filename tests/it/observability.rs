@@ -522,7 +522,7 @@ async fn the_admin_console_answers_psql_with_tables() {
         "id | user | database | application | peer | node | state | connected_at",
         "node | connections | state",
         "fingerprint | calls",
-        "rule | action | hits",
+        "position | rule | action | conditions | hits | message",
         "state | at | alert | summary | events | delivery",
         "key | value",
         "version",
@@ -547,7 +547,7 @@ async fn the_admin_console_answers_psql_with_tables() {
         "SHOW CONFIG hides the webhook URL:\n{text}"
     );
     assert!(
-        stderr(&out).contains("SHOW QUERIES fills once fingerprint statistics exist"),
+        stderr(&out).contains("no [[rules]] are configured"),
         "{}",
         stderr(&out)
     );

@@ -1,0 +1,414 @@
+//! Rules at work in one session: the verdict on each batch before it leaves
+//! for the node, the watchdog that cancels overrunning queries, and the
+//! statistics of each batch once its ReadyForQuery arrives.
+//!
+//! Shared by the session's two directions: the client direction asks for
+//! verdicts and reports what it sent ([`QueryGuard::sent`]); the node
+//! direction reports rows, errors and ReadyForQuery; the watchdog runs as a
+//! third future in the session's `select!`.
+//!
+//! Rejections answer with SQLSTATE 42501 (insufficient_privilege), not
+//! 57014 (query_canceled): the query is refused by policy and retrying it
+//! will not help, while drivers and BI tools treat 57014 as a user's cancel
+//! or a timeout, which they may retry or hide. A cancel by the watchdog is a
+//! real cancel, so the client gets the node's own 57014, preceded by a
+//! NoticeResponse naming the rule.
+
+use std::collections::VecDeque;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+
+use crate::alerts::{AlertEvent, Alerts};
+use crate::classify::fingerprint::mask;
+use crate::classify::{Action, Classification, Fingerprint, RuleSet, SessionInfo, Verdict};
+use crate::config::Config;
+use crate::metrics::{Metrics, Route};
+use crate::protocol::backend::ErrorFields;
+use crate::protocol::sqlstate;
+use crate::stats::{Execution, Outcome, QueryStats};
+
+/// The name cancels by `[limits] max_query_duration` go by.
+pub const GLOBAL_LIMIT: &str = "limits.max_query_duration";
+
+/// One query text of a batch and its classification.
+#[derive(Clone, Debug)]
+pub struct Checked {
+    pub class: Arc<Classification>,
+    pub text: Arc<str>,
+    /// The batch runs it (a Query, or a Bind of it), rather than only
+    /// preparing it (a Parse alone).
+    pub executed: bool,
+}
+
+/// What the client direction decided for a batch.
+#[derive(Debug)]
+pub enum Decision {
+    /// Send it; cancel it after `budget` (named by `rule`), if any.
+    Run {
+        budget: Option<(Duration, Arc<str>)>,
+    },
+    /// Answer with this error; send nothing to the node.
+    Reject(Verdict),
+}
+
+/// A batch sent to the node whose ReadyForQuery has not arrived yet.
+struct InFlight {
+    /// The node's answer count at which it is done.
+    end: u64,
+    started: Instant,
+    fingerprint: Fingerprint,
+    text: Arc<str>,
+    budget: Option<(Duration, Arc<str>)>,
+    fired: bool,
+    rows: u64,
+    bytes: u64,
+    error: bool,
+}
+
+pub struct QueryGuard {
+    config: Arc<Config>,
+    user: String,
+    application: String,
+    database: String,
+    client_addr: Option<IpAddr>,
+    metrics: Arc<Metrics>,
+    stats: Arc<QueryStats>,
+    alerts: Arc<Alerts>,
+    inflight: Mutex<VecDeque<InFlight>>,
+    /// ReadyForQuery answers the node has given.
+    answered: AtomicU64,
+    /// The node and key to cancel with, once BackendKeyData arrived.
+    target: OnceLock<crate::cancel::CancelTarget>,
+    /// A rule whose cancel the next 57014 answers.
+    cancel_notice: Mutex<Option<Arc<str>>>,
+    changed: tokio::sync::Notify,
+}
+
+impl QueryGuard {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        config: Arc<Config>,
+        user: &str,
+        application: &str,
+        database: &str,
+        client_addr: Option<IpAddr>,
+        metrics: Arc<Metrics>,
+        stats: Arc<QueryStats>,
+        alerts: Arc<Alerts>,
+    ) -> QueryGuard {
+        QueryGuard {
+            config,
+            user: user.to_string(),
+            application: application.to_string(),
+            database: database.to_string(),
+            client_addr,
+            metrics,
+            stats,
+            alerts,
+            inflight: Mutex::new(VecDeque::new()),
+            // The startup exchange ends with a ReadyForQuery nobody asked for.
+            answered: AtomicU64::new(0),
+            target: OnceLock::new(),
+            cancel_notice: Mutex::new(None),
+            changed: tokio::sync::Notify::new(),
+        }
+    }
+
+    fn rules(&self) -> &RuleSet {
+        &self.config.rules
+    }
+
+    /// The verdict on a batch's query texts: the most severe of their rules'.
+    pub fn decide(&self, checked: &[Checked]) -> Decision {
+        let session = SessionInfo {
+            user: &self.user,
+            application: &self.application,
+            database: &self.database,
+            client_addr: self.client_addr,
+        };
+        let mut worst: Option<Verdict> = None;
+        for c in checked {
+            if let Some(v) = self.rules().evaluate(&c.class, &session, &c.text) {
+                let severe = |a: Action| match a {
+                    Action::Reject => 2,
+                    Action::Cancel { .. } => 1,
+                    Action::Log => 0,
+                };
+                if worst
+                    .as_ref()
+                    .is_none_or(|w| severe(v.action) > severe(w.action))
+                {
+                    worst = Some(v);
+                }
+            }
+        }
+        let limit = self
+            .config
+            .limits
+            .max_query_duration
+            .map(|d| (d, Arc::<str>::from(GLOBAL_LIMIT)));
+        let Some(v) = worst else {
+            return Decision::Run { budget: limit };
+        };
+        // Preparing a statement runs nothing: only a reject acts on it (the
+        // prepare fails); log and cancel count once it is executed.
+        if v.action != Action::Reject && !checked.iter().any(|c| c.executed) {
+            return Decision::Run { budget: limit };
+        }
+        self.metrics.rule_hit(&v.rule, v.action.name());
+        let fingerprint = checked
+            .first()
+            .map(|c| c.class.fingerprint)
+            .unwrap_or_default();
+        match v.action {
+            Action::Log => {
+                tracing::info!(rule = &*v.rule, user = self.user, application = self.application,
+                    %fingerprint, query = mask(checked.first().map(|c| &*c.text).unwrap_or("")),
+                    "a log rule matched a query");
+                Decision::Run { budget: limit }
+            }
+            Action::Cancel { budget } => {
+                // The tighter of the rule's budget and the global one.
+                let budget = match limit {
+                    Some((d, name)) if d < budget => (d, name),
+                    _ => (budget, v.rule.clone()),
+                };
+                Decision::Run {
+                    budget: Some(budget),
+                }
+            }
+            Action::Reject => {
+                tracing::info!(rule = &*v.rule, user = self.user, application = self.application,
+                    %fingerprint, "a rule rejected a query");
+                self.metrics.query_routed(Route::Rejected);
+                for c in checked {
+                    self.stats.record(Execution {
+                        fingerprint: c.class.fingerprint,
+                        user: &self.user,
+                        application: &self.application,
+                        text: &c.text,
+                        duration: Duration::ZERO,
+                        rows: 0,
+                        bytes: 0,
+                        outcome: Outcome::Rejected,
+                    });
+                }
+                Decision::Reject(v)
+            }
+        }
+    }
+
+    /// The ErrorResponse a rejected batch gets.
+    pub fn rejection(verdict: &Verdict) -> ErrorFields {
+        let message = if verdict.message.is_empty() {
+            format!("sluice rule \"{}\" rejected this query", verdict.rule)
+        } else {
+            format!(
+                "sluice rule \"{}\" rejected this query: {}",
+                verdict.rule, verdict.message
+            )
+        };
+        ErrorFields::error(sqlstate::INSUFFICIENT_PRIVILEGE, message).with_hint(format!(
+            "The query was not run. Rule \"{}\" is set by your database administrators in sluice's configuration; ask them if this query should be allowed (`sluice explain` shows why it matched).",
+            verdict.rule
+        ))
+    }
+
+    /// A batch went to the node; its answers end when the node has given
+    /// `end` ReadyForQuery answers in all.
+    pub fn sent(&self, end: u64, checked: &[Checked], budget: Option<(Duration, Arc<str>)>) {
+        // Statistics count executions; a batch that only prepares is not one.
+        let executed: Vec<&Checked> = checked.iter().filter(|c| c.executed).collect();
+        let Some(first) = executed.first() else {
+            return;
+        };
+        let fingerprint = if executed.len() == 1 {
+            first.class.fingerprint
+        } else {
+            let parts: Vec<Fingerprint> = executed.iter().map(|c| c.class.fingerprint).collect();
+            Fingerprint::combine(&parts)
+        };
+        self.inflight
+            .lock()
+            .expect("guard lock")
+            .push_back(InFlight {
+                end,
+                started: Instant::now(),
+                fingerprint,
+                text: first.text.clone(),
+                budget,
+                fired: false,
+                rows: 0,
+                bytes: 0,
+                error: false,
+            });
+        self.changed.notify_waiters();
+    }
+
+    /// The node's cancel key arrived.
+    pub fn set_target(&self, target: crate::cancel::CancelTarget) {
+        let _ = self.target.set(target);
+    }
+
+    /// Bytes relayed to the client for the running batch.
+    pub fn bytes(&self, n: usize) {
+        if let Some(f) = self.inflight.lock().expect("guard lock").front_mut() {
+            f.bytes += n as u64;
+        }
+    }
+
+    /// A CommandComplete: rows from its tag ("SELECT 5", "INSERT 0 5").
+    pub fn command_complete(&self, body: &[u8]) {
+        let tag = body.strip_suffix(b"\0").unwrap_or(body);
+        let rows = std::str::from_utf8(tag)
+            .ok()
+            .and_then(|t| t.rsplit(' ').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+        if let Some(f) = self.inflight.lock().expect("guard lock").front_mut() {
+            f.rows += rows;
+        }
+    }
+
+    /// An ErrorResponse for the running batch. Returns the NoticeResponse to
+    /// send ahead of it when it answers a cancel by a rule.
+    pub fn error(&self, code: &str) -> Option<BytesMut> {
+        if let Some(f) = self.inflight.lock().expect("guard lock").front_mut() {
+            f.error = true;
+        }
+        if code != sqlstate::QUERY_CANCELED {
+            return None;
+        }
+        let rule = self.cancel_notice.lock().expect("guard lock").take()?;
+        let mut buf = BytesMut::new();
+        let text = if &*rule == GLOBAL_LIMIT {
+            format!("sluice cancelled this query: it ran longer than {GLOBAL_LIMIT}")
+        } else {
+            format!(
+                "sluice rule \"{rule}\" cancelled this query: it ran longer than the rule's max_duration"
+            )
+        };
+        let mut notice = ErrorFields::error(sqlstate::QUERY_CANCELED, text);
+        notice.severity = "WARNING";
+        notice.encode_notice(&mut buf);
+        Some(buf)
+    }
+
+    /// A ReadyForQuery arrived: batches it ends are recorded.
+    pub fn ready(&self) {
+        let answered = self.answered.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut done = Vec::new();
+        {
+            let mut inflight = self.inflight.lock().expect("guard lock");
+            while inflight.front().is_some_and(|f| f.end <= answered) {
+                done.extend(inflight.pop_front());
+            }
+        }
+        for f in done {
+            let outcome = match (f.fired, f.error) {
+                (true, true) => Outcome::Cancelled,
+                (_, true) => Outcome::Error,
+                _ => Outcome::Ok,
+            };
+            self.stats.record(Execution {
+                fingerprint: f.fingerprint,
+                user: &self.user,
+                application: &self.application,
+                text: &f.text,
+                duration: f.started.elapsed(),
+                rows: f.rows,
+                bytes: f.bytes,
+                outcome,
+            });
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Cancels overrunning batches; runs for the whole session.
+    /// Cancel safe: state lives in `self`.
+    pub async fn watchdog(&self, generation: Arc<crate::server::Generation>) {
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let answered = self.answered.load(Ordering::Acquire);
+            // The running batch is the first unanswered one; later ones wait.
+            let next = {
+                let inflight = self.inflight.lock().expect("guard lock");
+                inflight.front().and_then(|f| match &f.budget {
+                    Some((budget, rule)) if !f.fired && f.end > answered => {
+                        Some((f.started + *budget, f.end, rule.clone(), *budget))
+                    }
+                    _ => None,
+                })
+            };
+            let Some((deadline, end, rule, budget)) = next else {
+                notified.await;
+                continue;
+            };
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline.into()) => {}
+                _ = &mut notified => continue,
+            }
+            let fired = {
+                let mut inflight = self.inflight.lock().expect("guard lock");
+                match inflight.front_mut() {
+                    Some(f) if f.end == end && !f.fired => {
+                        f.fired = true;
+                        Some((f.fingerprint, f.text.clone()))
+                    }
+                    _ => None,
+                }
+            };
+            let Some((fingerprint, text)) = fired else {
+                continue;
+            };
+            *self.cancel_notice.lock().expect("guard lock") = Some(rule.clone());
+            self.metrics.query_routed(Route::Cancelled);
+            tracing::info!(rule = &*rule, user = self.user, %fingerprint,
+                budget = %humantime::format_duration(budget), "cancelling a query that overran its budget");
+            self.alerts.raise(AlertEvent::QueryCancelled {
+                user: self.user.clone(),
+                application: self.application.clone(),
+                rule: rule.to_string(),
+                fingerprint: fingerprint.to_string(),
+                duration: budget,
+                sample: mask(&text),
+            });
+            if let Some(target) = self.target.get().cloned() {
+                let generation = generation.clone();
+                tokio::spawn(async move { send_cancel(&generation, &target).await });
+            }
+        }
+    }
+}
+
+/// Sends a CancelRequest for `target` to its node, as a client would.
+async fn send_cancel(generation: &crate::server::Generation, target: &crate::cancel::CancelTarget) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let sent = async {
+        let mut tcp = generation
+            .node_connector
+            .connect_plain(&target.node)
+            .await
+            .map_err(|e| e.to_string())?;
+        tcp.write_all(&target.key.cancel_request())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut sink = [0u8; 16];
+        let _ =
+            tokio::time::timeout(generation.node_connector.timeout(), tcp.read(&mut sink)).await;
+        Ok::<_, String>(())
+    };
+    if let Err(e) = sent.await {
+        tracing::warn!(
+            node = target.node,
+            error = e,
+            "could not send a cancel request for a rule"
+        );
+    }
+}
