@@ -201,9 +201,9 @@ pub async fn run(
     let mut failures = Vec::new();
     let mut connected = None;
     for node in &candidates {
-        match generation.node_connector.connect(node.addr()).await {
-            Ok(stream) => {
-                connected = Some((node.attach(), stream));
+        match open_on_node(&generation.node_connector, node.addr(), startup.raw()).await {
+            Ok((stream, first_answer)) => {
+                connected = Some((node.attach(), stream, first_answer));
                 break;
             }
             Err(e) => {
@@ -212,7 +212,7 @@ pub async fn run(
             }
         }
     }
-    let Some((attached, mut server)) = connected else {
+    let Some((attached, server, first_answer)) = connected else {
         sluice
             .metrics
             .client_refused(crate::metrics::Refusal::NoNode);
@@ -230,14 +230,6 @@ pub async fn run(
     let node = attached.node().addr().to_string();
     tracing::debug!(%peer, node, user = startup.user(), database = startup.database(),
         application = startup.application(), dialect = %startup.dialect(), "session started");
-    if let Err(e) = server.write_all(startup.raw()).await {
-        let error = ErrorFields::fatal(
-            sqlstate::CONNECTION_FAILURE,
-            format!("node {node} closed the connection during startup: {e}"),
-        );
-        send_fatal(&mut client, &error).await;
-        return;
-    }
 
     // Observability (issue 5): the session registry and what the relay reports.
     let registered = sluice.registry.register(
@@ -268,6 +260,7 @@ pub async fn run(
         to_node: Scanner::new(max_message, client_treatment),
         to_client: Scanner::new(usize::MAX, node_treatment),
         client_mid_write: false,
+        first_answer,
     };
     let progress = NodeProgress::new();
     let guard = QueryGuard::new(
@@ -308,6 +301,34 @@ pub async fn run(
     relay
         .finish(end, &mut *client_wr.lock().await, &mut node_wr, peer)
         .await;
+}
+
+/// Connects to a node and hands it the client's startup packet. The node's
+/// first answer must come within the connect timeout: a node that accepts
+/// TCP but never speaks would otherwise hold the session forever, and the
+/// next node can still be tried since the client has seen nothing yet.
+async fn open_on_node(
+    connector: &crate::backend::connect::NodeConnector,
+    addr: &str,
+    startup: &[u8],
+) -> Result<(Stream, BytesMut), String> {
+    let mut stream = connector.connect(addr).await.map_err(|e| e.to_string())?;
+    let timeout = connector.timeout();
+    stream
+        .write_all(startup)
+        .await
+        .map_err(|e| format!("node {addr} closed the connection during startup: {e}"))?;
+    let mut first = BytesMut::with_capacity(READ_CHUNK);
+    match tokio::time::timeout(timeout, stream.read_buf(&mut first)).await {
+        Ok(Ok(0)) => Err(format!(
+            "node {addr} closed the connection before answering the startup"
+        )),
+        Ok(Ok(_)) => Ok((stream, first)),
+        Ok(Err(e)) => Err(format!("node {addr} failed during startup: {e}")),
+        Err(_) => Err(format!(
+            "node {addr} did not answer the startup within {timeout:?}"
+        )),
+    }
 }
 
 /// The client's messages that routing reads whole; COPY data, passwords and
@@ -351,6 +372,8 @@ struct Relay<'a> {
     to_client: Scanner,
     /// A write to the client was interrupted: its last message may be cut.
     client_mid_write: bool,
+    /// What the node had answered when the session was opened.
+    first_answer: BytesMut,
 }
 
 type ClientRd = ReadHalf<Stream>;
@@ -376,13 +399,16 @@ impl Relay<'_> {
             sluice,
             attached,
             observer,
+            first_answer,
             token: _,
         } = self;
         let observer: &SessionObserver = observer;
         let progress = upstream.progress;
         let guard = upstream.guard;
         let up = upstream.client_to_node(to_node, client_rd, node_wr, client_wr);
+        let first_answer = std::mem::take(first_answer);
         let downstream = node_to_client(
+            first_answer,
             to_client,
             node_rd,
             client_wr,
@@ -876,6 +902,7 @@ async fn drain_to_ready(conn: &mut crate::catalog::CatalogConn) -> Result<(), Ca
 
 #[allow(clippy::too_many_arguments)]
 async fn node_to_client(
+    first_answer: BytesMut,
     scanner: &mut Scanner,
     rd: &mut ReadHalf<Stream>,
     client_wr: &tokio::sync::Mutex<ClientWr>,
@@ -888,14 +915,21 @@ async fn node_to_client(
     progress: &NodeProgress,
     guard: &QueryGuard,
 ) -> End {
-    let mut buf = BytesMut::new();
+    // The node's first answer was read while the session was opened.
+    let mut buf = first_answer;
+    let mut unread = !buf.is_empty();
     let mut out = BytesMut::new();
     let mut chunk = READ_CHUNK;
     // Held while a message is half written, so that no catalog answer is
     // written into the middle of it.
     let mut held: Option<tokio::sync::MutexGuard<'_, ClientWr>> = None;
     loop {
-        match fill(rd, &mut buf, &mut chunk).await {
+        let filled = if std::mem::take(&mut unread) {
+            Ok(buf.len())
+        } else {
+            fill(rd, &mut buf, &mut chunk).await
+        };
+        match filled {
             Ok(0) => return End::NodeClosed,
             Ok(_) => {}
             Err(e) => return End::Io(e),

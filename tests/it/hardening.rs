@@ -274,6 +274,36 @@ async fn a_node_that_never_answers_trips_the_timeouts_and_the_other_node_serves(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_never_answers_the_startup_does_not_hold_sessions_without_tls() {
+    // Without TLS to nodes, nothing is exchanged at connect: the wait for
+    // the node's answer to the startup packet is what must time out, and the
+    // session must move on to the next node. Health checks are kept from
+    // taking the black hole out of rotation, so every session meets it.
+    let good = node("hard-blackhole-plain");
+    let hole = BlackHole::start();
+    let sluice = Sluice::start_addrs(
+        &[hole.addr.clone(), good.addr()],
+        &Setup {
+            warehouse: "unhealthy_after = 100".into(),
+            ..Setup::default()
+        },
+    );
+    for _ in 0..3 {
+        let started = Instant::now();
+        let client = tokio::time::timeout(Duration::from_secs(10), sluice.client())
+            .await
+            .expect("the session does not hang on the silent node");
+        assert_eq!(node_port(&client).await, good.port());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+    sluice.wait_for_log("did not answer the startup within", Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_fails_its_sessions_at_once_and_returns_only_after_healthy_after_checks() {
     let mut a = node("hard-kill-a");
     let b = node("hard-kill-b");
