@@ -62,6 +62,8 @@ pub struct Catalog {
     pub connect_timeout: Duration,
     /// After the copy failed, lookups go to the nodes for this long before it is tried again.
     pub retry_after: Duration,
+    /// A lookup the copy has not answered within this goes to the node.
+    pub answer_timeout: Duration,
     /// Periodic sync inside `sluice run`; `None`: only `sluice catalog-sync`.
     pub sync_interval: Option<Duration>,
     /// Classifications kept by query text.
@@ -675,6 +677,7 @@ impl Validator<'_> {
         let acquire_timeout = self.duration("catalog.acquire_timeout", &raw.acquire_timeout);
         let connect_timeout = self.duration("catalog.connect_timeout", &raw.connect_timeout);
         let retry_after = self.duration("catalog.retry_after", &raw.retry_after);
+        let answer_timeout = self.duration("catalog.answer_timeout", &raw.answer_timeout);
         let sync_interval = match &raw.sync_interval {
             Some(v) => self.duration("catalog.sync_interval", v).map(Some),
             None => Some(None),
@@ -698,6 +701,7 @@ impl Validator<'_> {
             acquire_timeout: acquire_timeout?,
             connect_timeout: connect_timeout?,
             retry_after: retry_after?,
+            answer_timeout: answer_timeout?,
             sync_interval: sync_interval?,
             cache_size: cache_size?,
             max_parse_size: max_parse_size?,

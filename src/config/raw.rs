@@ -250,6 +250,8 @@ pub struct RawCatalog {
     pub connect_timeout: Spanned<String>,
     #[serde(default = "defaults::catalog_retry_after")]
     pub retry_after: Spanned<String>,
+    #[serde(default = "defaults::catalog_answer_timeout")]
+    pub answer_timeout: Spanned<String>,
     pub sync_interval: Option<Spanned<String>>,
     #[serde(default = "defaults::classification_cache_size")]
     pub cache_size: Spanned<i64>,
@@ -392,6 +394,9 @@ mod defaults {
     }
     pub fn catalog_connect_timeout() -> Spanned<String> {
         s("2s")
+    }
+    pub fn catalog_answer_timeout() -> Spanned<String> {
+        s("5s")
     }
     pub fn catalog_retry_after() -> Spanned<String> {
         s("5s")

@@ -745,7 +745,13 @@ impl Upstream<'_> {
             .lease(&self.database)
             .await
             .map_err(CatalogMiss::Unanswered)?;
-        let result = self.catalog_exchange(&mut lease, batch, client_wr).await;
+        let limit = pool.settings().answer_timeout;
+        let result = self
+            .catalog_exchange(&mut lease, batch, client_wr, limit)
+            .await;
+        if let Err(CatalogMiss::Unanswered(e @ CatalogError::Timeout { .. })) = &result {
+            pool.rest(e);
+        }
         match &result {
             Ok(()) => {
                 pool.give_back(lease, true);
@@ -765,8 +771,18 @@ impl Upstream<'_> {
         lease: &mut Lease,
         batch: &Batch,
         client_wr: &tokio::sync::Mutex<ClientWr>,
+        limit: std::time::Duration,
     ) -> Result<(), CatalogMiss> {
         let conn = &mut lease.conn;
+        // Until the first byte reaches the client, a copy that has not
+        // answered by the deadline is given up on and the node answers;
+        // answers are held back until whole (CATALOG_ANSWER_BUFFER), so this
+        // covers all but the largest, which are never cut off mid-stream.
+        let deadline = tokio::time::Instant::now() + limit;
+        let late = || CatalogError::Timeout {
+            addr: "the catalog copy".into(),
+            timeout: limit,
+        };
         let mut request = BytesMut::new();
         // The copy's connection takes on the session's role and search path
         // first, so privilege-filtered and visibility-dependent lookups
@@ -791,11 +807,17 @@ impl Upstream<'_> {
         for frame in &plan.frames {
             request.extend_from_slice(frame.raw());
         }
-        conn.send(&request).await.map_err(CatalogMiss::Unanswered)?;
+        tokio::time::timeout_at(deadline, conn.send(&request))
+            .await
+            .unwrap_or_else(|_| Err(late()))
+            .map_err(CatalogMiss::Unanswered)?;
         if set_role {
             let mut refused = None;
             loop {
-                let frame = conn.next_frame().await.map_err(CatalogMiss::Unanswered)?;
+                let frame = tokio::time::timeout_at(deadline, conn.next_frame())
+                    .await
+                    .unwrap_or_else(|_| Err(late()))
+                    .map_err(CatalogMiss::Unanswered)?;
                 match frame.tag() {
                     backend::ERROR_RESPONSE => {
                         refused = Some(backend::error_summary(frame.body()).1)
@@ -818,7 +840,10 @@ impl Upstream<'_> {
             conn.search_path = search_path;
         }
         for _ in 0..plan.hidden_answers {
-            let frame = conn.next_frame().await.map_err(CatalogMiss::Unanswered)?;
+            let frame = tokio::time::timeout_at(deadline, conn.next_frame())
+                .await
+                .unwrap_or_else(|_| Err(late()))
+                .map_err(CatalogMiss::Unanswered)?;
             if frame.tag() == backend::ERROR_RESPONSE {
                 let (code, message) = backend::error_summary(frame.body());
                 conn.prepared.clear();
@@ -836,7 +861,14 @@ impl Upstream<'_> {
         let mut out = BytesMut::new();
         let mut written = false;
         loop {
-            let item = match conn.next_item().await {
+            let next = if written {
+                conn.next_item().await
+            } else {
+                tokio::time::timeout_at(deadline, conn.next_item())
+                    .await
+                    .unwrap_or_else(|_| Err(late()))
+            };
+            let item = match next {
                 Ok(item) => item,
                 Err(e) if written => return Err(CatalogMiss::Broken(e)),
                 Err(e) => return Err(CatalogMiss::Unanswered(e)),

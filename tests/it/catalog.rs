@@ -35,6 +35,11 @@ struct Offload {
 
 impl Offload {
     fn start(name: &str) -> Offload {
+        Offload::start_with(name, "")
+    }
+
+    /// With extra `[catalog]` keys.
+    fn start_with(name: &str, catalog_keys: &str) -> Offload {
         let node_opts = |n: &str| {
             ClusterOptions::new(cache_dir())
                 .with_name(format!("{name}-{n}"))
@@ -53,7 +58,7 @@ impl Offload {
             &[&nodes[0], &nodes[1]],
             &Setup {
                 tail: format!(
-                    "[catalog]\ndsn = \"host=127.0.0.1 port={} user=postgres\"\n",
+                    "[catalog]\ndsn = \"host=127.0.0.1 port={} user=postgres\"\n{catalog_keys}\n",
                     copy.port()
                 ),
                 ..Setup::default()
@@ -445,5 +450,50 @@ async fn asyncpg_reads_an_enum_column_with_type_lookups_answered_by_the_copy() {
         catalog_statements(&leaked).is_empty(),
         "catalog lookups reached a node:\n{}",
         catalog_statements(&leaked).join("\n")
+    );
+}
+
+/// Sends a signal to every process of a local cluster (postmaster and backends).
+fn signal_cluster(cluster: &LocalCluster, signal: &str) {
+    let pid = std::fs::read_to_string(cluster.data_dir().join("postmaster.pid")).unwrap();
+    let pid = pid.lines().next().unwrap().trim().to_string();
+    let _ = Command::new("pkill")
+        .args([&format!("-{signal}"), "-P", &pid])
+        .status();
+    let _ = Command::new("kill")
+        .args([&format!("-{signal}"), &pid])
+        .status();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_catalog_copy_costs_a_lookup_at_most_the_answer_timeout() {
+    let o = Offload::start_with("cat-frozen", "answer_timeout = \"500ms\"");
+    let client = o.sluice.client().await;
+    let q = "SELECT count(*) FROM pg_catalog.pg_class WHERE relname = 'orders'";
+    assert_eq!(client.query_one(q, &[]).await.unwrap().get::<_, i64>(0), 1);
+    // The copy stops answering: its connection in the pool stays open.
+    signal_cluster(&o.copy, "STOP");
+    let started = std::time::Instant::now();
+    let n: i64 = client.query_one(q, &[]).await.unwrap().get(0);
+    let waited = started.elapsed();
+    assert_eq!(n, 1, "the node answered instead");
+    assert!(
+        waited < std::time::Duration::from_secs(3),
+        "the lookup waited {waited:?}"
+    );
+    // The pool rests: the next lookups go straight to the node.
+    let started = std::time::Instant::now();
+    for _ in 0..5 {
+        assert_eq!(client.query_one(q, &[]).await.unwrap().get::<_, i64>(0), 1);
+    }
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    signal_cluster(&o.copy, "CONT");
+    o.sluice.wait_for_log(
+        "catalog lookups go to the nodes for now",
+        std::time::Duration::from_secs(1),
     );
 }
