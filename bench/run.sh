@@ -10,6 +10,7 @@
 #   bash bench/run.sh profile               # perf profile of sluice under workload 1
 #   bash bench/run.sh catalog               # workload 5: DBeaver-style metadata burst, direct vs sluice
 #   bash bench/run.sh classify              # classification cost per query, cached and uncached
+#   bash bench/run.sh rules                 # workload 7: pgbench -S with 50 rules loaded vs none
 #
 # Environment:
 #   BENCH_SECONDS     seconds per pgbench run (15)
@@ -51,6 +52,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 case "${1:-}" in
     catalog) exec python3 bench/catalog_burst.py ;;
+    rules) exec python3 bench/rules_on_off.py ;;
     classify) exec cargo run --release --locked --example classify_cost ;;
     *) exec python3 bench/bench.py "$@" ;;
 esac
