@@ -68,6 +68,22 @@ impl NodeConnector {
         Ok(tcp)
     }
 
+    /// Sends a CancelRequest with a node's real key to that node, and waits
+    /// for the node to close the connection, which keeps the cancel ahead of
+    /// whatever the client does next. The error is a phrase for the log.
+    pub async fn send_cancel(&self, target: &crate::cancel::CancelTarget) -> Result<(), String> {
+        let mut tcp = self
+            .connect_plain(&target.node)
+            .await
+            .map_err(|e| e.to_string())?;
+        tcp.write_all(&target.key.cancel_request())
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut sink = [0u8; 16];
+        let _ = tokio::time::timeout(self.timeout, tcp.read(&mut sink)).await;
+        Ok(())
+    }
+
     async fn connect_inner(&self, addr: &str) -> Result<Stream, BackendError> {
         let node = || addr.to_string();
         let mut tcp = TcpStream::connect(addr)

@@ -389,22 +389,7 @@ impl QueryGuard {
 
 /// Sends a CancelRequest for `target` to its node, as a client would.
 async fn send_cancel(generation: &crate::server::Generation, target: &crate::cancel::CancelTarget) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let sent = async {
-        let mut tcp = generation
-            .node_connector
-            .connect_plain(&target.node)
-            .await
-            .map_err(|e| e.to_string())?;
-        tcp.write_all(&target.key.cancel_request())
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut sink = [0u8; 16];
-        let _ =
-            tokio::time::timeout(generation.node_connector.timeout(), tcp.read(&mut sink)).await;
-        Ok::<_, String>(())
-    };
-    if let Err(e) = sent.await {
+    if let Err(e) = generation.node_connector.send_cancel(target).await {
         tracing::warn!(
             node = target.node,
             error = e,

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::negotiate::{Opening, negotiate, send_fatal};
@@ -245,23 +244,7 @@ async fn forward_cancel(
         }
         return;
     }
-    let sent = async {
-        let mut tcp = generation
-            .node_connector
-            .connect_plain(&target.node)
-            .await
-            .map_err(|e| e.to_string())?;
-        tcp.write_all(&target.key.cancel_request())
-            .await
-            .map_err(|e| e.to_string())?;
-        // The node answers by closing; waiting for it keeps the cancel ahead
-        // of whatever the client does next.
-        let mut sink = [0u8; 16];
-        let _ =
-            tokio::time::timeout(generation.node_connector.timeout(), tcp.read(&mut sink)).await;
-        Ok::<_, String>(())
-    };
-    match sent.await {
+    match generation.node_connector.send_cancel(&target).await {
         Ok(()) => tracing::info!(%peer, node = target.node, "forwarded a cancel request"),
         Err(e) => {
             tracing::warn!(%peer, node = target.node, error = e, "could not forward a cancel request")

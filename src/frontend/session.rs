@@ -183,48 +183,16 @@ pub async fn run(
     {
         return super::translate::run(sluice, generation, client, startup, peer).await;
     }
-    let candidates = sluice.nodes.candidates();
-    if candidates.is_empty() {
-        let total = sluice.nodes.all().len();
-        let error = ErrorFields::fatal(
-            sqlstate::CONNECTION_FAILURE,
-            format!("no warehouse node is available: all {total} nodes are out of rotation"),
-        )
-        .with_hint("The nodes failed their health checks; sluice puts them back as soon as they answer again.");
-        tracing::warn!(%peer, user = startup.user(), "refused a session: no healthy node");
-        sluice
-            .metrics
-            .client_refused(crate::metrics::Refusal::NoNode);
-        send_fatal(&mut client, &error).await;
-        return;
-    }
-    let mut failures = Vec::new();
-    let mut connected = None;
-    for node in &candidates {
-        match open_on_node(&generation.node_connector, node.addr(), startup.raw()).await {
-            Ok((stream, first_answer)) => {
-                connected = Some((node.attach(), stream, first_answer));
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(%peer, node = node.addr(), error = %e, "could not open a session on node; trying the next");
-                failures.push(e.to_string());
-            }
-        }
-    }
-    let Some((attached, server, first_answer)) = connected else {
-        sluice
-            .metrics
-            .client_refused(crate::metrics::Refusal::NoNode);
-        let error = ErrorFields::fatal(
-            sqlstate::CONNECTION_FAILURE,
-            format!(
-                "no warehouse node was reachable (tried {})",
-                candidates.len()
-            ),
-        )
-        .with_detail(failures.join("; "));
-        send_fatal(&mut client, &error).await;
+    let Some((attached, server, first_answer)) = open_session(
+        &sluice,
+        &generation,
+        &mut client,
+        startup.raw(),
+        peer,
+        startup.user(),
+    )
+    .await
+    else {
         return;
     };
     let node = attached.node().addr().to_string();
@@ -301,6 +269,65 @@ pub async fn run(
     relay
         .finish(end, &mut *client_wr.lock().await, &mut node_wr, peer)
         .await;
+}
+
+/// Chooses the node for a new session and opens the session there with
+/// `startup`: healthy nodes in round-robin order, the next one on any
+/// failure. When none can be had, the client is told why and `None` is
+/// returned.
+pub(super) async fn open_session(
+    sluice: &Sluice,
+    generation: &Generation,
+    client: &mut Stream,
+    startup: &[u8],
+    peer: SocketAddr,
+    user: &str,
+) -> Option<(Attached, Stream, BytesMut)> {
+    let candidates = sluice.nodes.candidates();
+    if candidates.is_empty() {
+        let total = sluice.nodes.all().len();
+        let error = ErrorFields::fatal(
+            sqlstate::CONNECTION_FAILURE,
+            format!("no warehouse node is available: all {total} nodes are out of rotation"),
+        )
+        .with_hint("The nodes failed their health checks; sluice puts them back as soon as they answer again.");
+        tracing::warn!(%peer, user = user, "refused a session: no healthy node");
+        sluice
+            .metrics
+            .client_refused(crate::metrics::Refusal::NoNode);
+        send_fatal(client, &error).await;
+        return None;
+    }
+    let mut failures = Vec::new();
+    let mut connected = None;
+    for node in &candidates {
+        match open_on_node(&generation.node_connector, node.addr(), startup).await {
+            Ok((stream, first_answer)) => {
+                connected = Some((node.attach(), stream, first_answer));
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(%peer, node = node.addr(), error = %e, "could not open a session on node; trying the next");
+                failures.push(e.to_string());
+            }
+        }
+    }
+    let Some(opened) = connected else {
+        sluice
+            .metrics
+            .client_refused(crate::metrics::Refusal::NoNode);
+        let error = ErrorFields::fatal(
+            sqlstate::CONNECTION_FAILURE,
+            format!(
+                "no warehouse node was reachable (tried {})",
+                candidates.len()
+            ),
+        )
+        .with_detail(failures.join("; "));
+        send_fatal(client, &error).await;
+        return None;
+    };
+    Some(opened)
 }
 
 /// Connects to a node and hands it the client's startup packet. The node's

@@ -39,7 +39,6 @@ use crate::protocol::vertica::{self, Conversions};
 use crate::protocol::{ProtocolError, frontend, sqlstate};
 use crate::server::{Generation, Sluice};
 
-use super::negotiate::send_fatal;
 use super::observe::SessionObserver;
 use super::registry::NewSession;
 
@@ -154,45 +153,23 @@ pub async fn run(
     startup: StartupMessage,
     peer: SocketAddr,
 ) {
-    let candidates = sluice.nodes.candidates();
-    let mut connected = None;
-    let mut failures = Vec::new();
-    for node in &candidates {
-        match generation.node_connector.connect(node.addr()).await {
-            Ok(stream) => {
-                connected = Some((node.attach(), stream));
-                break;
-            }
-            Err(e) => failures.push(format!("{}: {e}", node.addr())),
-        }
-    }
-    let Some((attached, mut server)) = connected else {
-        sluice
-            .metrics
-            .client_refused(crate::metrics::Refusal::NoNode);
-        let error = ErrorFields::fatal(
-            sqlstate::CONNECTION_FAILURE,
-            format!(
-                "no warehouse node was reachable (tried {})",
-                candidates.len()
-            ),
-        )
-        .with_detail(failures.join("; "));
-        send_fatal(&mut client, &error).await;
+    let postgres_startup = vertica::postgres_startup(&startup);
+    let Some((attached, server, first_answer)) = super::session::open_session(
+        &sluice,
+        &generation,
+        &mut client,
+        &postgres_startup,
+        peer,
+        startup.user(),
+    )
+    .await
+    else {
         return;
     };
     let node = attached.node().addr().to_string();
     tracing::debug!(%peer, node, user = startup.user(), database = startup.database(),
         application = startup.application(), dialect = %ClientDialect::Vertica,
         translated = true, "session started");
-    if let Err(e) = server.write_all(&vertica::postgres_startup(&startup)).await {
-        let error = ErrorFields::fatal(
-            sqlstate::CONNECTION_FAILURE,
-            format!("node {node} closed the connection during startup: {e}"),
-        );
-        send_fatal(&mut client, &error).await;
-        return;
-    }
     let registered = sluice.registry.register(
         NewSession {
             user: startup.user(),
@@ -215,6 +192,8 @@ pub async fn run(
     let (node_rd, mut node_wr) = tokio::io::split(server);
     let mut from_client = Messages::new(client_rd, max_message, client_treatment);
     let mut from_node = Messages::new(node_rd, usize::MAX, inspect_all);
+    // The node's first answer was read while the session was opened.
+    from_node.buf = first_answer;
     let shared = Mutex::new(Shared {
         autocommit: vertica::requested_autocommit(&startup),
         ..Shared::default()
