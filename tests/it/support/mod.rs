@@ -67,28 +67,36 @@ impl Sluice {
     }
 
     pub fn start_addrs(nodes: &[String], setup: &Setup) -> Sluice {
-        let dir = tempfile::tempdir().unwrap();
-        let port = setup.port.unwrap_or_else(free_port);
-        let metrics_port = free_port();
-        let mut s = Sluice {
-            child: Command::new("true").spawn().unwrap(),
-            port,
-            metrics_port,
-            dir,
-        };
-        s.write_config(nodes, setup);
-        let log = std::fs::File::create(s.log_path()).unwrap();
-        s.child = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["run", "--config"])
-            .arg(s.config_path())
-            .env("SLUICE_LOG", "sluice=debug,info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .unwrap();
-        s.wait_listening();
-        s
+        // A free port is free when asked; another test may take it before
+        // sluice binds it. sluice then exits saying so, and gets new ports.
+        for _ in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let port = setup.port.unwrap_or_else(free_port);
+            let metrics_port = free_port();
+            let mut s = Sluice {
+                child: Command::new("true").spawn().unwrap(),
+                port,
+                metrics_port,
+                dir,
+            };
+            s.write_config(nodes, setup);
+            let log = std::fs::File::create(s.log_path()).unwrap();
+            s.child = Command::new(env!("CARGO_BIN_EXE_sluice"))
+                .args(["run", "--config"])
+                .arg(s.config_path())
+                .env("SLUICE_LOG", "sluice=debug,info")
+                .stdin(Stdio::null())
+                .stdout(log.try_clone().unwrap())
+                .stderr(log)
+                .spawn()
+                .unwrap();
+            match s.wait_serving() {
+                Ok(()) => return s,
+                Err(log) if log.contains("cannot listen") && setup.port.is_none() => continue,
+                Err(log) => panic!("sluice did not start:\n{log}"),
+            }
+        }
+        panic!("sluice could not get free ports in 5 tries");
     }
 
     /// The sluice child's process id.
@@ -136,18 +144,25 @@ impl Sluice {
         std::fs::write(self.config_path(), text).unwrap();
     }
 
-    fn wait_listening(&mut self) {
+    /// Waits for sluice's own "serving" line: a connection that succeeds
+    /// could be another test's listener on a port taken meanwhile.
+    fn wait_serving(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(15);
         while Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("sluice exited during start-up ({status}):\n{}", self.log());
+                return Err(format!(
+                    "sluice exited during start-up ({status}):\n{}",
+                    self.log()
+                ));
             }
-            if TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
-                return;
+            if self.log().contains("sluice is serving")
+                && TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
+                return Ok(());
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("sluice did not listen within 15 s:\n{}", self.log());
+        Err(format!("sluice did not serve within 15 s:\n{}", self.log()))
     }
 
     pub fn log(&self) -> String {
