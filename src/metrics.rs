@@ -169,6 +169,10 @@ pub struct NodeMetrics {
     health_check_duration: Histogram,
     health_check_failures: Counter,
     queries: Counter,
+    /// Node connections handed from a client that left to a new one.
+    connections_reused: Counter,
+    /// Node connections kept between clients, now.
+    idle_connections: Gauge,
 }
 
 impl NodeMetrics {
@@ -179,6 +183,8 @@ impl NodeMetrics {
             server_connections: Gauge::noop(),
             health_check_duration: Histogram::noop(),
             health_check_failures: Counter::noop(),
+            connections_reused: Counter::noop(),
+            idle_connections: Gauge::noop(),
             queries: Counter::noop(),
         }
     }
@@ -200,6 +206,16 @@ impl NodeMetrics {
 
     pub fn server_connection_closed(&self) {
         self.server_connections.decrement(1.0);
+    }
+
+    /// A kept node connection went to a new client.
+    pub fn connection_reused(&self) {
+        self.connections_reused.increment(1);
+    }
+
+    /// How many node connections are kept between clients.
+    pub fn set_idle_connections(&self, n: usize) {
+        self.idle_connections.set(n as f64);
     }
 
     pub(crate) fn query(&self) {
@@ -304,6 +320,10 @@ impl Metrics {
                 "sluice_health_check_failures_total", "node" => addr.clone()
             ),
             queries: metrics::counter!("sluice_node_queries_total", "node" => addr.clone()),
+            connections_reused: metrics::counter!(
+                "sluice_node_connections_reused_total", "node" => addr.clone()
+            ),
+            idle_connections: metrics::gauge!("sluice_node_idle_connections", "node" => addr.clone()),
         });
         m.set_healthy(true);
         m

@@ -18,6 +18,18 @@ impl Stream {
     pub fn is_tls(&self) -> bool {
         matches!(self, Stream::Tls(_))
     }
+
+    /// True when the peer has sent nothing and not closed: a connection
+    /// that sat idle is still fit to use. Whatever it had sent is consumed,
+    /// so a connection that fails this check must be dropped.
+    pub fn is_quiet(&self) -> bool {
+        let tcp = match self {
+            Stream::Plain(s) => s,
+            Stream::Tls(s) => s.get_ref().0,
+        };
+        let mut probe = [0u8; 1];
+        matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
 }
 
 impl AsyncRead for Stream {

@@ -51,6 +51,8 @@ pub async fn run(
                 bad_streak += 1;
                 good_streak = 0;
                 tracing::debug!(node = node.addr(), %reason, "health check failed");
+                // A kept connection to a failing node would fail its next client.
+                node.close_idle(None);
                 if bad_streak >= warehouse.unhealthy_after && node.set_healthy(false) {
                     tracing::warn!(node = node.addr(), %reason, "node failed its health check and is out of rotation");
                     alerts.raise(AlertEvent::NodeDown {
@@ -60,6 +62,7 @@ pub async fn run(
                 }
             }
         }
+        node.close_idle(Some(warehouse.idle_timeout));
         let pause = warehouse.health_check_interval;
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}

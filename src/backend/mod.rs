@@ -4,9 +4,11 @@
 //! * [`node`]: a node, its health, and the round-robin choice among nodes.
 //! * [`connect`]: a TCP (and optionally TLS) connection to a node.
 //! * [`health`]: the periodic health check that moves nodes in and out of rotation.
+//! * [`idle`]: node connections kept between clients that log in the same way.
 
 pub mod connect;
 pub mod health;
+pub mod idle;
 pub mod node;
 
 mod error;

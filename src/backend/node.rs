@@ -13,9 +13,11 @@
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
+use super::idle::{IdleConnection, IdleConnections};
 use crate::metrics::{Metrics, NodeMetrics};
 
 pub struct Node {
@@ -30,6 +32,8 @@ pub struct Node {
     /// Stops this node's health check when the node leaves the config.
     retired: CancellationToken,
     metrics: NodeMetrics,
+    /// Node connections between clients (see [`super::idle`]).
+    idle: IdleConnections,
 }
 
 impl Node {
@@ -46,6 +50,7 @@ impl Node {
             sessions: AtomicUsize::new(0),
             assigned: AtomicU64::new(0),
             retired: CancellationToken::new(),
+            idle: IdleConnections::default(),
         }
     }
 
@@ -87,6 +92,36 @@ impl Node {
 
     pub fn retired(&self) -> &CancellationToken {
         &self.retired
+    }
+
+    /// A kept connection for a client whose startup packet is `startup`.
+    pub fn take_idle(&self, startup: &[u8], max_idle: Duration) -> Option<IdleConnection> {
+        let taken = self.idle.take(startup, max_idle);
+        if taken.is_some() {
+            self.metrics.connection_reused();
+        }
+        self.metrics.set_idle_connections(self.idle.len());
+        taken
+    }
+
+    /// Keeps a reset connection for the next client that logs in the same way.
+    pub fn keep_idle(&self, connection: IdleConnection, capacity: usize, max_idle: Duration) {
+        self.idle.put(connection, capacity, max_idle);
+        self.metrics.set_idle_connections(self.idle.len());
+    }
+
+    /// Closes kept connections: all of them, or those idle longer than `max_idle`.
+    pub fn close_idle(&self, max_idle: Option<Duration>) {
+        match max_idle {
+            Some(max) => self.idle.expire(max),
+            None => self.idle.clear(),
+        }
+        self.metrics.set_idle_connections(self.idle.len());
+    }
+
+    /// How many connections are kept between clients.
+    pub fn idle_count(&self) -> usize {
+        self.idle.len()
     }
 
     /// Counts a session on this node until the returned guard drops.
@@ -164,6 +199,7 @@ impl NodeSet {
             .collect();
         for n in old.iter().filter(|n| !addrs.contains(&n.addr)) {
             n.retired.cancel();
+            n.close_idle(None);
         }
         *guard = Arc::new(nodes);
         joined

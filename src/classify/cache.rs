@@ -1,9 +1,16 @@
-//! A bounded cache of classifications by query text.
+//! A bounded cache of classifications by query text and by query shape.
 //!
 //! DBeaver and DataGrip send the same metadata queries verbatim, over and
-//! over; parsing a 2 KB query costs ~100 µs, a lookup well under one. The map
-//! is sharded (DashMap), so sessions do not contend on one lock. When full,
-//! an arbitrary entry makes room: with verbatim repetition, whatever is hot
+//! over; parsing a 2 KB query costs ~100 µs, a lookup well under one. OLTP
+//! and BI traffic repeats statements with other literals instead
+//! (`WHERE aid = 4711`): those are found by their shape (see
+//! [`super::fingerprint::shape`]: literals masked, case and whitespace
+//! folded), which costs one pass of a small lexer instead of a parse. A
+//! classification that depends on a literal (which `pg_settings` row a
+//! query reads) is only ever found by its exact text.
+//!
+//! The maps are sharded (DashMap), so sessions do not contend on one lock.
+//! When full, an arbitrary entry makes room: with repetition, whatever is hot
 //! comes back at once.
 //!
 //! Texts longer than the parse limit (`catalog.max_parse_size`) are neither
@@ -23,7 +30,10 @@ use super::classifier::{CatalogPolicy, Classification, Route, classify};
 pub const DEFAULT_MAX_PARSE_SIZE: usize = 64 << 10;
 
 pub struct ClassificationCache {
+    /// By exact text.
     entries: DashMap<u64, (Box<str>, Arc<Classification>)>,
+    /// By shape, for classifications that no literal decides.
+    shapes: DashMap<u64, (Box<str>, Arc<Classification>)>,
     capacity: usize,
     hasher: RandomState,
     policy: CatalogPolicy,
@@ -40,6 +50,7 @@ impl ClassificationCache {
     pub fn new(capacity: usize, policy: CatalogPolicy) -> ClassificationCache {
         ClassificationCache {
             entries: DashMap::new(),
+            shapes: DashMap::new(),
             capacity,
             hasher: RandomState::new(),
             policy,
@@ -77,17 +88,37 @@ impl ClassificationCache {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return (entry.1.clone(), true);
         }
+        let shape = super::fingerprint::shape(sql);
+        let shape_key = self.hasher.hash_one(&shape);
+        if let Some(entry) = self.shapes.get(&shape_key)
+            && *entry.0 == shape
+        {
+            self.hits.fetch_add(1, Ordering::Relaxed);
+            return (entry.1.clone(), true);
+        }
         self.misses.fetch_add(1, Ordering::Relaxed);
         let classification = Arc::new(classify(sql, &self.policy));
-        if self.entries.len() >= self.capacity {
-            // A separate statement: the iterator holds a shard lock until it drops.
-            let victim = self.entries.iter().next().map(|e| *e.key());
-            if let Some(victim) = victim {
-                self.entries.remove(&victim);
-            }
+        let literal_free = classification
+            .facts
+            .as_ref()
+            .is_none_or(|f| f.names_compared.is_empty());
+        if literal_free {
+            insert_bounded(
+                &self.shapes,
+                self.capacity,
+                shape_key,
+                shape.into(),
+                &classification,
+            );
+        } else {
+            insert_bounded(
+                &self.entries,
+                self.capacity,
+                key,
+                sql.into(),
+                &classification,
+            );
         }
-        self.entries
-            .insert(key, (sql.into(), classification.clone()));
         (classification, false)
     }
 
@@ -105,12 +136,29 @@ impl ClassificationCache {
     }
 
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.entries.len() + self.shapes.len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.entries.is_empty() && self.shapes.is_empty()
     }
+}
+
+fn insert_bounded(
+    map: &DashMap<u64, (Box<str>, Arc<Classification>)>,
+    capacity: usize,
+    key: u64,
+    text: Box<str>,
+    classification: &Arc<Classification>,
+) {
+    if map.len() >= capacity {
+        // A separate statement: the iterator holds a shard lock until it drops.
+        let victim = map.iter().next().map(|e| *e.key());
+        if let Some(victim) = victim {
+            map.remove(&victim);
+        }
+    }
+    map.insert(key, (text, classification.clone()));
 }
 
 fn oversized(limit: usize) -> Classification {
@@ -145,9 +193,27 @@ mod tests {
         );
         assert_eq!(cache.counts(), (1, 1));
         for i in 0..20 {
-            cache.classify(&format!("SELECT {i}"));
+            cache.classify(&format!("SELECT {i} FROM t{i}"));
         }
-        assert!(cache.len() <= 4);
+        assert!(cache.len() <= 8);
+    }
+
+    #[test]
+    fn other_literals_are_found_by_shape_unless_a_literal_decides() {
+        let cache = ClassificationCache::new(16, CatalogPolicy::default());
+        for aid in 1..100 {
+            let class = cache.classify(&format!(
+                "SELECT abalance FROM pgbench_accounts WHERE aid = {aid}"
+            ));
+            assert_eq!(class.route, Route::Node);
+        }
+        assert_eq!(cache.counts(), (98, 1), "parsed once");
+        assert_eq!(cache.len(), 1);
+        // Which pg_settings row is read decides the route: exact text only.
+        let constant = "SELECT setting FROM pg_settings WHERE name = 'server_version'";
+        let live = "SELECT setting FROM pg_settings WHERE name = 'work_mem'";
+        assert_ne!(cache.classify(constant).route, cache.classify(live).route);
+        assert_eq!(cache.classify(constant).route, Route::Catalog);
     }
 
     #[test]

@@ -337,6 +337,35 @@ pub fn mask(text: &str) -> String {
     out
 }
 
+/// The text's shape: comments and whitespace runs become one space, literals
+/// and parameters `?`, unquoted words lower case. Texts of one shape differ
+/// only in literal values, so they parse to the same relations, functions
+/// and statement kinds: the classification cache keys on it, and pgbench's
+/// `... WHERE aid = 4711` is parsed once, not once per value.
+pub fn shape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (kind, range) in pieces(text) {
+        let piece = &text[range];
+        match kind {
+            Kind::Text => {
+                if piece.is_ascii() {
+                    out.extend(piece.bytes().map(|b| char::from(b.to_ascii_lowercase())));
+                } else {
+                    out.extend(piece.chars().flat_map(char::to_lowercase));
+                }
+            }
+            Kind::Quoted => out.push_str(piece),
+            Kind::Literal => out.push('?'),
+            Kind::Comment | Kind::Whitespace => {
+                if !out.is_empty() && !out.ends_with(' ') {
+                    out.push(' ');
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The fingerprint of text that does not parse: its masked form, lower-cased
 /// outside quoted identifiers.
 pub fn text_fingerprint(text: &str) -> Fingerprint {
@@ -415,6 +444,19 @@ mod tests {
             text_fingerprint("SELEC 1 FROM  T"),
             text_fingerprint("selec 2 from t -- x")
         );
+    }
+
+    #[test]
+    fn shapes_differ_only_where_the_statement_does() {
+        let a = shape("SELECT abalance FROM pgbench_accounts WHERE aid = 4711;");
+        assert_eq!(a, "select abalance from pgbench_accounts where aid = ?;");
+        assert_eq!(
+            a,
+            shape("select  abalance /* x */ FROM Pgbench_Accounts\nWHERE aid = 12;")
+        );
+        assert_eq!(shape("SELECT $1, E'a\\'b', $$x$$"), "select ?, ?, ?");
+        assert_ne!(shape(r#"SELECT * FROM "T""#), shape("SELECT * FROM t"));
+        assert_ne!(shape("SELECT * FROM t1"), shape("SELECT * FROM t2"));
     }
 
     #[test]

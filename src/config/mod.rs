@@ -130,6 +130,11 @@ pub struct Warehouse {
     /// Consecutive failed checks before a node is taken out of rotation.
     pub unhealthy_after: u32,
     pub connect_timeout: Duration,
+    /// Node connections kept per node, after their client left, for the
+    /// next client that logs in the same way; 0 keeps none.
+    pub idle_connections: usize,
+    /// How long a kept node connection waits for a client before it closes.
+    pub idle_timeout: Duration,
     pub service_user: String,
     pub service_password: Secret,
     /// Where `service_password` was read from, when it came from a file.
@@ -535,6 +540,13 @@ impl Validator<'_> {
         let healthy_after = self.count("warehouse.healthy_after", &raw.healthy_after, 1, 100);
         let unhealthy_after = self.count("warehouse.unhealthy_after", &raw.unhealthy_after, 1, 100);
         let connect_timeout = self.duration("warehouse.connect_timeout", &raw.connect_timeout);
+        let idle_connections = self.count(
+            "warehouse.idle_connections",
+            &raw.idle_connections,
+            0,
+            10_000,
+        );
+        let idle_timeout = self.duration("warehouse.idle_timeout", &raw.idle_timeout);
         if raw.service_user.get_ref().is_empty() {
             self.problem(
                 raw.service_user.span(),
@@ -617,6 +629,8 @@ impl Validator<'_> {
             healthy_after: healthy_after? as u32,
             unhealthy_after: unhealthy_after? as u32,
             connect_timeout: connect_timeout?,
+            idle_connections: idle_connections?,
+            idle_timeout: idle_timeout?,
             service_user: raw.service_user.into_inner(),
             service_password,
             service_password_file,

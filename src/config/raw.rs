@@ -216,6 +216,10 @@ pub struct RawWarehouse {
     pub unhealthy_after: Spanned<i64>,
     #[serde(default = "defaults::connect_timeout")]
     pub connect_timeout: Spanned<String>,
+    #[serde(default = "defaults::idle_connections")]
+    pub idle_connections: Spanned<i64>,
+    #[serde(default = "defaults::idle_timeout")]
+    pub idle_timeout: Spanned<String>,
     #[serde(default = "defaults::service_user")]
     pub service_user: Spanned<String>,
     #[serde(default)]
@@ -371,6 +375,12 @@ mod defaults {
     }
     pub fn connect_timeout() -> Spanned<String> {
         s("5s")
+    }
+    pub fn idle_connections() -> Spanned<i64> {
+        n(32)
+    }
+    pub fn idle_timeout() -> Spanned<String> {
+        s("60s")
     }
     pub fn service_user() -> Spanned<String> {
         s("sluice")

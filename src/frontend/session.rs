@@ -27,9 +27,10 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use bytes::BytesMut;
+use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
 
+use crate::backend::idle::IdleConnection;
 use crate::backend::node::Attached;
 use crate::cancel::Registration;
 use crate::config::Dialect;
@@ -112,6 +113,11 @@ impl NodeProgress {
             hidden: Mutex::new(VecDeque::new()),
             answer: tokio::sync::Notify::new(),
         }
+    }
+
+    /// The node has answered everything asked so far.
+    fn settled(&self) -> bool {
+        self.answered.load(Ordering::Acquire) >= self.asked.load(Ordering::Acquire)
     }
 
     /// Waits until the node has answered everything asked so far.
@@ -228,7 +234,8 @@ pub async fn run(
         to_node: Scanner::new(max_message, client_treatment),
         to_client: Scanner::new(usize::MAX, node_treatment),
         client_mid_write: false,
-        first_answer,
+        node_buf: first_answer,
+        greeting: Greeting::Recording(BytesMut::new()),
     };
     let progress = NodeProgress::new();
     let guard = QueryGuard::new(
@@ -266,9 +273,101 @@ pub async fn run(
             &mut node_wr,
         )
         .await;
+    // The client left cleanly with the node idle: the connection may serve
+    // the next client that logs in the same way.
+    let warehouse = &generation.config.warehouse;
+    let greeting = match (&end, &relay.greeting) {
+        (End::ClientLeft, Greeting::Trusted(greeting))
+            if warehouse.idle_connections > 0
+                && relay.phase == Phase::Ready(TransactionStatus::Idle)
+                && progress.settled()
+                && relay.node_buf.is_empty()
+                && relay.to_node.at_boundary()
+                && relay.to_client.at_boundary()
+                && attached.node().is_healthy()
+                && !sluice.kill.is_cancelled() =>
+        {
+            Some(greeting.clone())
+        }
+        _ => None,
+    };
     relay
-        .finish(end, &mut *client_wr.lock().await, &mut node_wr, peer)
+        .finish(
+            end,
+            &mut *client_wr.lock().await,
+            &mut node_wr,
+            peer,
+            greeting.is_some(),
+        )
         .await;
+    if let Some(greeting) = greeting {
+        let kept = IdleConnection::new(
+            Bytes::copy_from_slice(startup.raw()),
+            greeting,
+            node_rd.unsplit(node_wr),
+        );
+        keep_connection(attached, kept, warehouse).await;
+    }
+}
+
+/// Resets a node connection whose client left and keeps it for the next
+/// client with the same startup packet; a connection that does not reset
+/// cleanly within the connect timeout is closed.
+async fn keep_connection(
+    attached: Attached,
+    mut kept: IdleConnection,
+    warehouse: &crate::config::Warehouse,
+) {
+    let node = attached.node().clone();
+    // Counted as a session no more: the node has no client on it.
+    drop(attached);
+    match tokio::time::timeout(warehouse.connect_timeout, reset(&mut kept.stream)).await {
+        Ok(Ok(())) => node.keep_idle(kept, warehouse.idle_connections, warehouse.idle_timeout),
+        Ok(Err(why)) => {
+            tracing::debug!(
+                node = node.addr(),
+                why,
+                "a node connection did not reset; closed"
+            )
+        }
+        Err(_) => tracing::debug!(
+            node = node.addr(),
+            "a node connection did not reset in time; closed"
+        ),
+    }
+}
+
+/// `DISCARD ALL` (what PgBouncer's `server_reset_query` does): temporary
+/// tables, prepared statements, settings, LISTENs, advisory locks and
+/// `SET ROLE` of the last client are gone before the next one comes.
+async fn reset(stream: &mut Stream) -> Result<(), String> {
+    stream
+        .write_all(frontend::encode_query("DISCARD ALL").raw())
+        .await
+        .map_err(|e| e.to_string())?;
+    let mut scanner = Scanner::new(64 << 10, |_| Treatment::Inspect);
+    let mut buf = BytesMut::new();
+    loop {
+        while let Some(item) = scanner.next(&mut buf).map_err(|e| e.to_string())? {
+            let Item::Inspect(frame) = item else {
+                return Err("unexpected relayed bytes".into());
+            };
+            match frame.tag() {
+                backend::COMMAND_COMPLETE
+                | backend::PARAMETER_STATUS
+                | backend::NOTICE_RESPONSE
+                | backend::NOTIFICATION_RESPONSE => {}
+                backend::READY_FOR_QUERY if frame.body() == b"I" => return Ok(()),
+                backend::ERROR_RESPONSE => {
+                    return Err(backend::error_summary(frame.body()).1);
+                }
+                other => return Err(format!("unexpected message {:?}", char::from(other))),
+            }
+        }
+        if stream.read_buf(&mut buf).await.map_err(|e| e.to_string())? == 0 {
+            return Err("the node closed it".into());
+        }
+    }
 }
 
 /// Chooses the node for a new session and opens the session there with
@@ -298,9 +397,24 @@ pub(super) async fn open_session(
         send_fatal(client, &error).await;
         return None;
     }
+    let warehouse = &generation.config.warehouse;
     let mut failures = Vec::new();
     let mut connected = None;
     for node in &candidates {
+        // A node connection kept from a client that logged in the same way
+        // saves the node a backend start and a login. Only the node round
+        // robin chose: kept connections must not draw sessions to their node.
+        if warehouse.idle_connections > 0
+            && let Some(kept) = node.take_idle(startup, warehouse.idle_timeout)
+        {
+            tracing::debug!(%peer, node = node.addr(), "session takes a kept node connection");
+            connected = Some((
+                node.attach(),
+                kept.stream,
+                BytesMut::from(&kept.greeting[..]),
+            ));
+            break;
+        }
         match open_on_node(&generation.node_connector, node.addr(), startup).await {
             Ok((stream, first_answer)) => {
                 connected = Some((node.attach(), stream, first_answer));
@@ -378,7 +492,11 @@ fn client_treatment(tag: u8) -> Treatment {
 
 fn node_treatment(tag: u8) -> Treatment {
     match tag {
-        backend::BACKEND_KEY_DATA
+        // Authentication and ParameterStatus: the greeting a kept connection
+        // replays (both rare after startup).
+        backend::AUTHENTICATION
+        | backend::PARAMETER_STATUS
+        | backend::BACKEND_KEY_DATA
         | backend::READY_FOR_QUERY
         | backend::ERROR_RESPONSE
         | backend::COMMAND_COMPLETE
@@ -399,8 +517,49 @@ struct Relay<'a> {
     to_client: Scanner,
     /// A write to the client was interrupted: its last message may be cut.
     client_mid_write: bool,
-    /// What the node had answered when the session was opened.
-    first_answer: BytesMut,
+    /// Read from the node, not yet relayed; first, what the node had
+    /// answered when the session was opened.
+    node_buf: BytesMut,
+    /// The node's greeting, for keeping the connection after the client leaves.
+    greeting: Greeting,
+}
+
+/// The node's answer to the startup, as a later client would be given it
+/// (see [`crate::backend::idle`]).
+#[derive(Debug)]
+enum Greeting {
+    /// Startup under way: what the node has sent so far.
+    Recording(BytesMut),
+    /// The node let the client in without asking for anything: this is
+    /// what it sent up to its first ReadyForQuery.
+    Trusted(Bytes),
+    /// The node asked for a password (or sent something not replayable):
+    /// the connection is never handed to another client.
+    NotReplayable,
+}
+
+impl Greeting {
+    /// A message the node sent during the startup.
+    fn record(&mut self, raw: &[u8]) {
+        let Greeting::Recording(so_far) = self else {
+            return;
+        };
+        let replayable = match raw.first() {
+            Some(&backend::AUTHENTICATION) => raw.get(5..9) == Some(&[0, 0, 0, 0][..]),
+            Some(&backend::PARAMETER_STATUS | &backend::BACKEND_KEY_DATA) => true,
+            Some(&backend::READY_FOR_QUERY) => {
+                so_far.extend_from_slice(raw);
+                *self = Greeting::Trusted(std::mem::take(so_far).freeze());
+                return;
+            }
+            _ => false,
+        };
+        if replayable {
+            so_far.extend_from_slice(raw);
+        } else {
+            *self = Greeting::NotReplayable;
+        }
+    }
 }
 
 type ClientRd = ReadHalf<Stream>;
@@ -426,16 +585,17 @@ impl Relay<'_> {
             sluice,
             attached,
             observer,
-            first_answer,
+            node_buf,
+            greeting,
             token: _,
         } = self;
         let observer: &SessionObserver = observer;
         let progress = upstream.progress;
         let guard = upstream.guard;
         let up = upstream.client_to_node(to_node, client_rd, node_wr, client_wr);
-        let first_answer = std::mem::take(first_answer);
         let downstream = node_to_client(
-            first_answer,
+            node_buf,
+            greeting,
             to_client,
             node_rd,
             client_wr,
@@ -463,6 +623,7 @@ impl Relay<'_> {
         client_wr: &mut ClientWr,
         node_wr: &mut WriteHalf<Stream>,
         peer: SocketAddr,
+        keep_node_connection: bool,
     ) {
         let node = self.attached.node().addr();
         let client_at_boundary = self.to_client.at_boundary() && !self.client_mid_write;
@@ -508,6 +669,9 @@ impl Relay<'_> {
             let _ = client_wr.write_all(&error.to_bytes()).await;
         }
         let _ = client_wr.shutdown().await;
+        if keep_node_connection {
+            return;
+        }
         // A node left without Terminate logs "unexpected EOF"; say goodbye
         // properly when the stream is between messages.
         if !matches!(end, End::NodeClosed) && self.to_node.at_boundary() {
@@ -961,7 +1125,8 @@ async fn drain_to_ready(conn: &mut crate::catalog::CatalogConn) -> Result<(), Ca
 
 #[allow(clippy::too_many_arguments)]
 async fn node_to_client(
-    first_answer: BytesMut,
+    buf: &mut BytesMut,
+    greeting: &mut Greeting,
     scanner: &mut Scanner,
     rd: &mut ReadHalf<Stream>,
     client_wr: &tokio::sync::Mutex<ClientWr>,
@@ -975,7 +1140,6 @@ async fn node_to_client(
     guard: &QueryGuard,
 ) -> End {
     // The node's first answer was read while the session was opened.
-    let mut buf = first_answer;
     let mut unread = !buf.is_empty();
     let mut out = BytesMut::new();
     let mut chunk = READ_CHUNK;
@@ -986,7 +1150,7 @@ async fn node_to_client(
         let filled = if std::mem::take(&mut unread) {
             Ok(buf.len())
         } else {
-            fill(rd, &mut buf, &mut chunk).await
+            fill(rd, buf, &mut chunk).await
         };
         match filled {
             Ok(0) => return End::NodeClosed,
@@ -996,8 +1160,11 @@ async fn node_to_client(
         // Bytes of `out` already counted for a finished batch.
         let mut counted = 0;
         loop {
-            let frame = match scanner.next(&mut buf) {
+            let frame = match scanner.next(buf) {
                 Ok(Some(Item::Relay(bytes))) => {
+                    if *phase == Phase::Startup {
+                        greeting.record(&bytes);
+                    }
                     out.extend_from_slice(&bytes);
                     continue;
                 }
@@ -1005,6 +1172,9 @@ async fn node_to_client(
                 Ok(None) => break,
                 Err(e) => return End::NodeProtocol(e),
             };
+            if *phase == Phase::Startup {
+                greeting.record(frame.raw());
+            }
             match frame.tag() {
                 backend::BACKEND_KEY_DATA => {
                     let key = match backend::backend_key_data(frame.body()) {

@@ -14,6 +14,7 @@ pub const DATA_ROW: u8 = b'D';
 pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
 pub const ERROR_RESPONSE: u8 = b'E';
 pub const NOTICE_RESPONSE: u8 = b'N';
+pub const NOTIFICATION_RESPONSE: u8 = b'A';
 pub const PARAMETER_STATUS: u8 = b'S';
 pub const PARSE_COMPLETE: u8 = b'1';
 pub const READY_FOR_QUERY: u8 = b'Z';

@@ -14,6 +14,7 @@ mod hardening;
 mod observability;
 mod operations;
 mod relay;
+mod reuse;
 mod rules;
 mod startup;
 mod tls;
