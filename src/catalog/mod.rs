@@ -6,7 +6,8 @@
 //!   answers byte for byte, so it cannot go through a client library).
 //! * [`pool`]: connections by database, leased per lookup, with a breaker
 //!   that sends lookups to the nodes while the copy is failing.
-//! * [`sync`]: rebuilding the copy from a warehouse node and swapping it in.
+//! * [`sync`]: rebuilding the copy from a warehouse node and swapping it in;
+//!   [`vertica_sync`] for Vertica's `v_catalog` tables.
 //!
 //! The copy runs in binary-upgrade mode (`postgres -b`) and is loaded with
 //! `pg_dump --binary-upgrade`, so every object keeps the OID it has on the
@@ -18,9 +19,10 @@
 pub mod conn;
 pub mod pool;
 pub mod sync;
+pub mod vertica_sync;
 
 mod error;
 
-pub use conn::CatalogConn;
+pub use conn::{CatalogConn, Login};
 pub use error::CatalogError;
 pub use pool::{CatalogPool, Lease};
