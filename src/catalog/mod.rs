@@ -9,12 +9,14 @@
 //! * [`sync`]: rebuilding the copy from a warehouse node and swapping it in;
 //!   [`vertica_sync`] for Vertica's `v_catalog` tables.
 //!
-//! The copy runs in binary-upgrade mode (`postgres -b`) and is loaded with
+//! For a PostgreSQL warehouse the copy runs in binary-upgrade mode (`postgres -b`) and is loaded with
 //! `pg_dump --binary-upgrade`, so every object keeps the OID it has on the
 //! warehouse: clients feed OIDs from one catalog query into the next (psql's
 //! `\d`, PgJDBC's type and ResultSetMetaData lookups), and those must agree
 //! with what the node says. Binary-upgrade mode admits only superusers, which
 //! suits a pool that logs in once and runs each lookup under `SET ROLE`.
+//! For Vertica's `v_catalog` ([`vertica_sync`]) it runs normally: Vertica's
+//! object ids are plain int8 columns, and no OIDs cross between lookups.
 
 pub mod conn;
 pub mod pool;
