@@ -26,6 +26,14 @@ pub fn explain(config: &Config, session: &SessionInfo<'_>, sql: &str) -> String 
     let _ = writeln!(out, "route: {route}: {}", class.reason);
     if let Some(e) = &class.parse_error {
         let _ = writeln!(out, "parse error: {e}");
+        if !class.scanned_relations.is_empty() {
+            let relations: Vec<&str> = class.scanned_relations.iter().map(String::as_str).collect();
+            let _ = writeln!(
+                out,
+                "relations (token scan of the unparsed text, for rules' tables conditions): {}",
+                relations.join(", ")
+            );
+        }
     }
     if let Some(facts) = &class.facts {
         let relations: Vec<&str> = facts.relations.iter().map(String::as_str).collect();

@@ -22,6 +22,7 @@
 //! * [`net`], [`tls`]: one stream type for plain and TLS sockets; rustls setup.
 //! * [`localpg`]: throwaway local PostgreSQL clusters, for `sluice demo` and the tests.
 //! * [`demo`]: the embedded demo.
+//! * [`lex`]: SQL lexing (comments, literals, quoted names) shared by masking, scanning and translation.
 //! * [`explain`]: `sluice explain`, the route and rule verdicts for one query.
 
 pub mod admin;
@@ -36,6 +37,7 @@ pub mod demo;
 pub mod explain;
 pub mod frontend;
 pub mod http;
+pub mod lex;
 pub mod localpg;
 pub mod metrics;
 pub mod net;

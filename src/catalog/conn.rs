@@ -1,4 +1,5 @@
-//! One connection to the catalog copy, speaking the protocol directly.
+//! One raw protocol connection: to the catalog copy, or (for the Vertica
+//! catalog sync) to a warehouse node, PostgreSQL or Vertica.
 
 use std::collections::HashSet;
 
@@ -22,6 +23,23 @@ fn treatment(tag: u8) -> Treatment {
     }
 }
 
+/// Every message whole, rows included: for answers that are converted row
+/// by row (a Vertica client's, the Vertica sync's).
+fn whole_rows(_: u8) -> Treatment {
+    Treatment::Inspect
+}
+
+/// Where and as whom a raw connection logs in.
+pub struct Login<'a> {
+    pub addr: String,
+    pub user: &'a str,
+    pub password: &'a str,
+    pub database: &'a str,
+    /// The server speaks Vertica's protocol: Vertica's startup packet, and
+    /// Vertica's authentication codes (10–12 are not SASL there).
+    pub vertica: bool,
+}
+
 pub struct CatalogConn {
     stream: TcpStream,
     buf: BytesMut,
@@ -38,7 +56,20 @@ pub struct CatalogConn {
 impl CatalogConn {
     /// Connects and logs in to `database` as the configured superuser.
     pub async fn connect(settings: &Catalog, database: &str) -> Result<CatalogConn, CatalogError> {
-        let addr = format!("{}:{}", settings.host, settings.port);
+        CatalogConn::open(&Login {
+            addr: format!("{}:{}", settings.host, settings.port),
+            user: &settings.user,
+            password: settings.password.expose(),
+            database,
+            vertica: false,
+        })
+        .await
+    }
+
+    /// Connects and logs in as `login` says.
+    pub async fn open(login: &Login<'_>) -> Result<CatalogConn, CatalogError> {
+        let addr = login.addr.clone();
+        let database = login.database;
         let stream = TcpStream::connect(&addr)
             .await
             .map_err(|source| CatalogError::Connect {
@@ -55,18 +86,32 @@ impl CatalogConn {
             search_path: None,
             prepared: HashSet::new(),
         };
-        let startup = StartupMessage::encode(&[
-            ("user", &settings.user),
-            ("database", database),
-            ("application_name", "sluice catalog"),
-        ]);
+        let startup = if login.vertica {
+            crate::protocol::vertica::encode_vertica_startup(login.user, database, "sluice catalog")
+        } else {
+            StartupMessage::encode(&[
+                ("user", login.user),
+                ("database", database),
+                ("application_name", "sluice catalog"),
+            ])
+        };
         conn.stream.write_all(&startup).await?;
-        conn.authenticate(settings).await?;
+        conn.authenticate(login).await?;
         Ok(conn)
     }
 
-    async fn authenticate(&mut self, settings: &Catalog) -> Result<(), CatalogError> {
-        let password = settings.password.expose().as_bytes();
+    /// Whether rows come out whole ([`Item::Inspect`]) or as relayable runs.
+    /// Takes effect only between answers, where the connection is clean.
+    pub fn set_whole_rows(&mut self, whole: bool) {
+        if self.is_clean() {
+            let t: fn(u8) -> Treatment = if whole { whole_rows } else { treatment };
+            self.scanner = Scanner::new(usize::MAX, t);
+        }
+    }
+
+    async fn authenticate(&mut self, login: &Login<'_>) -> Result<(), CatalogError> {
+        let password = login.password.as_bytes();
+        let user = login.user.as_bytes();
         let mut scram: Option<ScramSha256> = None;
         loop {
             let frame = self.next_frame().await?;
@@ -82,19 +127,26 @@ impl CatalogConn {
                     match code {
                         0 => continue,
                         3 => frontend::encode_password(&mut out, password),
-                        5 => {
+                        // Vertica: password grace period; the login goes on.
+                        11 if login.vertica => continue,
+                        65536 | 66048 if login.vertica => {
+                            let salt = body.get(4..8).unwrap_or(&[]);
+                            let user_salt = body.get(12..28).unwrap_or(&[]);
+                            let hash = crate::protocol::vertica::sha512_password(
+                                password, user_salt, salt,
+                            );
+                            frontend::encode_password(&mut out, hash.as_bytes());
+                        }
+                        5 | 65541 if code == 5 || login.vertica => {
                             let salt: [u8; 4] = body
                                 .get(4..8)
                                 .and_then(|b| b.try_into().ok())
                                 .unwrap_or([0; 4]);
-                            let hash = postgres_protocol::authentication::md5_hash(
-                                settings.user.as_bytes(),
-                                password,
-                                salt,
-                            );
+                            let hash =
+                                postgres_protocol::authentication::md5_hash(user, password, salt);
                             frontend::encode_password(&mut out, hash.as_bytes());
                         }
-                        10 => {
+                        10 if !login.vertica => {
                             let s = ScramSha256::new(password, ChannelBinding::unsupported());
                             frontend::encode_sasl_initial_response(
                                 &mut out,
@@ -103,7 +155,7 @@ impl CatalogConn {
                             );
                             scram = Some(s);
                         }
-                        11 | 12 => {
+                        11 | 12 if !login.vertica => {
                             let s = scram.as_mut().ok_or(CatalogError::UnsupportedAuth(code))?;
                             if code == 11 {
                                 s.update(&body[4..]).map_err(CatalogError::Scram)?;

@@ -6,21 +6,25 @@
 //!   answers byte for byte, so it cannot go through a client library).
 //! * [`pool`]: connections by database, leased per lookup, with a breaker
 //!   that sends lookups to the nodes while the copy is failing.
-//! * [`sync`]: rebuilding the copy from a warehouse node and swapping it in.
+//! * [`sync`]: rebuilding the copy from a warehouse node and swapping it in;
+//!   [`vertica_sync`] for Vertica's `v_catalog` tables.
 //!
-//! The copy runs in binary-upgrade mode (`postgres -b`) and is loaded with
+//! For a PostgreSQL warehouse the copy runs in binary-upgrade mode (`postgres -b`) and is loaded with
 //! `pg_dump --binary-upgrade`, so every object keeps the OID it has on the
 //! warehouse: clients feed OIDs from one catalog query into the next (psql's
 //! `\d`, PgJDBC's type and ResultSetMetaData lookups), and those must agree
 //! with what the node says. Binary-upgrade mode admits only superusers, which
 //! suits a pool that logs in once and runs each lookup under `SET ROLE`.
+//! For Vertica's `v_catalog` ([`vertica_sync`]) it runs normally: Vertica's
+//! object ids are plain int8 columns, and no OIDs cross between lookups.
 
 pub mod conn;
 pub mod pool;
 pub mod sync;
+pub mod vertica_sync;
 
 mod error;
 
-pub use conn::CatalogConn;
+pub use conn::{CatalogConn, Login};
 pub use error::CatalogError;
 pub use pool::{CatalogPool, Lease};

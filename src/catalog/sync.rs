@@ -9,6 +9,9 @@
 //! `pg_dumpall --roles-only --no-role-passwords`, and are made NOLOGIN: the
 //! copy only ever runs lookups under `SET ROLE`. A failed sync leaves the
 //! previous copy serving.
+//!
+//! For dialect `vertica`, see [`super::vertica_sync`]: v_catalog tables
+//! copied row by row into a copy started normally.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -35,6 +38,18 @@ pub enum SyncError {
     Spawn { cmd: String, source: std::io::Error },
     #[error("the catalog copy did not accept the renamed databases after 20 tries: {0}")]
     Swap(String),
+    #[error("reading v_catalog.{table} from {node} failed: {message}")]
+    Source {
+        node: String,
+        table: String,
+        message: String,
+    },
+    #[error("the catalog copy refused {what}: {message}")]
+    CopyRefused { what: String, message: String },
+    #[error(
+        "the catalog copy runs in binary-upgrade mode (postgres -b), which refuses plain CREATE TABLE; the Vertica catalog needs a copy started normally (docs/catalog.md): {0}"
+    )]
+    BinaryUpgrade(String),
 }
 
 /// What one sync did.
@@ -129,6 +144,9 @@ pub async fn sync_once(
 ) -> Result<SyncReport, SyncError> {
     let started = Instant::now();
     let catalog = config.catalog.as_ref().ok_or(SyncError::NotConfigured)?;
+    if catalog.dialect == crate::config::Dialect::Vertica {
+        return super::vertica_sync::sync(config, catalog, pool).await;
+    }
     let (node, databases) = pick_node(config).await?;
     let (node_host, node_port) = node.rsplit_once(':').unwrap_or((node.as_str(), "5432"));
     let source = Endpoint {

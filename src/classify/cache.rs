@@ -170,6 +170,7 @@ fn oversized(limit: usize) -> Classification {
         ),
         facts: None,
         parse_error: None,
+        scanned_relations: Default::default(),
         // Texts too long to parse are too long to fingerprint cheaply:
         // statistics keep them together under one fingerprint.
         fingerprint: super::fingerprint::text_fingerprint("(text over the parse limit)"),

@@ -154,6 +154,9 @@ pub struct Classification {
     /// `None` when the text did not parse.
     pub facts: Option<Facts>,
     pub parse_error: Option<String>,
+    /// When the text did not parse: the relations a token scan found in it
+    /// ([`super::scan`]), for rules' `tables` conditions. Empty otherwise.
+    pub scanned_relations: BTreeSet<String>,
     /// The whole text's fingerprint: its statements' (one statement: that
     /// statement's), or the masked text's when it does not parse.
     pub fingerprint: Fingerprint,
@@ -186,6 +189,7 @@ impl Classification {
             reason: reason.into(),
             facts,
             parse_error: None,
+            scanned_relations: BTreeSet::new(),
             fingerprint,
         }
     }
@@ -284,11 +288,14 @@ pub fn classify(sql: &str, policy: &CatalogPolicy) -> Classification {
     let statements = match Parser::parse_sql(&PostgreSqlDialect {}, sql) {
         Ok(s) => s,
         Err(e) => {
+            // Vertica-only syntax, typically: the node answers, and a
+            // token scan still tells rules which relations it names.
             return Classification {
                 route: Route::Node,
                 reason: "the text does not parse; the node answers".into(),
                 facts: None,
                 parse_error: Some(e.to_string()),
+                scanned_relations: super::scan::scanned_relations(sql),
                 fingerprint: text_fingerprint(sql),
             };
         }
@@ -403,7 +410,7 @@ fn facts_of(statements: &[Statement]) -> Facts {
 }
 
 /// `schema.name` for a qualified or pg_catalog relation, the bare name otherwise.
-fn resolve(parts: &[String]) -> String {
+pub(super) fn resolve(parts: &[String]) -> String {
     match parts {
         [name] if PG_CATALOG_RELATIONS.contains(&name.as_str()) => format!("pg_catalog.{name}"),
         [name] => name.clone(),

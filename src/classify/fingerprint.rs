@@ -12,14 +12,16 @@
 //! sqlparser prints a shape differently, so a sluice release notes it when it
 //! upgrades sqlparser across a major version.
 //!
-//! Text that does not parse still gets a fingerprint, from a small lexer that
-//! drops comments, masks literals and folds case (see [`text_fingerprint`]).
-//! The same lexer masks the sample texts that statistics and alerts show.
+//! Text that does not parse still gets a fingerprint, from the SQL lexer of
+//! [`crate::lex`]: comments dropped, literals masked, case folded (see
+//! [`text_fingerprint`]). The same lexer masks the sample texts that
+//! statistics and alerts show.
 
 use std::borrow::Cow;
 use std::fmt;
-use std::ops::{ControlFlow, Range};
+use std::ops::ControlFlow;
 
+use crate::lex::{Kind, pieces};
 use sqlparser::ast::{Expr, Query, SetExpr, Statement, Value, ValueWithSpan, VisitMut, VisitorMut};
 
 /// The identity of a query shape: 16 hex digits when printed.
@@ -156,147 +158,6 @@ fn fold_case(text: &str) -> String {
         } else {
             out.extend(c.to_lowercase());
         }
-    }
-    out
-}
-
-/// What a lexical piece of SQL text is, as far as masking needs to know.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Kind {
-    /// Anything else, copied as is.
-    Text,
-    /// A string, dollar-quoted string, number or parameter.
-    Literal,
-    Comment,
-    Whitespace,
-    /// A double-quoted identifier, quotes included.
-    Quoted,
-}
-
-/// Splits SQL text into pieces (kind, byte range), PostgreSQL's lexical
-/// rules simplified: `--` and nested `/* */` comments, `'..'` (with `''`),
-/// `E'..'` (with backslash escapes), `$tag$..$tag$`, `"..."`, numbers, `$n`.
-fn pieces(text: &str) -> Vec<(Kind, Range<usize>)> {
-    let b = text.as_bytes();
-    let mut out: Vec<(Kind, Range<usize>)> = Vec::new();
-    let mut i = 0;
-    let mut plain = 0;
-    let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80;
-    while i < b.len() {
-        let mut start = i;
-        let kind = match b[i] {
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-                Kind::Comment
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                let mut depth = 0;
-                while i < b.len() {
-                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
-                        depth += 1;
-                        i += 2;
-                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
-                        depth -= 1;
-                        i += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        i += 1;
-                    }
-                }
-                Kind::Comment
-            }
-            c if c.is_ascii_whitespace() => {
-                while i < b.len() && b[i].is_ascii_whitespace() {
-                    i += 1;
-                }
-                Kind::Whitespace
-            }
-            b'\'' => {
-                let escapes = start > plain
-                    && matches!(b[start - 1], b'e' | b'E')
-                    && (start < 2 || !ident(b[start - 2]));
-                if escapes {
-                    // The E belongs to the literal.
-                    start -= 1;
-                }
-                i += 1;
-                while i < b.len() {
-                    if (escapes && b[i] == b'\\') || (b[i] == b'\'' && b.get(i + 1) == Some(&b'\''))
-                    {
-                        i += 2;
-                    } else if b[i] == b'\'' {
-                        i += 1;
-                        break;
-                    } else {
-                        i += 1;
-                    }
-                }
-                Kind::Literal
-            }
-            b'"' => {
-                i += 1;
-                while i < b.len() {
-                    if b[i] == b'"' && b.get(i + 1) == Some(&b'"') {
-                        i += 2;
-                    } else if b[i] == b'"' {
-                        i += 1;
-                        break;
-                    } else {
-                        i += 1;
-                    }
-                }
-                Kind::Quoted
-            }
-            b'$' if start == 0 || !ident(b[start - 1]) => {
-                let mut j = i + 1;
-                while j < b.len() && b[j].is_ascii_digit() {
-                    j += 1;
-                }
-                if j > i + 1 {
-                    i = j;
-                    Kind::Literal
-                } else {
-                    let mut k = i + 1;
-                    while k < b.len() && (b[k].is_ascii_alphanumeric() || b[k] == b'_') {
-                        k += 1;
-                    }
-                    if b.get(k) == Some(&b'$') {
-                        let tag = &text[start..=k];
-                        match text[k + 1..].find(tag) {
-                            Some(end) => i = k + 1 + end + tag.len(),
-                            None => i = b.len(),
-                        }
-                        Kind::Literal
-                    } else {
-                        i += 1;
-                        continue;
-                    }
-                }
-            }
-            c if c.is_ascii_digit() && (start == 0 || !ident(b[start - 1])) => {
-                while i < b.len() && (b[i].is_ascii_alphanumeric() || b[i] == b'.') {
-                    i += 1;
-                }
-                Kind::Literal
-            }
-            _ => {
-                i += 1;
-                continue;
-            }
-        };
-        i = i.min(b.len());
-        if start > plain {
-            out.push((Kind::Text, plain..start));
-        }
-        out.push((kind, start..i));
-        plain = i;
-    }
-    if plain < b.len() {
-        out.push((Kind::Text, plain..b.len()));
     }
     out
 }

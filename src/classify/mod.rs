@@ -6,6 +6,8 @@
 //! * [`fingerprint`]: one identity per query shape (literals masked), and
 //!   the lexer that masks sample texts.
 //! * [`rules`]: the bad-query rules and their verdict on a classified query.
+//! * [`scan`]: relations of text sqlparser cannot parse (Vertica-only
+//!   syntax), found by a token scan, for rules' `tables` conditions.
 //! * [`cache`]: a bounded cache of decisions by query text, since BI tools
 //!   repeat the same metadata queries verbatim.
 //! * [`pg_catalog`]: the relations of pg_catalog, to resolve unqualified names.
@@ -18,6 +20,7 @@ pub mod classifier;
 pub mod fingerprint;
 pub mod pg_catalog;
 pub mod rules;
+pub mod scan;
 
 pub use cache::ClassificationCache;
 pub use classifier::{

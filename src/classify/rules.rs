@@ -238,6 +238,8 @@ struct Subject<'a> {
     session: &'a SessionInfo<'a>,
     /// `None` for text that does not parse.
     statement: Option<&'a StatementFacts>,
+    /// Relations a token scan found in text that does not parse.
+    scanned: &'a std::collections::BTreeSet<String>,
     text_fingerprint: Fingerprint,
     /// The text with comments stripped, when some rule has a pattern.
     text: &'a str,
@@ -288,6 +290,7 @@ impl RuleSet {
             let subject = Subject {
                 session,
                 statement,
+                scanned: &class.scanned_relations,
                 text_fingerprint: class.fingerprint,
                 text: &stripped,
             };
@@ -322,6 +325,7 @@ impl RuleSet {
             let subject = Subject {
                 session,
                 statement: *statement,
+                scanned: &class.scanned_relations,
                 text_fingerprint: class.fingerprint,
                 text: &stripped,
             };
@@ -333,6 +337,13 @@ impl RuleSet {
                         i + 1,
                         s.kind.name(),
                         s.fingerprint
+                    );
+                }
+                None if !class.scanned_relations.is_empty() => {
+                    let _ = writeln!(
+                        out,
+                        "the text does not parse (fingerprint {}): pattern, fingerprint, session and tables (from a token scan) conditions apply",
+                        class.fingerprint
                     );
                 }
                 None => {
@@ -396,7 +407,9 @@ fn any_glob(globs: &[Glob], value: &str) -> bool {
 /// Whether `c` holds; `None` when it needs a parsed statement and there is none.
 fn holds(c: &Condition, rule: &Rule, subject: &Subject<'_>) -> Option<bool> {
     let session = subject.session;
-    if c.is_shape() && subject.statement.is_none() {
+    // Unparsed text: `tables` can still look at the token scan's relations.
+    let scanned_tables = matches!(c, Condition::Tables(_)) && !subject.scanned.is_empty();
+    if c.is_shape() && subject.statement.is_none() && !scanned_tables {
         return None;
     }
     let s = subject.statement;
@@ -411,8 +424,9 @@ fn holds(c: &Condition, rule: &Rule, subject: &Subject<'_>) -> Option<bool> {
         Condition::Fingerprint(f) => {
             *f == subject.text_fingerprint || s.is_some_and(|s| s.fingerprint == *f)
         }
-        Condition::Tables(g) => s?
-            .relations
+        Condition::Tables(g) => s
+            .map(|s| &s.relations)
+            .unwrap_or(subject.scanned)
             .iter()
             .any(|r| g.iter().any(|g| g.matches_relation(r))),
         Condition::Statement(kinds) => kinds.contains(&s?.kind),
@@ -454,6 +468,9 @@ fn describe(c: &Condition, subject: &Subject<'_>) -> String {
                 format!("the text's fingerprint is {}", subject.text_fingerprint)
             }
             Condition::Pattern(_) => "on the text without comments".into(),
+            Condition::Tables(_) => {
+                format!("relations found by a token scan: {}", list(subject.scanned))
+            }
             _ => describe_session(c, session),
         };
     };
@@ -541,6 +558,30 @@ mod tests {
         assert!(Glob::relation("public.events*").matches_relation("events"));
         assert!(Glob::relation("events").matches_relation("sales.events"));
         assert!(!Glob::relation("sales.*").matches_relation("events"));
+    }
+
+    #[test]
+    fn tables_conditions_see_relations_of_vertica_only_syntax() {
+        let rules = one(Condition::Tables(vec![Glob::relation("sales.orders")]));
+        let sql = "SELECT id FROM sales.orders LIMIT 1 OVER (PARTITION BY region ORDER BY ts)";
+        assert!(
+            classify(sql, &CatalogPolicy::default())
+                .parse_error
+                .is_some()
+        );
+        assert_eq!(verdict(&rules, sql).as_deref(), Some("r:reject"));
+        let other = "SELECT id FROM sales.refunds LIMIT 1 OVER (PARTITION BY region ORDER BY ts)";
+        assert_eq!(verdict(&rules, other), None);
+        // Other shape conditions still cannot hold on unparsed text.
+        let both = RuleSet::new(vec![rule(
+            "r",
+            Action::Reject,
+            vec![
+                Condition::Tables(vec![Glob::relation("sales.orders")]),
+                Condition::SelectStar(false),
+            ],
+        )]);
+        assert_eq!(verdict(&both, sql), None);
     }
 
     #[test]

@@ -49,6 +49,11 @@ pub struct Config {
 /// The PostgreSQL catalog copy that answers catalog lookups.
 #[derive(Debug, Clone)]
 pub struct Catalog {
+    /// What `catalog-sync` copies: PostgreSQL's catalog (a binary-upgrade
+    /// restore) or Vertica's `v_catalog` tables. Defaults to
+    /// `warehouse.dialect`; tests set it apart, since their "Vertica
+    /// warehouse" is a PostgreSQL node holding a `v_catalog` schema.
+    pub dialect: Dialect,
     pub host: String,
     pub port: u16,
     /// A superuser of the catalog copy: it must `SET ROLE` to each client's role.
@@ -391,8 +396,12 @@ impl Validator<'_> {
             return None;
         };
         let warehouse = self.warehouse(warehouse.into_inner());
+        let default_dialect = warehouse
+            .as_ref()
+            .map(|w| w.dialect)
+            .unwrap_or(Dialect::Postgres);
         let catalog = match raw.catalog {
-            Some(c) => self.catalog(c).map(Some),
+            Some(c) => self.catalog(c, default_dialect).map(Some),
             None => Some(None),
         };
         let admin = self.admin(raw.admin);
@@ -641,7 +650,18 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
-    fn catalog(&mut self, raw: raw::RawCatalog) -> Option<Catalog> {
+    fn catalog(&mut self, raw: raw::RawCatalog, default_dialect: Dialect) -> Option<Catalog> {
+        let dialect = match &raw.dialect {
+            Some(d) => self.choice(
+                "catalog.dialect",
+                d,
+                &[
+                    ("postgres", Dialect::Postgres),
+                    ("vertica", Dialect::Vertica),
+                ],
+            ),
+            None => Some(default_dialect),
+        };
         let dsn: Option<tokio_postgres::Config> = match raw.dsn.get_ref().parse() {
             Ok(c) => Some(c),
             Err(e) => {
@@ -701,6 +721,7 @@ impl Validator<'_> {
             self.count("catalog.max_parse_size", &raw.max_parse_size, 64, 64 << 20);
         let (host, port, user, password) = endpoint?;
         Some(Catalog {
+            dialect: dialect?,
             host,
             port,
             user,
@@ -930,6 +951,21 @@ mod tests {
             ["pg_catalog", "information_schema", "v_catalog"]
         );
         assert!(cat.sync_interval.is_none());
+        assert_eq!(cat.dialect, Dialect::Postgres);
+        let c = parse("[warehouse]\nnodes = [\"a:1\"]\ndialect = \"vertica\"\n[catalog]\ndsn = \"host=h user=u\"\n").unwrap();
+        assert_eq!(
+            c.catalog.unwrap().dialect,
+            Dialect::Vertica,
+            "defaults to the warehouse's"
+        );
+        let c = parse("[warehouse]\nnodes = [\"a:1\"]\n[catalog]\ndsn = \"host=h user=u\"\ndialect = \"vertica\"\n").unwrap();
+        assert_eq!(c.catalog.unwrap().dialect, Dialect::Vertica);
+        let err = parse("[warehouse]\nnodes = [\"a:1\"]\n[catalog]\ndsn = \"host=h user=u\"\ndialect = \"db2\"\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains(":5: catalog.dialect: \"db2\" is not one of"),
+            "{err}"
+        );
         let err = parse(
             "[warehouse]\nnodes = [\"a:1\"]\n[catalog]\ndsn = \"port=5440\"\npool_size = 0\n",
         )

@@ -242,6 +242,8 @@ pub struct RawNodeTls {
 #[serde(deny_unknown_fields)]
 pub struct RawCatalog {
     pub dsn: Spanned<String>,
+    /// Which catalog the sync copies; `warehouse.dialect` when absent.
+    pub dialect: Option<Spanned<String>>,
     #[serde(default = "defaults::catalog_schemas")]
     pub schemas: Vec<String>,
     #[serde(default)]

@@ -8,10 +8,12 @@
 //! * [`registry`]: the open sessions, for the admin console.
 //! * [`observe`]: what a session reports to metrics and the registry.
 //! * [`translate`]: a Vertica client in front of PostgreSQL nodes: the translating relay.
+//! * [`catalog_answer`]: a batch answered by the catalog copy, for both kinds of session.
 //! * [`router`]: batches of client messages, to the node or the catalog copy.
 //! * [`guard`]: rules at work in a session: rejects, the cancel watchdog,
 //!   query statistics.
 
+mod catalog_answer;
 pub mod guard;
 pub mod listener;
 pub mod negotiate;

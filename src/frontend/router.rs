@@ -43,6 +43,9 @@ struct Statement {
     text: Arc<str>,
     /// The node has this version of the statement.
     on_node: bool,
+    /// The node holds an older statement under this name (Vertica clients
+    /// parse a name again without closing it): close it there first.
+    stale_on_node: bool,
     /// Its name on catalog copy connections ("" stays "").
     catalog_name: String,
 }
@@ -65,8 +68,11 @@ pub struct Batch {
 /// Messages to write for a batch, and how many leading answers to drop.
 pub struct Plan {
     pub frames: Vec<Frame>,
-    /// Answers to messages sluice added, which the client must not see.
+    /// Answers to messages sluice added, which the client must not see:
+    /// ParseCompletes of the Parses sent ahead.
     pub hidden_answers: usize,
+    /// CloseCompletes of Closes sluice added (Vertica naming only).
+    pub hidden_closes: usize,
 }
 
 pub struct Router {
@@ -84,6 +90,10 @@ pub struct Router {
     search_path: Option<String>,
     /// The pending batch's query texts.
     checked: Vec<Checked>,
+    /// Vertica clients: a Parse replaces a statement of the same name, and
+    /// a batch up to Flush may go to the catalog copy (vertica-python
+    /// prepares with Parse, Describe, Flush).
+    vertica: bool,
 }
 
 impl Router {
@@ -100,7 +110,21 @@ impl Router {
             metrics,
             search_path: None,
             checked: Vec::new(),
+            vertica: false,
         }
+    }
+
+    /// A router for a Vertica client (see the `vertica` field).
+    pub fn for_vertica(mut self) -> Router {
+        self.vertica = true;
+        self
+    }
+
+    /// The batch up to a Flush was answered by the catalog copy (which sluice
+    /// closed with a Sync of its own): nothing of it is on the node, so the
+    /// rest of the client's batch need not follow it there.
+    pub fn flush_answered_by_catalog(&mut self) {
+        self.pinned_to_node = false;
     }
 
     /// The statement that sets the session's search path, if it changed it.
@@ -133,6 +157,13 @@ impl Router {
             }
         }
         Some(class)
+    }
+
+    /// Whether the node holds a statement under `name`, this one or an older one.
+    fn on_node(&self, name: &[u8]) -> bool {
+        self.statements
+            .get(name)
+            .is_some_and(|s| s.on_node || s.stale_on_node)
     }
 
     fn statement_allows_catalog(&self, name: &[u8]) -> bool {
@@ -183,6 +214,7 @@ impl Router {
                 }
                 let name = parts.name.to_vec();
                 let catalog_name = catalog_name(&parts);
+                let stale_on_node = self.vertica && !name.is_empty() && self.on_node(&name);
                 match class {
                     Some(class) => {
                         self.catalog_ok &= class.route == Route::Catalog;
@@ -194,6 +226,7 @@ impl Router {
                                 class: class.clone(),
                                 text: text.clone(),
                                 on_node: false,
+                                stale_on_node,
                                 catalog_name,
                             },
                         );
@@ -229,17 +262,24 @@ impl Router {
                 self.catalog_ok &= self.portals.contains(portal);
             }
             frontend::CLOSE => match frontend::target(frame.body(), "Close")? {
-                (b'S', name) => {
-                    self.catalog_ok &= self.statements.get(name).is_none_or(|s| !s.on_node);
-                }
+                (b'S', name) => self.catalog_ok &= !self.on_node(name),
                 (_, name) => self.catalog_ok &= self.portals.contains(name),
             },
             frontend::SYNC | frontend::FLUSH => {
                 let is_sync = frame.tag() == frontend::SYNC;
+                let alone = self.pending.is_empty();
                 self.pending.push(frame);
                 // Partial batches (Flush) go to the node: the copy's connection
-                // is not held between a Flush and its Sync.
-                let catalog_ok = self.catalog_ok && is_sync && !self.pinned_to_node;
+                // is not held between a Flush and its Sync. A Vertica client's
+                // may go to the copy if it only prepares (no portal: the copy
+                // is released at once, with a Sync sluice adds).
+                let flush_ok = self.vertica
+                    && !self.pending.iter().any(|f| {
+                        matches!(f.tag(), frontend::BIND | frontend::EXECUTE)
+                            || (f.tag() == frontend::DESCRIBE
+                                && !matches!(frontend::target(f.body(), "Describe"), Ok((b'S', _))))
+                    });
+                let catalog_ok = self.catalog_ok && (is_sync || flush_ok) && !self.pinned_to_node;
                 let batch = Batch {
                     frames: std::mem::take(&mut self.pending),
                     catalog_ok: catalog_ok && self.cache.is_some(),
@@ -247,7 +287,8 @@ impl Router {
                     syncs: u64::from(is_sync),
                     checked: std::mem::take(&mut self.checked),
                 };
-                self.pinned_to_node = !is_sync;
+                // A lone Flush sends nothing the rest of the batch depends on.
+                self.pinned_to_node = !is_sync && (self.pinned_to_node || !alone);
                 self.reset_batch();
                 done.push(batch);
                 return Ok(done);
@@ -288,12 +329,22 @@ impl Router {
     pub fn node_plan(&mut self, batch: Batch) -> Plan {
         let mut ahead = Vec::new();
         let mut frames = Vec::with_capacity(batch.frames.len());
+        let mut hidden_answers = 0;
+        let mut hidden_closes = 0;
         for frame in batch.frames {
             match frame.tag() {
                 frontend::PARSE => {
                     if let Ok(p) = frontend::parse_parts(frame.body())
                         && let Some(s) = self.statements.get_mut(p.name)
                     {
+                        if std::mem::take(&mut s.stale_on_node) {
+                            frames.push(frontend::encode_target(
+                                frontend::CLOSE,
+                                b'S',
+                                &String::from_utf8_lossy(p.name),
+                            ));
+                            hidden_closes += 1;
+                        }
                         s.on_node = true;
                     }
                 }
@@ -302,7 +353,16 @@ impl Router {
                         && let Some(s) = self.statements.get_mut(&name)
                         && !s.on_node
                     {
+                        if std::mem::take(&mut s.stale_on_node) {
+                            ahead.push(frontend::encode_target(
+                                frontend::CLOSE,
+                                b'S',
+                                &String::from_utf8_lossy(&name),
+                            ));
+                            hidden_closes += 1;
+                        }
                         ahead.push(s.parse.clone());
+                        hidden_answers += 1;
                         s.on_node = true;
                     }
                 }
@@ -310,6 +370,7 @@ impl Router {
                     if let Ok((b'S', name)) = frontend::target(frame.body(), "Close")
                         && let Some(s) = self.statements.remove(name)
                         && !s.on_node
+                        && !s.stale_on_node
                     {
                         frames.push(frontend::encode_target(frontend::CLOSE, b'S', ABSENT));
                         continue;
@@ -319,11 +380,11 @@ impl Router {
             }
             frames.push(frame);
         }
-        let hidden_answers = ahead.len();
         ahead.extend(frames);
         Plan {
             frames: ahead,
             hidden_answers,
+            hidden_closes,
         }
     }
 
@@ -401,6 +462,7 @@ impl Router {
         Plan {
             frames: ahead,
             hidden_answers,
+            hidden_closes: 0,
         }
     }
 }

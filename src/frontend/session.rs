@@ -15,17 +15,15 @@
 //!
 //! With a catalog copy configured, the client's messages go through the
 //! [`Router`]: a batch of catalog lookups is answered by the copy (see
-//! [`answer_from_catalog`]) once the node has answered everything asked
+//! [`super::catalog_answer`]) once the node has answered everything asked
 //! before it, so answers reach the client in the order of the questions.
 //! The client's write half is shared by the two directions behind an async
 //! mutex; the node direction holds it while a message is half written, so
 //! catalog answers never land inside a node message.
 
-use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
@@ -41,15 +39,15 @@ use crate::protocol::startup::{ClientDialect, StartupMessage};
 use crate::protocol::{ProtocolError, frontend, sqlstate};
 use crate::server::{Generation, Sluice};
 
+use super::catalog_answer::{
+    AsIs, CatalogMiss, Lookup, NodeProgress, answer_from_catalog, is_fatal,
+};
 use super::guard::{Decision, QueryGuard};
 use super::negotiate::send_fatal;
 use super::observe::SessionObserver;
 use super::registry::NewSession;
 use super::router::{Batch, Router};
-use crate::catalog::{CatalogError, CatalogPool, Lease};
-
-/// How much of a catalog answer is held back before it streams.
-const CATALOG_ANSWER_BUFFER: usize = 1 << 20;
+use crate::catalog::{CatalogError, CatalogPool};
 
 /// Reads start at this size and grow while the peer keeps them full.
 const READ_CHUNK: usize = 8 * 1024;
@@ -79,98 +77,6 @@ enum End {
     /// The catalog copy failed after part of its answer reached the client.
     CatalogBroken(CatalogError),
     Io(std::io::Error),
-}
-
-/// What the node has been asked and has answered, shared by the two
-/// directions of a session: the client direction must know when the node is
-/// idle before the catalog copy may answer, and which ParseCompletes answer
-/// Parses that sluice added.
-struct NodeProgress {
-    /// ReadyForQuery answers asked for (Queries, Syncs, FunctionCalls sent).
-    asked: AtomicU64,
-    /// ReadyForQuery answers relayed.
-    answered: AtomicU64,
-    /// The last ReadyForQuery's status byte.
-    status: AtomicU8,
-    /// `answered` at the last ReadyForQuery with status Idle.
-    last_idle: AtomicU64,
-    /// `asked` after the last batch with DDL was sent.
-    last_ddl: AtomicU64,
-    /// ParseCompletes to hide: (`answered` when their batch's answers begin, how many).
-    hidden: Mutex<VecDeque<(u64, usize)>>,
-    answer: tokio::sync::Notify,
-}
-
-impl NodeProgress {
-    fn new() -> NodeProgress {
-        NodeProgress {
-            // The startup exchange ends with a ReadyForQuery nobody asked for.
-            asked: AtomicU64::new(1),
-            answered: AtomicU64::new(0),
-            status: AtomicU8::new(b'I'),
-            last_idle: AtomicU64::new(0),
-            last_ddl: AtomicU64::new(0),
-            hidden: Mutex::new(VecDeque::new()),
-            answer: tokio::sync::Notify::new(),
-        }
-    }
-
-    /// The node has answered everything asked so far.
-    fn settled(&self) -> bool {
-        self.answered.load(Ordering::Acquire) >= self.asked.load(Ordering::Acquire)
-    }
-
-    /// Waits until the node has answered everything asked so far.
-    async fn idle(&self) {
-        loop {
-            let notified = self.answer.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.answered.load(Ordering::Acquire) >= self.asked.load(Ordering::Acquire) {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// Whether a lookup may be answered by the catalog copy now (the node is
-    /// idle): not in a failed transaction, and not in one that changed the
-    /// schema, whose uncommitted DDL only the node can show.
-    fn catalog_may_answer(&self) -> bool {
-        let status = self.status.load(Ordering::Acquire);
-        let ddl_pending =
-            self.last_ddl.load(Ordering::Acquire) > self.last_idle.load(Ordering::Acquire);
-        status != b'E' && !ddl_pending
-    }
-
-    fn ready(&self, status: u8) {
-        let answered = self.answered.fetch_add(1, Ordering::AcqRel) + 1;
-        self.status.store(status, Ordering::Release);
-        if status == b'I' {
-            self.last_idle.store(answered, Ordering::Release);
-        }
-        self.hidden
-            .lock()
-            .expect("progress lock")
-            .retain(|(at, _)| *at >= answered);
-        self.answer.notify_waiters();
-    }
-
-    /// Whether this ParseComplete answers a Parse that sluice added.
-    fn hide_parse_complete(&self) -> bool {
-        let answered = self.answered.load(Ordering::Acquire);
-        let mut hidden = self.hidden.lock().expect("progress lock");
-        match hidden.front_mut() {
-            Some((at, n)) if *at == answered && *n > 0 => {
-                *n -= 1;
-                if *n == 0 {
-                    hidden.pop_front();
-                }
-                true
-            }
-            _ => false,
-        }
-    }
 }
 
 /// Runs a session to its end.
@@ -717,16 +623,6 @@ struct Upstream<'a> {
     metrics: &'a Arc<crate::metrics::Metrics>,
 }
 
-/// Why the catalog copy did not answer a batch.
-enum CatalogMiss {
-    /// Nothing reached the client: the node can answer instead.
-    Unanswered(CatalogError),
-    /// Part of the answer reached the client: the session cannot go on.
-    Broken(CatalogError),
-    /// The client's connection failed while sluice wrote to it.
-    ClientGone(std::io::Error),
-}
-
 impl Upstream<'_> {
     async fn client_to_node(
         &mut self,
@@ -798,7 +694,24 @@ impl Upstream<'_> {
                                 "a catalog lookup goes to the node: the transaction failed or changed the schema"
                             );
                         } else {
-                            match self.answer_from_catalog(&pool, &batch, client_wr).await {
+                            let lookup = Lookup {
+                                database: &self.database,
+                                user: &self.user,
+                                progress: self.progress,
+                                observer: self.observer,
+                                metrics: self.metrics,
+                                hide_ready: false,
+                            };
+                            let answered = answer_from_catalog(
+                                &pool,
+                                &mut self.router,
+                                &batch,
+                                &lookup,
+                                client_wr,
+                                &mut AsIs,
+                            )
+                            .await;
+                            match answered {
                                 Ok(()) => continue,
                                 Err(CatalogMiss::Unanswered(e)) => {
                                     tracing::info!(error = %e, "the catalog copy could not answer; the node answers instead");
@@ -919,206 +832,6 @@ impl Upstream<'_> {
         if ddl {
             let asked = self.progress.asked.load(Ordering::Acquire);
             self.progress.last_ddl.store(asked, Ordering::Release);
-        }
-    }
-
-    /// Has the catalog copy answer a batch, running it as the session's
-    /// role. The ReadyForQuery it ends with carries the node's transaction
-    /// status, since the client's transaction lives on the node.
-    async fn answer_from_catalog(
-        &mut self,
-        pool: &CatalogPool,
-        batch: &Batch,
-        client_wr: &tokio::sync::Mutex<ClientWr>,
-    ) -> Result<(), CatalogMiss> {
-        let started = Instant::now();
-        let mut lease = pool
-            .lease(&self.database)
-            .await
-            .map_err(CatalogMiss::Unanswered)?;
-        let limit = pool.settings().answer_timeout;
-        let result = self
-            .catalog_exchange(&mut lease, batch, client_wr, limit)
-            .await;
-        if let Err(CatalogMiss::Unanswered(e @ CatalogError::Timeout { .. })) = &result {
-            pool.rest(e);
-        }
-        match &result {
-            Ok(()) => {
-                pool.give_back(lease, true);
-                self.metrics
-                    .query_finished(crate::metrics::Route::Catalog, started.elapsed());
-            }
-            Err(CatalogMiss::Unanswered(CatalogError::Io(_))) | Err(CatalogMiss::Broken(_)) => {
-                // The connection is gone or mid-answer: not reusable.
-            }
-            Err(_) => pool.give_back(lease, false),
-        }
-        result
-    }
-
-    async fn catalog_exchange(
-        &mut self,
-        lease: &mut Lease,
-        batch: &Batch,
-        client_wr: &tokio::sync::Mutex<ClientWr>,
-        limit: std::time::Duration,
-    ) -> Result<(), CatalogMiss> {
-        let conn = &mut lease.conn;
-        // Until the first byte reaches the client, a copy that has not
-        // answered by the deadline is given up on and the node answers;
-        // answers are held back until whole (CATALOG_ANSWER_BUFFER), so this
-        // covers all but the largest, which are never cut off mid-stream.
-        let deadline = tokio::time::Instant::now() + limit;
-        let late = || CatalogError::Timeout {
-            addr: "the catalog copy".into(),
-            timeout: limit,
-        };
-        let mut request = BytesMut::new();
-        // The copy's connection takes on the session's role and search path
-        // first, so privilege-filtered and visibility-dependent lookups
-        // answer as the node would.
-        let mut prelude = Vec::new();
-        if conn.role.as_deref() != Some(self.user.as_str()) {
-            prelude.push(format!("SET ROLE \"{}\"", self.user.replace('"', "\"\"")));
-        }
-        let search_path = self.router.search_path().map(str::to_string);
-        if conn.search_path != search_path {
-            prelude.push(
-                search_path
-                    .clone()
-                    .unwrap_or_else(|| "RESET search_path".into()),
-            );
-        }
-        let set_role = !prelude.is_empty();
-        if set_role {
-            request.extend_from_slice(frontend::encode_query(&prelude.join("; ")).raw());
-        }
-        let plan = self.router.catalog_plan(batch, &mut conn.prepared);
-        for frame in &plan.frames {
-            request.extend_from_slice(frame.raw());
-        }
-        tokio::time::timeout_at(deadline, conn.send(&request))
-            .await
-            .unwrap_or_else(|_| Err(late()))
-            .map_err(CatalogMiss::Unanswered)?;
-        if set_role {
-            let mut refused = None;
-            loop {
-                let frame = tokio::time::timeout_at(deadline, conn.next_frame())
-                    .await
-                    .unwrap_or_else(|_| Err(late()))
-                    .map_err(CatalogMiss::Unanswered)?;
-                match frame.tag() {
-                    backend::ERROR_RESPONSE => {
-                        refused = Some(backend::error_summary(frame.body()).1)
-                    }
-                    backend::READY_FOR_QUERY => break,
-                    _ => {}
-                }
-            }
-            if let Some(message) = refused {
-                // The role is not in the copy yet (a sync will bring it).
-                drain_to_ready(conn)
-                    .await
-                    .map_err(CatalogMiss::Unanswered)?;
-                return Err(CatalogMiss::Unanswered(CatalogError::Refused {
-                    code: "42704".into(),
-                    message,
-                }));
-            }
-            conn.role = Some(self.user.clone());
-            conn.search_path = search_path;
-        }
-        for _ in 0..plan.hidden_answers {
-            let frame = tokio::time::timeout_at(deadline, conn.next_frame())
-                .await
-                .unwrap_or_else(|_| Err(late()))
-                .map_err(CatalogMiss::Unanswered)?;
-            if frame.tag() == backend::ERROR_RESPONSE {
-                let (code, message) = backend::error_summary(frame.body());
-                conn.prepared.clear();
-                drain_to_ready(conn)
-                    .await
-                    .map_err(CatalogMiss::Unanswered)?;
-                return Err(CatalogMiss::Unanswered(CatalogError::Refused {
-                    code,
-                    message,
-                }));
-            }
-        }
-        let status = self.progress.status.load(Ordering::Acquire);
-        let mut client = client_wr.lock().await;
-        let mut out = BytesMut::new();
-        let mut written = false;
-        loop {
-            let next = if written {
-                conn.next_item().await
-            } else {
-                tokio::time::timeout_at(deadline, conn.next_item())
-                    .await
-                    .unwrap_or_else(|_| Err(late()))
-            };
-            let item = match next {
-                Ok(item) => item,
-                Err(e) if written => return Err(CatalogMiss::Broken(e)),
-                Err(e) => return Err(CatalogMiss::Unanswered(e)),
-            };
-            let done = match item {
-                Item::Relay(rows) => {
-                    out.extend_from_slice(&rows);
-                    false
-                }
-                Item::Inspect(frame) => match frame.tag() {
-                    // The copy's own parameters and notifications are not the session's.
-                    backend::PARAMETER_STATUS | b'A' => false,
-                    // The copy is closing this connection (shutdown, a sync's
-                    // swap): before any answer went out, the node can answer.
-                    backend::ERROR_RESPONSE
-                        if !written && out.is_empty() && is_fatal(frame.body()) =>
-                    {
-                        let (code, message) = backend::error_summary(frame.body());
-                        return Err(CatalogMiss::Unanswered(CatalogError::Refused {
-                            code,
-                            message,
-                        }));
-                    }
-                    backend::READY_FOR_QUERY => {
-                        out.extend_from_slice(&[backend::READY_FOR_QUERY, 0, 0, 0, 5, status]);
-                        true
-                    }
-                    _ => {
-                        out.extend_from_slice(frame.raw());
-                        false
-                    }
-                },
-            };
-            // Catalog answers are small; holding one back until it is whole
-            // means a copy that fails mid-answer leaves nothing half-sent,
-            // and the node can answer instead.
-            if done || out.len() >= CATALOG_ANSWER_BUFFER {
-                self.observer.client_written(out.len());
-                client
-                    .write_all(&out)
-                    .await
-                    .map_err(CatalogMiss::ClientGone)?;
-                written = true;
-                out.clear();
-            }
-            if done {
-                return Ok(());
-            }
-        }
-    }
-}
-
-/// Reads and drops answers up to the next ReadyForQuery.
-async fn drain_to_ready(conn: &mut crate::catalog::CatalogConn) -> Result<(), CatalogError> {
-    loop {
-        if let Item::Inspect(frame) = conn.next_item().await?
-            && frame.tag() == backend::READY_FOR_QUERY
-        {
-            return Ok(());
         }
     }
 }
@@ -1262,14 +975,4 @@ async fn node_to_client(
             }
         }
     }
-}
-
-fn is_fatal(body: &[u8]) -> bool {
-    backend::error_fields(body)
-        .map(|fields| {
-            fields
-                .iter()
-                .any(|(c, v)| *c == b'S' && (v == "FATAL" || v == "PANIC"))
-        })
-        .unwrap_or(false)
 }

@@ -20,9 +20,20 @@
 //!
 //! Unlike the plain relay, both directions inspect every message (COPY data
 //! from the client excepted): rows must be looked at to be converted.
+//!
+//! Catalog lookups (`v_catalog`, `pg_catalog`, ...) are classified by the
+//! same [`Router`] as PostgreSQL sessions' and answered by the catalog copy
+//! through the same exchange ([`super::catalog_answer`]), converted by the
+//! same functions as the node's answers. A Vertica driver prepares with
+//! Parse, Describe, Flush: such a batch may go to the copy too, closed by a
+//! Sync of sluice's own whose ReadyForQuery the client never sees. Lookups
+//! switch to the copy only when the node owes nothing; in a transaction that
+//! changed the schema, in a failed one, or when the copy is down, the node
+//! answers.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, BytesMut};
@@ -39,8 +50,13 @@ use crate::protocol::vertica::{self, Conversions};
 use crate::protocol::{ProtocolError, frontend, sqlstate};
 use crate::server::{Generation, Sluice};
 
+use super::catalog_answer::{
+    Answers, CatalogMiss, Lookup, NodeProgress, answer_from_catalog, is_fatal,
+};
 use super::observe::SessionObserver;
 use super::registry::NewSession;
+use super::router::{Batch, Router};
+use crate::catalog::{CatalogError, CatalogPool};
 
 const READ_CHUNK: usize = 16 * 1024;
 
@@ -61,6 +77,116 @@ struct Shared {
     autocommit: bool,
     /// `auto_commit` changed; announced with the next ReadyForQuery.
     announce_autocommit: bool,
+    /// How the current result's values convert.
+    conversions: Conversions,
+    /// How each described statement's results convert.
+    by_statement: HashMap<Vec<u8>, Conversions>,
+    /// The Describe(statement) being answered: (name, tag).
+    describing: Option<(Vec<u8>, String)>,
+}
+
+impl Shared {
+    /// What answering a batch consumes, to put back when the catalog copy
+    /// fails before its answer reached the client and the node answers.
+    fn answer_state(&self) -> AnswerState {
+        (
+            self.describes.clone(),
+            self.binds.clone(),
+            self.describing.clone(),
+        )
+    }
+
+    fn restore(&mut self, state: AnswerState) {
+        (self.describes, self.binds, self.describing) = state;
+    }
+
+    /// An answer ended with ReadyForQuery: what it asked about is answered.
+    fn answered(&mut self) {
+        self.describes.clear();
+        self.binds.clear();
+        self.describing = None;
+    }
+
+    /// Appends the Vertica form of a message answering the client's
+    /// requests, from the node or the catalog copy alike.
+    fn convert(&mut self, frame: &Frame, out: &mut BytesMut) -> Result<(), ProtocolError> {
+        match frame.tag() {
+            backend::ERROR_RESPONSE | backend::NOTICE_RESPONSE => {
+                out.extend_from_slice(vertica::error_to_vertica(frame.tag(), frame.body())?.raw());
+            }
+            vertica::PARAMETER_DESCRIPTION => {
+                self.describing = self.describes.pop_front();
+                out.extend_from_slice(
+                    vertica::parameter_description_to_vertica(frame.body())?.raw(),
+                );
+            }
+            vertica::ROW_DESCRIPTION => {
+                let (t, conv) = vertica::row_description_to_vertica(frame.body())?;
+                out.extend_from_slice(t.raw());
+                if let Some((name, tag)) = self.describing.take() {
+                    out.extend_from_slice(vertica::encode_command_description(&tag).raw());
+                    self.by_statement.insert(name, conv.clone());
+                }
+                self.conversions = conv;
+            }
+            vertica::NO_DATA => {
+                out.extend_from_slice(frame.raw());
+                if let Some((name, tag)) = self.describing.take() {
+                    out.extend_from_slice(vertica::encode_command_description(&tag).raw());
+                    self.by_statement.insert(name, Vec::new());
+                }
+            }
+            b'2' => {
+                // BindComplete: the rows that follow are this statement's.
+                if let Some(name) = self.binds.pop_front()
+                    && let Some(conv) = self.by_statement.get(&name)
+                {
+                    self.conversions = conv.clone();
+                }
+                out.extend_from_slice(frame.raw());
+            }
+            vertica::DATA_ROW => {
+                match vertica::data_row_to_vertica(frame.body(), &self.conversions)? {
+                    Some(row) => out.extend_from_slice(row.raw()),
+                    None => out.extend_from_slice(frame.raw()),
+                }
+            }
+            b'3' if self.hidden_closes > 0 => self.hidden_closes -= 1,
+            backend::COMMAND_COMPLETE => {
+                // vertica-python reads `auto_commit` once the SET's
+                // result ends, before ReadyForQuery.
+                if self.announce_autocommit {
+                    self.announce_autocommit = false;
+                    vertica::encode_auto_commit(out, self.autocommit);
+                }
+                out.extend_from_slice(frame.raw());
+            }
+            vertica::NEGOTIATE_PROTOCOL_VERSION => {}
+            _ => out.extend_from_slice(frame.raw()),
+        }
+        Ok(())
+    }
+}
+
+type AnswerState = (
+    VecDeque<(Vec<u8>, String)>,
+    VecDeque<Vec<u8>>,
+    Option<(Vec<u8>, String)>,
+);
+
+/// The catalog copy's answers, converted as the node's are.
+struct FromCatalog<'a>(&'a SharedState);
+
+impl Answers for FromCatalog<'_> {
+    fn whole_rows(&self) -> bool {
+        true
+    }
+    fn message(&mut self, frame: &Frame, out: &mut BytesMut) -> Result<(), ProtocolError> {
+        self.0.lock().expect("session state").convert(frame, out)
+    }
+    fn ready(&mut self) {
+        self.0.lock().expect("session state").answered();
+    }
 }
 
 type SharedState = Mutex<Shared>;
@@ -75,6 +201,8 @@ enum End {
     ClientProtocol(ProtocolError),
     NodeProtocol(ProtocolError),
     Auth(String),
+    /// The catalog copy failed after part of its answer reached the client.
+    CatalogBroken(CatalogError),
     Io(#[allow(dead_code)] std::io::Error),
 }
 
@@ -188,7 +316,8 @@ pub async fn run(
     );
     let client_tls = client.is_tls();
     let max_message = generation.config.server.max_message_size;
-    let (client_rd, mut client_wr) = tokio::io::split(client);
+    let (client_rd, client_wr) = tokio::io::split(client);
+    let client_wr = tokio::sync::Mutex::new(client_wr);
     let (node_rd, mut node_wr) = tokio::io::split(server);
     let mut from_client = Messages::new(client_rd, max_message, client_treatment);
     let mut from_node = Messages::new(node_rd, usize::MAX, inspect_all);
@@ -201,25 +330,42 @@ pub async fn run(
     let protocol = vertica::negotiated_protocol(startup.vertica_protocol());
     let token = registered.entry().token.clone();
     let mut registration = None;
+    let progress = NodeProgress::new();
+    let upstream = Upstream {
+        router: Router::new(generation.classifier.clone(), Some(sluice.metrics.clone()))
+            .for_vertica(),
+        catalog: generation.catalog.clone(),
+        user: startup.user(),
+        database: startup.database(),
+        progress: &progress,
+        observer: &observer,
+        metrics: &sluice.metrics,
+        shared: &shared,
+        tags: HashMap::new(),
+    };
 
     let end = tokio::select! {
         end = async {
-            match authenticate(&mut from_node, &mut node_wr, &mut from_client, &mut client_wr, startup.user(), client_tls).await {
-                Ok(()) => {}
-                Err(end) => return end,
+            let login = {
+                let mut wr = client_wr.lock().await;
+                authenticate(&mut from_node, &mut node_wr, &mut from_client, &mut *wr, startup.user(), client_tls).await
+            };
+            if let Err(end) = login {
+                return end;
             }
-            let upstream = client_to_node(&mut from_client, &mut node_wr, &shared, &observer);
+            let up = upstream.client_to_node(&mut from_client, &mut node_wr, &client_wr);
             let downstream = node_to_client(
-                &mut from_node, &mut client_wr, &shared, &observer, &sluice, &attached,
-                &mut registration, protocol,
+                &mut from_node, &client_wr, &shared, &observer, &sluice, &attached,
+                &mut registration, protocol, &progress,
             );
             tokio::select! {
-                end = upstream => end,
+                end = up => end,
                 end = downstream => end,
             }
         } => end,
         _ = token.cancelled() => End::Killed,
     };
+    let mut client_wr = client_wr.into_inner();
     let error = match &end {
         End::ClientLeft | End::Refused | End::Io(_) => None,
         End::NodeClosed => Some(ErrorFields::fatal(
@@ -241,6 +387,10 @@ pub async fn run(
         End::Auth(why) => Some(ErrorFields::fatal(
             sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
             why.clone(),
+        )),
+        End::CatalogBroken(e) => Some(ErrorFields::fatal(
+            sqlstate::CONNECTION_FAILURE,
+            format!("the catalog copy failed in the middle of an answer: {e}"),
         )),
     };
     match &end {
@@ -426,109 +576,240 @@ fn starts_work(tag: u8) -> bool {
     )
 }
 
-async fn client_to_node(
-    from: &mut ClientRd,
-    wr: &mut WriteHalf<Stream>,
-    shared: &SharedState,
-    observer: &SessionObserver,
-) -> End {
-    // Statement name → command tag, for CommandDescription.
-    let mut tags: HashMap<Vec<u8>, String> = HashMap::new();
-    let mut out = BytesMut::new();
-    loop {
-        let before = from.buf.len();
-        let item = match from.next().await {
-            Ok(Some(item)) => item,
-            Ok(None) => return End::ClientLeft,
-            Err(Ok(e)) => return End::ClientProtocol(e),
-            Err(Err(e)) => return End::Io(e),
-        };
-        observer.client_read(before.saturating_sub(from.buf.len()));
-        let frame = match item {
-            Item::Relay(bytes) => {
-                if let Err(e) = wr.write_all(&bytes).await {
+/// The client direction: reads the client's messages, translates them, and
+/// routes each batch to the node or the catalog copy.
+struct Upstream<'a> {
+    router: Router,
+    catalog: Option<Arc<CatalogPool>>,
+    user: &'a str,
+    database: &'a str,
+    progress: &'a NodeProgress,
+    observer: &'a SessionObserver,
+    metrics: &'a Arc<crate::metrics::Metrics>,
+    shared: &'a SharedState,
+    /// Statement name → command tag, for CommandDescription.
+    tags: HashMap<Vec<u8>, String>,
+}
+
+impl Upstream<'_> {
+    async fn client_to_node(
+        mut self,
+        from: &mut ClientRd,
+        wr: &mut WriteHalf<Stream>,
+        client_wr: &tokio::sync::Mutex<WriteHalf<Stream>>,
+    ) -> End {
+        let mut out = BytesMut::new();
+        loop {
+            let before = from.buf.len();
+            let item = match from.next().await {
+                Ok(Some(item)) => item,
+                Ok(None) => return End::ClientLeft,
+                Err(Ok(e)) => return End::ClientProtocol(e),
+                Err(Err(e)) => return End::Io(e),
+            };
+            self.observer
+                .client_read(before.saturating_sub(from.buf.len()));
+            let frame = match item {
+                Item::Relay(bytes) => {
+                    // Unrouted bytes (COPY data) follow what came before them.
+                    if let Some(batch) = self.router.take_pending() {
+                        self.queue_for_node(batch, &mut out);
+                    }
+                    out.extend_from_slice(&bytes);
+                    if let Err(e) = wr.write_all(&out).await {
+                        return End::Io(e);
+                    }
+                    out.clear();
+                    continue;
+                }
+                Item::Inspect(frame) => frame,
+            };
+            match frame.tag() {
+                frontend::TERMINATE => return End::ClientLeft,
+                frontend::FUNCTION_CALL => {
+                    if let Some(batch) = self.router.take_pending() {
+                        self.queue_for_node(batch, &mut out);
+                    }
+                    self.asked_node(1);
+                    out.extend_from_slice(frame.raw());
+                    continue;
+                }
+                _ => {}
+            }
+            let frame = match self.translate(frame) {
+                Ok(f) => f,
+                Err(e) => return End::ClientProtocol(e),
+            };
+            let batches = match self.router.push(frame) {
+                Ok(b) => b,
+                Err(e) => return End::ClientProtocol(e),
+            };
+            for batch in batches {
+                if batch.catalog_ok
+                    && let Some(pool) = self.catalog.clone()
+                    && pool.is_available()
+                {
+                    // The node must have answered everything before this batch.
+                    if !out.is_empty() {
+                        if let Err(e) = wr.write_all(&out).await {
+                            return End::Io(e);
+                        }
+                        out.clear();
+                    }
+                    self.progress.idle().await;
+                    if !self.progress.catalog_may_answer() {
+                        tracing::debug!(
+                            "a catalog lookup goes to the node: the transaction failed or changed the schema"
+                        );
+                    } else {
+                        match self.answer_from_catalog(&pool, &batch, client_wr).await {
+                            Ok(()) => continue,
+                            Err(CatalogMiss::Unanswered(e)) => {
+                                tracing::info!(error = %e, "the catalog copy could not answer; the node answers instead");
+                                self.metrics.catalog_fallback();
+                            }
+                            Err(CatalogMiss::Broken(e)) => return End::CatalogBroken(e),
+                            Err(CatalogMiss::ClientGone(e)) => return End::Io(e),
+                        }
+                    }
+                } else if batch.catalog_ok && self.catalog.is_some() {
+                    tracing::debug!(
+                        "a catalog lookup goes to the node: the catalog copy is resting after a failure"
+                    );
+                    self.metrics.catalog_fallback();
+                }
+                self.queue_for_node(batch, &mut out);
+            }
+            if !out.is_empty() && (!whole_message_buffered(&from.buf) || out.len() > 64 * 1024) {
+                if let Err(e) = wr.write_all(&out).await {
                     return End::Io(e);
                 }
-                continue;
+                out.clear();
             }
-            Item::Inspect(frame) => frame,
-        };
+        }
+    }
+
+    /// A client message in PostgreSQL's terms, noting what its answers
+    /// will need (CommandDescription tags, conversions by statement).
+    fn translate(&mut self, frame: Frame) -> Result<Frame, ProtocolError> {
         let tag = frame.tag();
-        if tag == frontend::TERMINATE {
-            return End::ClientLeft;
+        let mut s = self.shared.lock().expect("session state");
+        if tag == frontend::QUERY
+            && let Ok(text) = frontend::query_text(frame.body())
+            && let Some(on) = vertica::set_autocommit(text)
+        {
+            s.autocommit = on;
+            s.announce_autocommit = true;
+            // PostgreSQL has no such setting; a custom one answers SET.
+            let value = if on { "on" } else { "off" };
+            return Ok(frontend::encode_query(&format!(
+                "SET sluice.vertica_autocommit = '{value}'"
+            )));
         }
-        let rewritten = {
-            let mut s = shared.lock().expect("session state");
-            if tag == frontend::QUERY
-                && let Ok(text) = frontend::query_text(frame.body())
-                && let Some(on) = vertica::set_autocommit(text)
-            {
-                s.autocommit = on;
-                s.announce_autocommit = true;
-                // PostgreSQL has no such setting; a custom one answers SET.
-                let value = if on { "on" } else { "off" };
-                Ok(frontend::encode_query(&format!(
-                    "SET sluice.vertica_autocommit = '{value}'"
-                )))
-            } else {
-                if starts_work(tag) && !s.autocommit && s.status == Some(TransactionStatus::Idle) {
-                    out.extend_from_slice(begin_query().raw());
-                    s.hidden_begins += 1;
-                    s.status = Some(TransactionStatus::InTransaction);
-                }
-                match tag {
-                    frontend::PARSE => {
-                        vertica::parse_to_postgres(frame.body()).map(|(f, name, t)| {
-                            // Vertica replaces a statement parsed again under
-                            // its name (vertica-python reuses "s0"); PostgreSQL
-                            // refuses (42P05) unless the old one is closed first.
-                            if !name.is_empty() && tags.contains_key(&name) {
-                                let close = frontend::encode_target(
-                                    frontend::CLOSE,
-                                    b'S',
-                                    &String::from_utf8_lossy(&name),
-                                );
-                                out.extend_from_slice(close.raw());
-                                s.hidden_closes += 1;
-                            }
-                            tags.insert(name, t);
-                            f
-                        })
-                    }
-                    frontend::BIND => match frontend::bind_names(frame.body()) {
-                        Ok((_, statement, _)) => {
-                            s.binds.push_back(statement.to_vec());
-                            vertica::bind_to_postgres(frame.body())
-                        }
-                        Err(e) => Err(e),
-                    },
-                    frontend::DESCRIBE => {
-                        if let Ok((b'S', name)) = frontend::target(frame.body(), "Describe") {
-                            let t = tags.get(name).cloned().unwrap_or_else(|| "SELECT".into());
-                            s.describes.push_back((name.to_vec(), t));
-                        }
-                        Ok(frame)
-                    }
-                    _ => Ok(frame),
-                }
+        match tag {
+            // A statement parsed again under its name replaces the old one,
+            // as in Vertica (vertica-python reuses "s0"): the router closes
+            // the old one on the node first.
+            frontend::PARSE => vertica::parse_to_postgres(frame.body()).map(|(f, name, t)| {
+                self.tags.insert(name, t);
+                f
+            }),
+            frontend::BIND => {
+                let (_, statement, _) = frontend::bind_names(frame.body())?;
+                s.binds.push_back(statement.to_vec());
+                vertica::bind_to_postgres(frame.body())
             }
-        };
-        let frame = match rewritten {
-            Ok(f) => f,
-            Err(e) => return End::ClientProtocol(e),
-        };
-        if matches!(
-            tag,
-            frontend::QUERY | frontend::SYNC | frontend::FUNCTION_CALL
-        ) {
-            observer.request();
+            frontend::DESCRIBE => {
+                if let Ok((b'S', name)) = frontend::target(frame.body(), "Describe") {
+                    let t = self
+                        .tags
+                        .get(name)
+                        .cloned()
+                        .unwrap_or_else(|| "SELECT".into());
+                    s.describes.push_back((name.to_vec(), t));
+                }
+                Ok(frame)
+            }
+            _ => Ok(frame),
         }
-        out.extend_from_slice(frame.raw());
-        if !whole_message_buffered(&from.buf) || out.len() > 64 * 1024 {
-            if let Err(e) = wr.write_all(&out).await {
-                return End::Io(e);
+    }
+
+    async fn answer_from_catalog(
+        &mut self,
+        pool: &CatalogPool,
+        batch: &Batch,
+        client_wr: &tokio::sync::Mutex<WriteHalf<Stream>>,
+    ) -> Result<(), CatalogMiss> {
+        // A batch up to Flush (a prepare) is closed by sluice's own Sync.
+        let hide_ready = batch.syncs == 0;
+        let lookup = Lookup {
+            database: self.database,
+            user: self.user,
+            progress: self.progress,
+            observer: self.observer,
+            metrics: self.metrics,
+            hide_ready,
+        };
+        let before = self.shared.lock().expect("session state").answer_state();
+        let result = answer_from_catalog(
+            pool,
+            &mut self.router,
+            batch,
+            &lookup,
+            client_wr,
+            &mut FromCatalog(self.shared),
+        )
+        .await;
+        match &result {
+            Ok(()) if hide_ready => self.router.flush_answered_by_catalog(),
+            Err(CatalogMiss::Unanswered(_)) => {
+                self.shared.lock().expect("session state").restore(before)
             }
-            out.clear();
+            _ => {}
+        }
+        result
+    }
+
+    /// Counts answers the node now owes.
+    fn asked_node(&self, syncs: u64) {
+        for _ in 0..syncs {
+            self.observer.request();
+        }
+        self.progress.asked.fetch_add(syncs, Ordering::AcqRel);
+    }
+
+    /// Queues a batch for the node: a hidden `BEGIN` first when autocommit
+    /// is off and no transaction is open, statements the catalog copy
+    /// prepared prepared on the node first.
+    fn queue_for_node(&mut self, batch: Batch, out: &mut BytesMut) {
+        let (syncs, ddl) = (batch.syncs, batch.ddl);
+        let works = batch.frames.iter().any(|f| starts_work(f.tag()));
+        {
+            let mut s = self.shared.lock().expect("session state");
+            if works && !s.autocommit && s.status == Some(TransactionStatus::Idle) {
+                out.extend_from_slice(begin_query().raw());
+                s.hidden_begins += 1;
+                s.status = Some(TransactionStatus::InTransaction);
+                self.progress.asked.fetch_add(1, Ordering::AcqRel);
+            }
+        }
+        let plan = self.router.node_plan(batch);
+        if plan.hidden_answers > 0 {
+            let at = self.progress.asked.load(Ordering::Acquire);
+            self.progress
+                .hidden
+                .lock()
+                .expect("progress lock")
+                .push_back((at, plan.hidden_answers));
+        }
+        self.shared.lock().expect("session state").hidden_closes += plan.hidden_closes;
+        for frame in &plan.frames {
+            out.extend_from_slice(frame.raw());
+        }
+        self.asked_node(syncs);
+        if ddl {
+            let asked = self.progress.asked.load(Ordering::Acquire);
+            self.progress.last_ddl.store(asked, Ordering::Release);
         }
     }
 }
@@ -536,19 +817,16 @@ async fn client_to_node(
 #[allow(clippy::too_many_arguments)]
 async fn node_to_client(
     from: &mut NodeRd,
-    wr: &mut WriteHalf<Stream>,
+    wr: &tokio::sync::Mutex<WriteHalf<Stream>>,
     shared: &SharedState,
     observer: &SessionObserver,
     sluice: &Arc<Sluice>,
     attached: &Attached,
     registration: &mut Option<Registration>,
     protocol: i32,
+    progress: &NodeProgress,
 ) -> End {
     let mut out = BytesMut::new();
-    let mut conversions: Conversions = Vec::new();
-    let mut by_statement: HashMap<Vec<u8>, Conversions> = HashMap::new();
-    // The Describe(statement) being answered: (name, tag).
-    let mut describing: Option<(Vec<u8>, String)> = None;
     let mut fatal = false;
     loop {
         let frame = match from.frame().await {
@@ -559,6 +837,9 @@ async fn node_to_client(
             Err(Err(e)) => return End::Io(e),
         };
         let converted: Result<(), ProtocolError> = (|| {
+            if frame.tag() == backend::READY_FOR_QUERY {
+                progress.ready(frame.body().first().copied().unwrap_or(b'I'));
+            }
             let mut s = shared.lock().expect("session state");
             if s.hidden_begins > 0 {
                 if frame.tag() == backend::READY_FOR_QUERY {
@@ -587,9 +868,7 @@ async fn node_to_client(
                     let status = backend::ready_for_query(frame.body())?;
                     s.status = Some(status);
                     s.hidden_closes = 0;
-                    s.describes.clear();
-                    s.binds.clear();
-                    describing = None;
+                    s.answered();
                     if s.announce_autocommit {
                         s.announce_autocommit = false;
                         vertica::encode_auto_commit(&mut out, s.autocommit);
@@ -597,64 +876,15 @@ async fn node_to_client(
                     observer.ready_for_query(status);
                     out.extend_from_slice(frame.raw());
                 }
-                backend::ERROR_RESPONSE | backend::NOTICE_RESPONSE => {
-                    if frame.tag() == backend::ERROR_RESPONSE {
-                        observer.error(frame.body());
-                        fatal |= is_fatal(frame.body());
-                    }
-                    out.extend_from_slice(
-                        vertica::error_to_vertica(frame.tag(), frame.body())?.raw(),
-                    );
+                // ParseComplete of a Parse sluice sent ahead (a statement
+                // first prepared on the catalog copy).
+                backend::PARSE_COMPLETE if progress.hide_parse_complete() => {}
+                backend::ERROR_RESPONSE => {
+                    observer.error(frame.body());
+                    fatal |= is_fatal(frame.body());
+                    s.convert(&frame, &mut out)?;
                 }
-                vertica::PARAMETER_DESCRIPTION => {
-                    describing = s.describes.pop_front();
-                    out.extend_from_slice(
-                        vertica::parameter_description_to_vertica(frame.body())?.raw(),
-                    );
-                }
-                vertica::ROW_DESCRIPTION => {
-                    let (t, conv) = vertica::row_description_to_vertica(frame.body())?;
-                    out.extend_from_slice(t.raw());
-                    if let Some((name, tag)) = describing.take() {
-                        out.extend_from_slice(vertica::encode_command_description(&tag).raw());
-                        by_statement.insert(name, conv.clone());
-                    }
-                    conversions = conv;
-                }
-                vertica::NO_DATA => {
-                    out.extend_from_slice(frame.raw());
-                    if let Some((name, tag)) = describing.take() {
-                        out.extend_from_slice(vertica::encode_command_description(&tag).raw());
-                        by_statement.insert(name, Vec::new());
-                    }
-                }
-                b'2' => {
-                    // BindComplete: the rows that follow are this statement's.
-                    if let Some(name) = s.binds.pop_front()
-                        && let Some(conv) = by_statement.get(&name)
-                    {
-                        conversions = conv.clone();
-                    }
-                    out.extend_from_slice(frame.raw());
-                }
-                vertica::DATA_ROW => {
-                    match vertica::data_row_to_vertica(frame.body(), &conversions)? {
-                        Some(row) => out.extend_from_slice(row.raw()),
-                        None => out.extend_from_slice(frame.raw()),
-                    }
-                }
-                b'3' if s.hidden_closes > 0 => s.hidden_closes -= 1,
-                backend::COMMAND_COMPLETE => {
-                    // vertica-python reads `auto_commit` once the SET's
-                    // result ends, before ReadyForQuery.
-                    if s.announce_autocommit {
-                        s.announce_autocommit = false;
-                        vertica::encode_auto_commit(&mut out, s.autocommit);
-                    }
-                    out.extend_from_slice(frame.raw());
-                }
-                vertica::NEGOTIATE_PROTOCOL_VERSION => {}
-                _ => out.extend_from_slice(frame.raw()),
+                _ => s.convert(&frame, &mut out)?,
             }
             Ok(())
         })();
@@ -663,22 +893,12 @@ async fn node_to_client(
         }
         if (!whole_message_buffered(&from.buf) || out.len() > 64 * 1024) && !out.is_empty() {
             observer.client_written(out.len());
-            if let Err(e) = wr.write_all(&out).await {
+            if let Err(e) = wr.lock().await.write_all(&out).await {
                 return End::Io(e);
             }
             out.clear();
         }
     }
-}
-
-fn is_fatal(body: &[u8]) -> bool {
-    backend::error_fields(body)
-        .map(|fields| {
-            fields
-                .iter()
-                .any(|(c, v)| *c == b'S' && (v == "FATAL" || v == "PANIC"))
-        })
-        .unwrap_or(false)
 }
 
 /// True when `buf` starts with a whole message: the next one needs no read.

@@ -18,6 +18,7 @@ use super::ProtocolError;
 use super::frame::Frame;
 use super::startup::StartupMessage;
 use super::write::{self, read_cstr};
+use crate::lex::Kind;
 
 /// Vertica-only backend message: CommandDescription, after Describe(statement).
 pub const COMMAND_DESCRIPTION: u8 = b'm';
@@ -170,6 +171,48 @@ pub fn postgres_startup(startup: &StartupMessage) -> Bytes {
     params.push(("DateStyle", "ISO, MDY"));
     params.push(("IntervalStyle", "sql_standard"));
     StartupMessage::encode(&params)
+}
+
+/// A Vertica StartupRequest for sluice's own session on a Vertica node (the
+/// catalog sync): the fixed 3.5 header, then `protocol_version` first with
+/// its binary value (§1.2). 3.5 is asked for on purpose: below 3.12 the
+/// node sends no complex-type fields in RowDescription.
+pub fn encode_vertica_startup(user: &str, database: &str, label: &str) -> Bytes {
+    let mut buf = BytesMut::new();
+    write::untagged(&mut buf, |b| {
+        b.put_i32(0x0003_0005);
+        write::cstr(b, "protocol_version");
+        b.put_i32(0x0003_0005);
+        b.put_u8(0);
+        for (name, value) in [
+            ("user", user),
+            ("database", database),
+            ("client_type", "sluice"),
+            ("client_label", label),
+            ("autocommit", "on"),
+        ] {
+            write::cstr(b, name);
+            write::cstr(b, value);
+        }
+        b.put_u8(0);
+    });
+    buf.freeze()
+}
+
+/// The answer to Vertica's SHA-512 hash authentication (codes 65536 and
+/// 66048, §2): `"sha512" + hex(sha512(hex(sha512(password ‖ user salt)) ‖ salt))`.
+pub fn sha512_password(password: &[u8], user_salt: &[u8], salt: &[u8]) -> String {
+    use sha2::{Digest, Sha512};
+    let hex = |bytes: &[u8]| -> String { bytes.iter().map(|b| format!("{b:02x}")).collect() };
+    let inner = hex(&Sha512::new()
+        .chain_update(password)
+        .chain_update(user_salt)
+        .finalize());
+    let outer = Sha512::new()
+        .chain_update(inner.as_bytes())
+        .chain_update(salt)
+        .finalize();
+    format!("sha512{}", hex(&outer))
 }
 
 /// The protocol version to announce: the lower of the client's request and
@@ -549,108 +592,54 @@ pub fn encode_command_description(tag: &str) -> Frame {
 }
 
 /// The command tag Vertica would give a statement: its first keyword in
-/// upper case ("" for an empty statement).
+/// upper case ("" for an empty statement), after comments and opening
+/// parentheses.
 pub fn command_tag(sql: &str) -> String {
-    let body = strip_leading_comments(sql);
-    body.split(|c: char| !c.is_ascii_alphabetic())
-        .next()
-        .unwrap_or("")
-        .to_ascii_uppercase()
-}
-
-fn strip_leading_comments(mut sql: &str) -> &str {
-    loop {
-        sql = sql.trim_start_matches(|c: char| c.is_whitespace() || c == '(' || c == ';');
-        if let Some(rest) = sql.strip_prefix("--") {
-            sql = rest.split_once('\n').map(|(_, r)| r).unwrap_or("");
-        } else if let Some(rest) = sql.strip_prefix("/*") {
-            sql = rest.split_once("*/").map(|(_, r)| r).unwrap_or("");
-        } else {
-            return sql;
+    for (kind, range) in crate::lex::pieces(sql) {
+        match kind {
+            Kind::Comment | Kind::Whitespace => continue,
+            Kind::Text => {
+                let text = sql[range].trim_start_matches(['(', ';']);
+                if text.is_empty() {
+                    continue;
+                }
+                return text
+                    .split(|c: char| !c.is_ascii_alphabetic())
+                    .next()
+                    .unwrap_or("")
+                    .to_ascii_uppercase();
+            }
+            Kind::Literal | Kind::Quoted => return String::new(),
         }
     }
+    String::new()
 }
 
 // ---------------------------------------------------------------------------
 // Parse and Bind
 
 /// Numbers `?` placeholders `$1`, `$2`, ... outside string literals, quoted
-/// identifiers, dollar quotes and comments. Returns the text and the count.
+/// identifiers, dollar quotes and comments (as [`crate::lex`] finds them).
+/// Returns the text and the count.
 pub fn number_placeholders(sql: &str) -> (String, usize) {
-    let b = sql.as_bytes();
     let mut out = String::with_capacity(sql.len() + 8);
     let mut n = 0;
-    let mut i = 0;
-    let mut copied = 0;
-    while i < b.len() {
-        match b[i] {
-            b'\'' | b'"' => {
-                let quote = b[i];
-                i += 1;
-                while i < b.len() {
-                    if b[i] == quote {
-                        if b.get(i + 1) == Some(&quote) {
-                            i += 2;
-                            continue;
-                        }
-                        break;
-                    }
-                    i += 1;
-                }
-                i += 1;
-            }
-            b'-' if b.get(i + 1) == Some(&b'-') => {
-                while i < b.len() && b[i] != b'\n' {
-                    i += 1;
-                }
-            }
-            b'/' if b.get(i + 1) == Some(&b'*') => {
-                let mut depth = 0;
-                while i < b.len() {
-                    if b[i] == b'/' && b.get(i + 1) == Some(&b'*') {
-                        depth += 1;
-                        i += 2;
-                    } else if b[i] == b'*' && b.get(i + 1) == Some(&b'/') {
-                        depth -= 1;
-                        i += 2;
-                        if depth == 0 {
-                            break;
-                        }
-                    } else {
-                        i += 1;
-                    }
-                }
-            }
-            b'$' => {
-                // $tag$ ... $tag$ (a $1 parameter is no dollar quote).
-                let tag_end = b[i + 1..]
-                    .iter()
-                    .position(|c| !(c.is_ascii_alphanumeric() || *c == b'_'))
-                    .map(|p| i + 1 + p);
-                match tag_end {
-                    Some(end)
-                        if b[end] == b'$' && !b.get(i + 1).is_some_and(u8::is_ascii_digit) =>
-                    {
-                        let tag = &sql[i..=end];
-                        match sql[end + 1..].find(tag) {
-                            Some(p) => i = end + 1 + p + tag.len(),
-                            None => i = b.len(),
-                        }
-                    }
-                    _ => i += 1,
-                }
-            }
-            b'?' => {
+    for (kind, range) in crate::lex::pieces(sql) {
+        let piece = &sql[range];
+        if kind != Kind::Text {
+            out.push_str(piece);
+            continue;
+        }
+        for c in piece.chars() {
+            if c == '?' {
                 n += 1;
-                out.push_str(&sql[copied..i]);
-                out.push_str(&format!("${n}"));
-                i += 1;
-                copied = i;
+                out.push('$');
+                out.push_str(&n.to_string());
+            } else {
+                out.push(c);
             }
-            _ => i += 1,
         }
     }
-    out.push_str(&sql[copied.min(sql.len())..]);
     (out, n)
 }
 
@@ -801,15 +790,8 @@ pub fn bytea_to_vertica(text: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A DataRow with its values converted per column; `None` when nothing
-/// changes (the original bytes are forwarded).
-pub fn data_row_to_vertica(
-    body: &[u8],
-    conversions: &[ValueConversion],
-) -> Result<Option<Frame>, ProtocolError> {
-    if all_same(conversions) {
-        return Ok(None);
-    }
+/// A DataRow's values (`None` for NULL); the layout is the same in both dialects.
+pub fn data_row_values(body: &[u8]) -> Result<Vec<Option<&[u8]>>, ProtocolError> {
     let mut r = Reader::new(body, "DataRow");
     let n = r.count()?;
     let mut values = Vec::with_capacity(n);
@@ -822,8 +804,21 @@ pub fn data_row_to_vertica(
         });
     }
     r.end()?;
+    Ok(values)
+}
+
+/// A DataRow with its values converted per column; `None` when nothing
+/// changes (the original bytes are forwarded).
+pub fn data_row_to_vertica(
+    body: &[u8],
+    conversions: &[ValueConversion],
+) -> Result<Option<Frame>, ProtocolError> {
+    if all_same(conversions) {
+        return Ok(None);
+    }
+    let values = data_row_values(body)?;
     Ok(Some(framed(DATA_ROW, |b| {
-        b.put_i16(n as i16);
+        b.put_i16(values.len() as i16);
         for (i, v) in values.iter().enumerate() {
             match (v, conversions.get(i)) {
                 (None, _) => b.put_i32(-1),

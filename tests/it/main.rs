@@ -19,3 +19,4 @@ mod rules;
 mod startup;
 mod tls;
 mod vertica;
+mod vertica_catalog;

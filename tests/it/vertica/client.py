@@ -212,10 +212,34 @@ def login():
 
 
 def catalog():
-    with vertica(autocommit=True) as conn:
+    """Catalog lookups (answered by sluice's catalog copy, or the node when
+    the copy is down), then data in the same session. argv[4]: the table
+    names expected, comma-separated."""
+    want = [[t] for t in sys.argv[4].split(",")]
+    lookup = "SELECT table_name FROM v_catalog.tables WHERE table_schema = 'public' ORDER BY 1"
+    with vertica() as conn:  # autocommit off, Vertica's default
         cur = conn.cursor()
-        cur.execute("SELECT table_name FROM v_catalog.tables WHERE table_schema = 'public' ORDER BY table_name")
-        print("tables:", [r[0] for r in cur.fetchall()])
+        cur.execute(lookup)
+        check_equal("simple lookup", cur.fetchall(), want)
+        cur.execute("SELECT count(*) FROM public.orders")
+        assert cur.fetchall() == [[1]], "data comes from the node"
+        cur.execute(lookup)
+        check_equal("lookup inside the transaction", cur.fetchall(), want)
+        conn.rollback()
+    with vertica(autocommit=True, use_prepared_statements=True) as conn:
+        cur = conn.cursor()
+        prepared = "SELECT table_name FROM v_catalog.tables WHERE table_schema = ? ORDER BY 1"
+        for _ in range(2):
+            cur.execute(prepared, ["public"])
+            check_equal("prepared lookup", cur.fetchall(), want)
+        cur.execute("SELECT id, amount FROM public.orders WHERE id = ?", [1])
+        assert cur.fetchall() == [[1, decimal.Decimal("9.50")]], "prepared data comes from the node"
+        cur.execute(prepared, ["public"])
+        check_equal("prepared lookup after data", cur.fetchall(), want)
+        cur.execute("SELECT is_temp_table, create_time, table_id FROM v_catalog.tables WHERE table_name = ?", ["orders"])
+        row = cur.fetchall()[0]
+        assert row[0] is False and row[2] == 45035996273704980, row
+        assert row[1] == datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc), row
 
 
 {

@@ -1,0 +1,392 @@
+//! A batch of catalog lookups answered by the catalog copy: the one
+//! exchange both kinds of session use (PostgreSQL clients in
+//! [`super::session`], Vertica clients in [`super::translate`]), and what
+//! the node has been asked and answered, which decides when the copy may
+//! answer at all.
+//!
+//! The copy runs each lookup under the session's role and search path, so
+//! privilege-filtered and visibility-dependent lookups answer as the node
+//! would. Its answer is held back until whole (up to
+//! [`CATALOG_ANSWER_BUFFER`]): a copy that fails or stalls before the first
+//! byte reaches the client is replaced by the node without the client
+//! noticing. Its ReadyForQuery carries the node's transaction status, since
+//! the client's transaction lives on the node. A Vertica session converts
+//! each message on the way ([`Answers`]).
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use super::observe::SessionObserver;
+use super::router::{Batch, Router};
+use crate::catalog::{CatalogConn, CatalogError, CatalogPool, Lease};
+use crate::metrics::Metrics;
+use crate::protocol::frame::{Frame, Item};
+use crate::protocol::{ProtocolError, backend, frontend};
+
+/// How much of a catalog answer is held back before it streams.
+pub(super) const CATALOG_ANSWER_BUFFER: usize = 1 << 20;
+
+/// What the node has been asked and has answered, shared by the two
+/// directions of a session: the client direction must know when the node is
+/// idle before the catalog copy may answer, and which ParseCompletes answer
+/// Parses that sluice added.
+pub(super) struct NodeProgress {
+    /// ReadyForQuery answers asked for (Queries, Syncs, FunctionCalls sent).
+    pub(super) asked: AtomicU64,
+    /// ReadyForQuery answers relayed.
+    pub(super) answered: AtomicU64,
+    /// The last ReadyForQuery's status byte.
+    pub(super) status: AtomicU8,
+    /// `answered` at the last ReadyForQuery with status Idle.
+    pub(super) last_idle: AtomicU64,
+    /// `asked` after the last batch with DDL was sent.
+    pub(super) last_ddl: AtomicU64,
+    /// ParseCompletes to hide: (`answered` when their batch's answers begin, how many).
+    pub(super) hidden: Mutex<VecDeque<(u64, usize)>>,
+    answer: tokio::sync::Notify,
+}
+
+impl NodeProgress {
+    pub(super) fn new() -> NodeProgress {
+        NodeProgress {
+            // The startup exchange ends with a ReadyForQuery nobody asked for.
+            asked: AtomicU64::new(1),
+            answered: AtomicU64::new(0),
+            status: AtomicU8::new(b'I'),
+            last_idle: AtomicU64::new(0),
+            last_ddl: AtomicU64::new(0),
+            hidden: Mutex::new(VecDeque::new()),
+            answer: tokio::sync::Notify::new(),
+        }
+    }
+
+    /// The node has answered everything asked so far.
+    pub(super) fn settled(&self) -> bool {
+        self.answered.load(Ordering::Acquire) >= self.asked.load(Ordering::Acquire)
+    }
+
+    /// Waits until the node has answered everything asked so far.
+    pub(super) async fn idle(&self) {
+        loop {
+            let notified = self.answer.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.answered.load(Ordering::Acquire) >= self.asked.load(Ordering::Acquire) {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Whether a lookup may be answered by the catalog copy now (the node is
+    /// idle): not in a failed transaction, and not in one that changed the
+    /// schema, whose uncommitted DDL only the node can show.
+    pub(super) fn catalog_may_answer(&self) -> bool {
+        let status = self.status.load(Ordering::Acquire);
+        let ddl_pending =
+            self.last_ddl.load(Ordering::Acquire) > self.last_idle.load(Ordering::Acquire);
+        status != b'E' && !ddl_pending
+    }
+
+    pub(super) fn ready(&self, status: u8) {
+        let answered = self.answered.fetch_add(1, Ordering::AcqRel) + 1;
+        self.status.store(status, Ordering::Release);
+        if status == b'I' {
+            self.last_idle.store(answered, Ordering::Release);
+        }
+        self.hidden
+            .lock()
+            .expect("progress lock")
+            .retain(|(at, _)| *at >= answered);
+        self.answer.notify_waiters();
+    }
+
+    /// Whether this ParseComplete answers a Parse that sluice added.
+    pub(super) fn hide_parse_complete(&self) -> bool {
+        let answered = self.answered.load(Ordering::Acquire);
+        let mut hidden = self.hidden.lock().expect("progress lock");
+        match hidden.front_mut() {
+            Some((at, n)) if *at == answered && *n > 0 => {
+                *n -= 1;
+                if *n == 0 {
+                    hidden.pop_front();
+                }
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Why the catalog copy did not answer a batch.
+pub(super) enum CatalogMiss {
+    /// Nothing reached the client: the node can answer instead.
+    Unanswered(CatalogError),
+    /// Part of the answer reached the client: the session cannot go on.
+    Broken(CatalogError),
+    /// The client's connection failed while sluice wrote to it.
+    ClientGone(std::io::Error),
+}
+
+/// How the copy's answer reaches the client.
+pub(super) trait Answers {
+    /// Rows are needed whole (to convert them), not as relayable runs.
+    fn whole_rows(&self) -> bool;
+    /// Appends the client's form of one message of the answer (not
+    /// ReadyForQuery, ParameterStatus or notifications, handled here).
+    fn message(&mut self, frame: &Frame, out: &mut BytesMut) -> Result<(), ProtocolError>;
+    /// The answer ended with ReadyForQuery.
+    fn ready(&mut self) {}
+}
+
+/// A PostgreSQL client: the copy's answer as it is.
+pub(super) struct AsIs;
+
+impl Answers for AsIs {
+    fn whole_rows(&self) -> bool {
+        false
+    }
+    fn message(&mut self, frame: &Frame, out: &mut BytesMut) -> Result<(), ProtocolError> {
+        out.extend_from_slice(frame.raw());
+        Ok(())
+    }
+}
+
+/// The session a lookup runs for.
+pub(super) struct Lookup<'a> {
+    pub database: &'a str,
+    pub user: &'a str,
+    pub progress: &'a NodeProgress,
+    pub observer: &'a SessionObserver,
+    pub metrics: &'a Metrics,
+    /// sluice ended the batch with a Sync of its own (a Vertica client's
+    /// batch up to Flush): the copy's ReadyForQuery is not the client's.
+    pub hide_ready: bool,
+}
+
+/// Has the catalog copy answer a batch.
+pub(super) async fn answer_from_catalog<W: AsyncWrite + Unpin>(
+    pool: &CatalogPool,
+    router: &mut Router,
+    batch: &Batch,
+    lookup: &Lookup<'_>,
+    client_wr: &tokio::sync::Mutex<W>,
+    answers: &mut (dyn Answers + Send),
+) -> Result<(), CatalogMiss> {
+    let started = Instant::now();
+    let mut lease = pool
+        .lease(lookup.database)
+        .await
+        .map_err(CatalogMiss::Unanswered)?;
+    let limit = pool.settings().answer_timeout;
+    let result = exchange(&mut lease, router, batch, lookup, client_wr, limit, answers).await;
+    if let Err(CatalogMiss::Unanswered(e @ CatalogError::Timeout { .. })) = &result {
+        pool.rest(e);
+    }
+    match &result {
+        Ok(()) => {
+            pool.give_back(lease, true);
+            lookup
+                .metrics
+                .query_finished(crate::metrics::Route::Catalog, started.elapsed());
+        }
+        Err(CatalogMiss::Unanswered(CatalogError::Io(_))) | Err(CatalogMiss::Broken(_)) => {
+            // The connection is gone or mid-answer: not reusable.
+        }
+        Err(_) => pool.give_back(lease, false),
+    }
+    result
+}
+
+async fn exchange<W: AsyncWrite + Unpin>(
+    lease: &mut Lease,
+    router: &mut Router,
+    batch: &Batch,
+    lookup: &Lookup<'_>,
+    client_wr: &tokio::sync::Mutex<W>,
+    limit: Duration,
+    answers: &mut (dyn Answers + Send),
+) -> Result<(), CatalogMiss> {
+    let conn = &mut lease.conn;
+    conn.set_whole_rows(answers.whole_rows());
+    // Until the first byte reaches the client, a copy that has not
+    // answered by the deadline is given up on and the node answers;
+    // answers are held back until whole (CATALOG_ANSWER_BUFFER), so this
+    // covers all but the largest, which are never cut off mid-stream.
+    let deadline = tokio::time::Instant::now() + limit;
+    let late = || CatalogError::Timeout {
+        addr: "the catalog copy".into(),
+        timeout: limit,
+    };
+    let mut request = BytesMut::new();
+    // The copy's connection takes on the session's role and search path
+    // first, so privilege-filtered and visibility-dependent lookups
+    // answer as the node would.
+    let mut prelude = Vec::new();
+    if conn.role.as_deref() != Some(lookup.user) {
+        prelude.push(format!("SET ROLE \"{}\"", lookup.user.replace('"', "\"\"")));
+    }
+    let search_path = router.search_path().map(str::to_string);
+    if conn.search_path != search_path {
+        prelude.push(
+            search_path
+                .clone()
+                .unwrap_or_else(|| "RESET search_path".into()),
+        );
+    }
+    let set_role = !prelude.is_empty();
+    if set_role {
+        request.extend_from_slice(frontend::encode_query(&prelude.join("; ")).raw());
+    }
+    let plan = router.catalog_plan(batch, &mut conn.prepared);
+    for frame in &plan.frames {
+        request.extend_from_slice(frame.raw());
+    }
+    if lookup.hide_ready {
+        request.extend_from_slice(&[frontend::SYNC, 0, 0, 0, 4]);
+    }
+    tokio::time::timeout_at(deadline, conn.send(&request))
+        .await
+        .unwrap_or_else(|_| Err(late()))
+        .map_err(CatalogMiss::Unanswered)?;
+    if set_role {
+        let mut refused = None;
+        loop {
+            let frame = tokio::time::timeout_at(deadline, conn.next_frame())
+                .await
+                .unwrap_or_else(|_| Err(late()))
+                .map_err(CatalogMiss::Unanswered)?;
+            match frame.tag() {
+                backend::ERROR_RESPONSE => refused = Some(backend::error_summary(frame.body()).1),
+                backend::READY_FOR_QUERY => break,
+                _ => {}
+            }
+        }
+        if let Some(message) = refused {
+            // The role is not in the copy yet (a sync will bring it).
+            drain_to_ready(conn)
+                .await
+                .map_err(CatalogMiss::Unanswered)?;
+            return Err(CatalogMiss::Unanswered(CatalogError::Refused {
+                code: "42704".into(),
+                message,
+            }));
+        }
+        conn.role = Some(lookup.user.to_string());
+        conn.search_path = search_path;
+    }
+    for _ in 0..plan.hidden_answers {
+        let frame = tokio::time::timeout_at(deadline, conn.next_frame())
+            .await
+            .unwrap_or_else(|_| Err(late()))
+            .map_err(CatalogMiss::Unanswered)?;
+        if frame.tag() == backend::ERROR_RESPONSE {
+            let (code, message) = backend::error_summary(frame.body());
+            conn.prepared.clear();
+            drain_to_ready(conn)
+                .await
+                .map_err(CatalogMiss::Unanswered)?;
+            return Err(CatalogMiss::Unanswered(CatalogError::Refused {
+                code,
+                message,
+            }));
+        }
+    }
+    let status = lookup.progress.status.load(Ordering::Acquire);
+    let mut client = client_wr.lock().await;
+    let mut out = BytesMut::new();
+    let mut written = false;
+    loop {
+        let next = if written {
+            conn.next_item().await
+        } else {
+            tokio::time::timeout_at(deadline, conn.next_item())
+                .await
+                .unwrap_or_else(|_| Err(late()))
+        };
+        let item = match next {
+            Ok(item) => item,
+            Err(e) if written => return Err(CatalogMiss::Broken(e)),
+            Err(e) => return Err(CatalogMiss::Unanswered(e)),
+        };
+        let done = match item {
+            Item::Relay(rows) => {
+                out.extend_from_slice(&rows);
+                false
+            }
+            Item::Inspect(frame) => match frame.tag() {
+                // The copy's own parameters and notifications are not the session's.
+                backend::PARAMETER_STATUS | b'A' => false,
+                // The copy is closing this connection (shutdown, a sync's
+                // swap): before any answer went out, the node can answer.
+                backend::ERROR_RESPONSE if !written && out.is_empty() && is_fatal(frame.body()) => {
+                    let (code, message) = backend::error_summary(frame.body());
+                    return Err(CatalogMiss::Unanswered(CatalogError::Refused {
+                        code,
+                        message,
+                    }));
+                }
+                backend::READY_FOR_QUERY => {
+                    answers.ready();
+                    if !lookup.hide_ready {
+                        out.extend_from_slice(&[backend::READY_FOR_QUERY, 0, 0, 0, 5, status]);
+                    }
+                    true
+                }
+                _ => {
+                    let converted = answers.message(&frame, &mut out);
+                    match converted {
+                        Ok(()) => false,
+                        Err(e) if written => {
+                            return Err(CatalogMiss::Broken(CatalogError::Protocol(e)));
+                        }
+                        Err(e) => return Err(CatalogMiss::Unanswered(CatalogError::Protocol(e))),
+                    }
+                }
+            },
+        };
+        // Catalog answers are small; holding one back until it is whole
+        // means a copy that fails mid-answer leaves nothing half-sent,
+        // and the node can answer instead.
+        if done || out.len() >= CATALOG_ANSWER_BUFFER {
+            if !out.is_empty() {
+                lookup.observer.client_written(out.len());
+                client
+                    .write_all(&out)
+                    .await
+                    .map_err(CatalogMiss::ClientGone)?;
+            }
+            written = true;
+            out.clear();
+        }
+        if done {
+            return Ok(());
+        }
+    }
+}
+
+/// Reads and drops answers up to the next ReadyForQuery.
+async fn drain_to_ready(conn: &mut CatalogConn) -> Result<(), CatalogError> {
+    loop {
+        if let Item::Inspect(frame) = conn.next_item().await?
+            && frame.tag() == backend::READY_FOR_QUERY
+        {
+            return Ok(());
+        }
+    }
+}
+
+pub(super) fn is_fatal(body: &[u8]) -> bool {
+    backend::error_fields(body)
+        .map(|fields| {
+            fields
+                .iter()
+                .any(|(c, v)| *c == b'S' && (v == "FATAL" || v == "PANIC"))
+        })
+        .unwrap_or(false)
+}
