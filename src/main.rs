@@ -131,7 +131,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            runtime().block_on(async {
+            runtime_with(loaded.server.threads()).block_on(async {
                 let running = match sluice::server::start(loaded, Some(config)).await {
                     Ok(r) => r,
                     Err(e) => {
@@ -184,6 +184,15 @@ fn main() -> ExitCode {
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("the tokio runtime starts")
+}
+
+/// The runtime `sluice run` relays sessions on (`server.worker_threads`).
+fn runtime_with(threads: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
         .enable_all()
         .build()
         .expect("the tokio runtime starts")

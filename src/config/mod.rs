@@ -83,6 +83,8 @@ pub struct Server {
     /// HTTP listener for /healthz, /readyz and /metrics; `None` when set to "".
     pub metrics_listen: Option<SocketAddr>,
     pub max_client_connections: usize,
+    /// Threads relaying sessions (read at start only); see [`Server::threads`].
+    pub worker_threads: usize,
     /// Sessions one user may hold at once; `None`: only the total limit applies.
     pub max_client_connections_per_user: Option<usize>,
     pub drain_timeout: Duration,
@@ -98,6 +100,21 @@ pub struct Server {
     pub cancel_rate: u32,
     pub cancel_burst: u32,
     pub tls: Option<ServerTls>,
+}
+
+impl Server {
+    /// The relay's thread count: `worker_threads`, or when 0, a quarter of
+    /// the cores (at least one). A proxy's work is mostly system calls
+    /// waking other processes; on a small machine it shares the cores with
+    /// the warehouse and the clients, and one thread spends less CPU per
+    /// query than several that hand sessions to each other (measured in
+    /// docs/benchmarks.md).
+    pub fn threads(&self) -> usize {
+        match self.worker_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| (n.get() / 4).max(1)),
+            n => n,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -432,6 +449,7 @@ impl Validator<'_> {
             self.socket_addr("server.metrics_listen", &raw.metrics_listen)
                 .map(Some)
         };
+        let worker_threads = self.count("server.worker_threads", &raw.worker_threads, 0, 1024);
         let max_clients = self.count(
             "server.max_client_connections",
             &raw.max_client_connections,
@@ -497,6 +515,7 @@ impl Validator<'_> {
             listen: listen?,
             metrics_listen: metrics_listen?,
             max_client_connections: max_clients?,
+            worker_threads: worker_threads?,
             max_client_connections_per_user: max_per_user?,
             drain_timeout: drain?,
             startup_timeout: startup?,

@@ -163,6 +163,8 @@ pub struct RawServer {
     pub metrics_listen: Spanned<String>,
     #[serde(default = "defaults::max_client_connections")]
     pub max_client_connections: Spanned<i64>,
+    #[serde(default = "defaults::worker_threads")]
+    pub worker_threads: Spanned<i64>,
     pub max_client_connections_per_user: Option<Spanned<i64>>,
     #[serde(default = "defaults::drain_timeout")]
     pub drain_timeout: Spanned<String>,
@@ -311,6 +313,9 @@ mod defaults {
     }
     pub fn metrics_listen() -> Spanned<String> {
         s("127.0.0.1:9187")
+    }
+    pub fn worker_threads() -> Spanned<i64> {
+        n(0)
     }
     pub fn max_client_connections() -> Spanned<i64> {
         n(5000)

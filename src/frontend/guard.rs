@@ -222,14 +222,18 @@ impl QueryGuard {
     /// `end` ReadyForQuery answers in all.
     pub fn sent(&self, end: u64, checked: &[Checked], budget: Option<(Duration, Arc<str>)>) {
         // Statistics count executions; a batch that only prepares is not one.
-        let executed: Vec<&Checked> = checked.iter().filter(|c| c.executed).collect();
-        let Some(first) = executed.first() else {
+        let mut executed = checked.iter().filter(|c| c.executed);
+        let Some(first) = executed.next() else {
             return;
         };
-        let fingerprint = if executed.len() == 1 {
+        let fingerprint = if executed.next().is_none() {
             first.class.fingerprint
         } else {
-            let parts: Vec<Fingerprint> = executed.iter().map(|c| c.class.fingerprint).collect();
+            let parts: Vec<Fingerprint> = checked
+                .iter()
+                .filter(|c| c.executed)
+                .map(|c| c.class.fingerprint)
+                .collect();
             Fingerprint::combine(&parts)
         };
         self.inflight

@@ -133,6 +133,14 @@ impl Router {
     }
 
     fn note_search_path(&mut self, text: &[u8]) {
+        // Every query passes here: most are not SET or RESET, and cost one look.
+        let start = text.trim_ascii_start();
+        let starts_with = |word: &[u8]| {
+            start.len() > word.len() && start[..word.len()].eq_ignore_ascii_case(word)
+        };
+        if !starts_with(b"set") && !starts_with(b"reset") {
+            return;
+        }
         let text = String::from_utf8_lossy(text);
         let normalized = text.trim().trim_end_matches(';').to_ascii_lowercase();
         let words: Vec<&str> = normalized.split_whitespace().take(3).collect();
@@ -149,7 +157,11 @@ impl Router {
 
     fn classify(&self, text: &[u8]) -> Option<Arc<Classification>> {
         let cache = self.cache.as_ref()?;
-        let (class, hit) = cache.lookup(&String::from_utf8_lossy(text));
+        let text = match std::str::from_utf8(text) {
+            Ok(valid) => std::borrow::Cow::Borrowed(valid),
+            Err(_) => String::from_utf8_lossy(text),
+        };
+        let (class, hit) = cache.lookup(&text);
         if let Some(m) = &self.metrics {
             m.classification_cache(hit);
             if !hit && class.parse_error.is_some() {
