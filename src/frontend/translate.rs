@@ -31,7 +31,7 @@
 //! changed the schema, in a failed one, or when the copy is down, the node
 //! answers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -87,6 +87,17 @@ struct Shared {
     by_statement: HashMap<Vec<u8>, Conversions>,
     /// The Describe(statement) being answered: (name, tag).
     describing: Option<(Vec<u8>, String)>,
+    /// The running statement's result has a RowDescription (a SELECT, or
+    /// DML with RETURNING): its row count stays in the CommandComplete tag.
+    described: bool,
+    /// Since the last BindComplete: the extended protocol, where results
+    /// are described by Describe, not at execution.
+    executing: bool,
+    /// The executing statement was described with Vertica's row-count
+    /// result ([`vertica::encode_row_count_description`]): its DataRow is owed.
+    count_owed: bool,
+    /// Statements described with Vertica's row-count result.
+    counting: HashSet<Vec<u8>>,
 }
 
 impl Shared {
@@ -128,6 +139,9 @@ impl Shared {
         self.describes.clear();
         self.binds.clear();
         self.describing = None;
+        self.described = false;
+        self.executing = false;
+        self.count_owed = false;
     }
 
     /// Appends the Vertica form of a message answering the client's
@@ -146,25 +160,37 @@ impl Shared {
             vertica::ROW_DESCRIPTION => {
                 let (t, conv) = vertica::row_description_to_vertica(frame.body())?;
                 out.extend_from_slice(t.raw());
+                self.described = true;
                 if let Some((name, tag)) = self.describing.take() {
                     out.extend_from_slice(vertica::encode_command_description(&tag).raw());
                     self.by_statement.insert(name, conv.clone());
                 }
                 self.conversions = conv;
             }
-            vertica::NO_DATA => {
-                out.extend_from_slice(frame.raw());
-                if let Some((name, tag)) = self.describing.take() {
+            vertica::NO_DATA => match self.describing.take() {
+                Some((name, tag)) => {
+                    // Vertica describes DML by its row-count result.
+                    if vertica::counts_rows(&tag) {
+                        out.extend_from_slice(vertica::encode_row_count_description().raw());
+                        self.counting.insert(name.clone());
+                    } else {
+                        out.extend_from_slice(frame.raw());
+                        self.counting.remove(&name);
+                    }
                     out.extend_from_slice(vertica::encode_command_description(&tag).raw());
                     self.by_statement.insert(name, Vec::new());
                 }
-            }
+                None => out.extend_from_slice(frame.raw()),
+            },
             b'2' => {
                 // BindComplete: the rows that follow are this statement's.
-                if let Some(name) = self.binds.pop_front()
-                    && let Some(conv) = self.by_statement.get(&name)
-                {
-                    self.conversions = conv.clone();
+                self.executing = true;
+                self.count_owed = false;
+                if let Some(name) = self.binds.pop_front() {
+                    if let Some(conv) = self.by_statement.get(&name) {
+                        self.conversions = conv.clone();
+                    }
+                    self.count_owed = self.counting.contains(&name);
                 }
                 out.extend_from_slice(frame.raw());
             }
@@ -182,12 +208,34 @@ impl Shared {
                     self.announce_autocommit = false;
                     vertica::encode_auto_commit(out, self.autocommit);
                 }
+                self.row_count(frame.body(), out);
                 out.extend_from_slice(frame.raw());
             }
             vertica::NEGOTIATE_PROTOCOL_VERSION => {}
             _ => out.extend_from_slice(frame.raw()),
         }
         Ok(())
+    }
+}
+
+impl Shared {
+    /// Vertica answers DML with a result set holding the row count, where
+    /// PostgreSQL only has the CommandComplete tag: a simple query's gets
+    /// the RowDescription and the row, a prepared statement's (described
+    /// with the RowDescription already) the row, ahead of `command_complete`.
+    fn row_count(&mut self, command_complete: &[u8], out: &mut BytesMut) {
+        let described = std::mem::take(&mut self.described);
+        let Some(rows) = vertica::row_count(command_complete) else {
+            return;
+        };
+        if self.executing {
+            if std::mem::take(&mut self.count_owed) {
+                out.extend_from_slice(vertica::encode_row_count(rows).raw());
+            }
+        } else if !described {
+            out.extend_from_slice(vertica::encode_row_count_description().raw());
+            out.extend_from_slice(vertica::encode_row_count(rows).raw());
+        }
     }
 }
 
@@ -288,10 +336,12 @@ fn inspect_all(_: u8) -> Treatment {
     Treatment::Inspect
 }
 
-/// COPY data streams through; everything else is looked at.
+/// COPY data and its end (CopyDone, CopyFail) stream through; everything
+/// else is looked at. Held back by routing, a CopyDone would never reach the
+/// node, which waits for it before answering.
 fn client_treatment(tag: u8) -> Treatment {
     match tag {
-        b'd' => Treatment::Relay,
+        b'd' | b'c' | b'f' => Treatment::Relay,
         _ => Treatment::Inspect,
     }
 }

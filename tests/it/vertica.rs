@@ -208,3 +208,10 @@ fn vertica_queries_show_in_statistics() {
     });
     assert!(found, "SHOW QUERIES lists {fingerprint} with 3 calls");
 }
+
+#[test]
+fn vertica_python_reads_dml_row_counts_as_from_vertica() {
+    let node = node("vertica-rowcounts");
+    let sluice = Sluice::start(&[&node], &Setup::default());
+    scenario("row_counts", &sluice, &node, &[]);
+}

@@ -321,6 +321,51 @@ def statistics():
         assert cur.fetchall() == [[7]]
 
 
+def row_counts():
+    """DML answers as Vertica gives them: a one-row result with the count."""
+    with direct() as pg:
+        pg.execute("DROP TABLE IF EXISTS vp_counts")
+        pg.execute("CREATE TABLE vp_counts (id int, v text)")
+    with vertica(autocommit=True) as conn:
+        cur = conn.cursor()
+        for sql, want in [
+                ("INSERT INTO vp_counts VALUES (1, 'a'), (2, 'b'), (3, 'c')", 3),
+                ("UPDATE vp_counts SET v = 'z' WHERE id >= 2", 2),
+                ("DELETE FROM vp_counts WHERE id = 1", 1),
+                ("DELETE FROM vp_counts WHERE id = 99", 0),
+                ("MERGE INTO vp_counts t USING (SELECT 5 AS id) s ON t.id = s.id "
+                 "WHEN NOT MATCHED THEN INSERT VALUES (s.id, 'm')", 1),
+        ]:
+            cur.execute(sql)
+            assert cur.rowcount == -1, (sql, cur.rowcount)
+            assert [d.name for d in cur.description] == ["OUTPUT"], cur.description
+            got = cur.fetchall()
+            assert got == [[want]], (sql, got)
+            assert cur.rowcount == 1, (sql, cur.rowcount)
+            print(f"{sql.split()[0]}: {got}")
+        # Prepared, and several statements in one simple query.
+        cur.execute("UPDATE vp_counts SET v = ? WHERE id > ?", ["p", 0], use_prepared_statements=True)
+        assert [d.name for d in cur.description] == ["OUTPUT"], cur.description
+        assert cur.fetchall() == [[3]]
+        cur.execute("INSERT INTO vp_counts VALUES (?, ?)", [8, "q"], use_prepared_statements=True)
+        assert cur.fetchone() == [1]
+        cur.execute("DELETE FROM vp_counts WHERE id = 8; SELECT count(*) FROM vp_counts")
+        assert cur.fetchall() == [[1]]
+        assert cur.nextset()
+        assert cur.fetchall() == [[3]]
+        # RETURNING keeps its own rows; COPY FROM STDIN its PostgreSQL answer.
+        cur.execute("INSERT INTO vp_counts VALUES (9, 'r') RETURNING id, v")
+        assert cur.fetchall() == [[9, "r"]]
+        cur.copy("COPY vp_counts FROM STDIN", "10\ts\n11\tt\n")
+        cur.execute("SELECT count(*) FROM vp_counts")
+        assert cur.fetchall() == [[6]]
+        # executemany with prepared statements still works.
+        cur.executemany("INSERT INTO vp_counts VALUES (?, ?)", [(20, "u"), (21, "v")],
+                        use_prepared_statements=True)
+        cur.execute("SELECT count(*) FROM vp_counts")
+        assert cur.fetchall() == [[8]]
+
+
 {
     "types": types,
     "prepared": prepared,
@@ -332,5 +377,6 @@ def statistics():
     "rules": rules,
     "watchdog": watchdog,
     "statistics": statistics,
+    "row_counts": row_counts,
 }[scenario]()
 print("ok", scenario)
