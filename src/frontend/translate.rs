@@ -16,7 +16,11 @@
 //!   default; PostgreSQL would commit each statement);
 //! * node to client: RowDescription and ParameterDescription in Vertica's
 //!   layout, a CommandDescription after each Describe of a statement, errors
-//!   without PostgreSQL's `V` field, bytea values octal-escaped.
+//!   without PostgreSQL's `V` field, bytea values octal-escaped, and DML
+//!   answered with Vertica's row-count result (`OUTPUT`);
+//! * rules, the watchdog and statistics: each batch is screened by the same
+//!   [`QueryGuard`] and [`Screening`] as a PostgreSQL session's before it
+//!   goes anywhere.
 //!
 //! Unlike the plain relay, both directions inspect every message (COPY data
 //! from the client excepted): rows must be looked at to be converted.
