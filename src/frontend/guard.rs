@@ -55,6 +55,78 @@ pub enum Decision {
     Reject(Verdict),
 }
 
+/// Where a session stands with rejected batches: a rejection of a batch
+/// that ends at a Flush (a prepare) must drop the client's messages up to
+/// its Sync, as the node drops them after an error, and answer that Sync.
+/// The session keeps one and asks it about each batch
+/// ([`Screening::screen`]), telling it what went to the node
+/// ([`Screening::sent`]).
+#[derive(Debug, Default)]
+pub struct Screening {
+    /// A batch without Sync was rejected: messages up to the next Sync are dropped.
+    skipping_to_sync: bool,
+    /// Part of the current Sync's batch (up to a Flush) went to the node.
+    partial_on_node: bool,
+}
+
+/// What a session does with a batch.
+#[derive(Debug)]
+pub enum Screened {
+    /// Send it; the watchdog cancels it after the budget (named by its rule), if any.
+    Run(Option<(Duration, Arc<str>)>),
+    /// Send nothing of it: sluice answers, once the node has answered
+    /// everything sent before (so answers stay in order), with the
+    /// rejection (none when the batch is only dropped), then as `end` says.
+    Answer {
+        rejection: Option<ErrorFields>,
+        end: AnswerEnd,
+    },
+}
+
+/// How sluice's answer to a batch it did not send ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnswerEnd {
+    /// The batch ended at a Flush: the answer to its Sync, still to come, ends it.
+    AtSync,
+    /// The node holds the first part of the batch (up to a Flush): send it
+    /// a Sync, and the node's ReadyForQuery ends the answer.
+    SyncNode,
+    /// sluice ends the answer with a ReadyForQuery of its own, carrying the
+    /// node's last transaction status.
+    Ready,
+}
+
+impl Screening {
+    /// The rules' verdict on a batch of `syncs` Syncs whose query texts are
+    /// `checked`, and what answering it takes.
+    pub fn screen(&mut self, guard: &QueryGuard, checked: &[Checked], syncs: u64) -> Screened {
+        let rejection = if self.skipping_to_sync {
+            None
+        } else {
+            match guard.decide(checked) {
+                Decision::Run { budget } => return Screened::Run(budget),
+                Decision::Reject(v) => Some(QueryGuard::rejection(&v)),
+            }
+        };
+        let end = if syncs == 0 {
+            self.skipping_to_sync = true;
+            AnswerEnd::AtSync
+        } else if std::mem::take(&mut self.partial_on_node) {
+            self.skipping_to_sync = false;
+            AnswerEnd::SyncNode
+        } else {
+            self.skipping_to_sync = false;
+            AnswerEnd::Ready
+        };
+        Screened::Answer { rejection, end }
+    }
+
+    /// A batch of `syncs` Syncs went to the node.
+    pub fn sent(&mut self, syncs: u64) {
+        self.partial_on_node = syncs == 0;
+    }
+}
+
 /// A batch sent to the node whose ReadyForQuery has not arrived yet.
 struct InFlight {
     /// The node's answer count at which it is done.
@@ -398,6 +470,86 @@ async fn send_cancel(generation: &crate::server::Generation, target: &crate::can
             node = target.node,
             error = e,
             "could not send a cancel request for a rule"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::classify::{CatalogPolicy, ClassificationCache};
+
+    fn guard() -> QueryGuard {
+        let config = Config::parse(
+            "[warehouse]\nnodes = [\"127.0.0.1:5441\"]\n\n[[rules]]\nname = \"no-secrets\"\ntables = [\"secret\"]\naction = \"reject\"\n",
+            "sluice.toml",
+            std::path::Path::new("."),
+        )
+        .unwrap();
+        let metrics = Arc::new(Metrics::new());
+        QueryGuard::new(
+            Arc::new(config),
+            "u",
+            "app",
+            "db",
+            None,
+            metrics.clone(),
+            Arc::new(QueryStats::new(100)),
+            Arc::new(Alerts::new(8, metrics)),
+        )
+    }
+
+    fn checked(sql: &str, executed: bool) -> Vec<Checked> {
+        let cache = ClassificationCache::new(16, CatalogPolicy::default());
+        vec![Checked {
+            class: cache.lookup(sql).0,
+            text: sql.into(),
+            executed,
+        }]
+    }
+
+    fn answer(s: Screened) -> (bool, AnswerEnd) {
+        match s {
+            Screened::Answer { rejection, end } => (rejection.is_some(), end),
+            Screened::Run(_) => panic!("the batch was let through"),
+        }
+    }
+
+    #[test]
+    fn a_rejected_prepare_drops_the_rest_up_to_its_sync() {
+        let guard = guard();
+        let mut s = Screening::default();
+        let secret = checked("SELECT * FROM secret", false);
+        // Parse/Describe/Flush: refused; the answer ends with the Sync's.
+        assert_eq!(
+            answer(s.screen(&guard, &secret, 0)),
+            (true, AnswerEnd::AtSync)
+        );
+        // Bind/Execute/Sync of it: dropped, answered by sluice's ReadyForQuery.
+        let run = checked("SELECT * FROM secret", true);
+        assert_eq!(answer(s.screen(&guard, &run, 1)), (false, AnswerEnd::Ready));
+        // Then batches are judged again.
+        let fine = checked("SELECT 1", true);
+        assert!(matches!(s.screen(&guard, &fine, 1), Screened::Run(None)));
+        assert_eq!(answer(s.screen(&guard, &run, 1)), (true, AnswerEnd::Ready));
+    }
+
+    #[test]
+    fn a_refusal_after_a_flush_the_node_took_ends_with_the_nodes_answer() {
+        let guard = guard();
+        let mut s = Screening::default();
+        let fine = checked("SELECT 1", false);
+        assert!(matches!(s.screen(&guard, &fine, 0), Screened::Run(_)));
+        s.sent(0);
+        let secret = checked("SELECT * FROM secret", true);
+        assert_eq!(
+            answer(s.screen(&guard, &secret, 1)),
+            (true, AnswerEnd::SyncNode)
+        );
+        // The next refusal stands alone again.
+        assert_eq!(
+            answer(s.screen(&guard, &secret, 1)),
+            (true, AnswerEnd::Ready)
         );
     }
 }

@@ -137,7 +137,13 @@ pub async fn run(
         attached: &attached,
         phase: Phase::Startup,
         registration: None,
-        to_node: Scanner::new(max_message, client_treatment),
+        to_node: Scanner::new(
+            max_message,
+            match startup.dialect() {
+                ClientDialect::Vertica => vertica_client_treatment,
+                _ => client_treatment,
+            },
+        ),
         to_client: Scanner::new(usize::MAX, node_treatment),
         client_mid_write: false,
         node_buf: first_answer,
@@ -393,6 +399,15 @@ fn client_treatment(tag: u8) -> Treatment {
         | frontend::FLUSH
         | frontend::FUNCTION_CALL => Treatment::Inspect,
         _ => Treatment::Relay,
+    }
+}
+
+/// A Vertica client's `F` is VerifiedFiles (COPY LOCAL), not a
+/// FunctionCall: it is part of the COPY, with no ReadyForQuery of its own.
+fn vertica_client_treatment(tag: u8) -> Treatment {
+    match tag {
+        frontend::FUNCTION_CALL => Treatment::Relay,
+        tag => client_treatment(tag),
     }
 }
 

@@ -16,7 +16,11 @@
 //!   default; PostgreSQL would commit each statement);
 //! * node to client: RowDescription and ParameterDescription in Vertica's
 //!   layout, a CommandDescription after each Describe of a statement, errors
-//!   without PostgreSQL's `V` field, bytea values octal-escaped.
+//!   without PostgreSQL's `V` field, bytea values octal-escaped, and DML
+//!   answered with Vertica's row-count result (`OUTPUT`);
+//! * rules, the watchdog and statistics: each batch is screened by the same
+//!   [`QueryGuard`] and [`Screening`] as a PostgreSQL session's before it
+//!   goes anywhere.
 //!
 //! Unlike the plain relay, both directions inspect every message (COPY data
 //! from the client excepted): rows must be looked at to be converted.
@@ -31,7 +35,7 @@
 //! changed the schema, in a failed one, or when the copy is down, the node
 //! answers.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -53,12 +57,16 @@ use crate::server::{Generation, Sluice};
 use super::catalog_answer::{
     Answers, CatalogMiss, Lookup, NodeProgress, answer_from_catalog, is_fatal,
 };
+use super::guard::{AnswerEnd, QueryGuard, Screened, Screening};
 use super::observe::SessionObserver;
 use super::registry::NewSession;
 use super::router::{Batch, Router};
 use crate::catalog::{CatalogError, CatalogPool};
 
 const READ_CHUNK: usize = 16 * 1024;
+
+/// The watchdog's budget for a batch, named by its rule.
+type Budget = Option<(std::time::Duration, Arc<str>)>;
 
 /// What the two directions share: requests whose answers need context.
 #[derive(Default)]
@@ -83,6 +91,17 @@ struct Shared {
     by_statement: HashMap<Vec<u8>, Conversions>,
     /// The Describe(statement) being answered: (name, tag).
     describing: Option<(Vec<u8>, String)>,
+    /// The running statement's result has a RowDescription (a SELECT, or
+    /// DML with RETURNING): its row count stays in the CommandComplete tag.
+    described: bool,
+    /// Since the last BindComplete: the extended protocol, where results
+    /// are described by Describe, not at execution.
+    executing: bool,
+    /// The executing statement was described with Vertica's row-count
+    /// result ([`vertica::encode_row_count_description`]): its DataRow is owed.
+    count_owed: bool,
+    /// Statements described with Vertica's row-count result.
+    counting: HashSet<Vec<u8>>,
 }
 
 impl Shared {
@@ -100,11 +119,33 @@ impl Shared {
         (self.describes, self.binds, self.describing) = state;
     }
 
+    /// sluice answered a batch itself (a rule rejected it): the answers its
+    /// Describes and Binds were noted for will never come. Its notes are
+    /// the last ones, since the node owes nothing else by then.
+    fn forget(&mut self, batch: &Batch) {
+        for frame in &batch.frames {
+            match frame.tag() {
+                frontend::BIND => {
+                    self.binds.pop_back();
+                }
+                frontend::DESCRIBE
+                    if matches!(frontend::target(frame.body(), "Describe"), Ok((b'S', _))) =>
+                {
+                    self.describes.pop_back();
+                }
+                _ => {}
+            }
+        }
+    }
+
     /// An answer ended with ReadyForQuery: what it asked about is answered.
     fn answered(&mut self) {
         self.describes.clear();
         self.binds.clear();
         self.describing = None;
+        self.described = false;
+        self.executing = false;
+        self.count_owed = false;
     }
 
     /// Appends the Vertica form of a message answering the client's
@@ -123,25 +164,37 @@ impl Shared {
             vertica::ROW_DESCRIPTION => {
                 let (t, conv) = vertica::row_description_to_vertica(frame.body())?;
                 out.extend_from_slice(t.raw());
+                self.described = true;
                 if let Some((name, tag)) = self.describing.take() {
                     out.extend_from_slice(vertica::encode_command_description(&tag).raw());
                     self.by_statement.insert(name, conv.clone());
                 }
                 self.conversions = conv;
             }
-            vertica::NO_DATA => {
-                out.extend_from_slice(frame.raw());
-                if let Some((name, tag)) = self.describing.take() {
+            vertica::NO_DATA => match self.describing.take() {
+                Some((name, tag)) => {
+                    // Vertica describes DML by its row-count result.
+                    if vertica::counts_rows(&tag) {
+                        out.extend_from_slice(vertica::encode_row_count_description().raw());
+                        self.counting.insert(name.clone());
+                    } else {
+                        out.extend_from_slice(frame.raw());
+                        self.counting.remove(&name);
+                    }
                     out.extend_from_slice(vertica::encode_command_description(&tag).raw());
                     self.by_statement.insert(name, Vec::new());
                 }
-            }
+                None => out.extend_from_slice(frame.raw()),
+            },
             b'2' => {
                 // BindComplete: the rows that follow are this statement's.
-                if let Some(name) = self.binds.pop_front()
-                    && let Some(conv) = self.by_statement.get(&name)
-                {
-                    self.conversions = conv.clone();
+                self.executing = true;
+                self.count_owed = false;
+                if let Some(name) = self.binds.pop_front() {
+                    if let Some(conv) = self.by_statement.get(&name) {
+                        self.conversions = conv.clone();
+                    }
+                    self.count_owed = self.counting.contains(&name);
                 }
                 out.extend_from_slice(frame.raw());
             }
@@ -159,12 +212,34 @@ impl Shared {
                     self.announce_autocommit = false;
                     vertica::encode_auto_commit(out, self.autocommit);
                 }
+                self.row_count(frame.body(), out);
                 out.extend_from_slice(frame.raw());
             }
             vertica::NEGOTIATE_PROTOCOL_VERSION => {}
             _ => out.extend_from_slice(frame.raw()),
         }
         Ok(())
+    }
+}
+
+impl Shared {
+    /// Vertica answers DML with a result set holding the row count, where
+    /// PostgreSQL only has the CommandComplete tag: a simple query's gets
+    /// the RowDescription and the row, a prepared statement's (described
+    /// with the RowDescription already) the row, ahead of `command_complete`.
+    fn row_count(&mut self, command_complete: &[u8], out: &mut BytesMut) {
+        let described = std::mem::take(&mut self.described);
+        let Some(rows) = vertica::row_count(command_complete) else {
+            return;
+        };
+        if self.executing {
+            if std::mem::take(&mut self.count_owed) {
+                out.extend_from_slice(vertica::encode_row_count(rows).raw());
+            }
+        } else if !described {
+            out.extend_from_slice(vertica::encode_row_count_description().raw());
+            out.extend_from_slice(vertica::encode_row_count(rows).raw());
+        }
     }
 }
 
@@ -265,10 +340,12 @@ fn inspect_all(_: u8) -> Treatment {
     Treatment::Inspect
 }
 
-/// COPY data streams through; everything else is looked at.
+/// COPY data and its end (CopyDone, CopyFail) stream through; everything
+/// else is looked at. Held back by routing, a CopyDone would never reach the
+/// node, which waits for it before answering.
 fn client_treatment(tag: u8) -> Treatment {
     match tag {
-        b'd' => Treatment::Relay,
+        b'd' | b'c' | b'f' => Treatment::Relay,
         _ => Treatment::Inspect,
     }
 }
@@ -331,7 +408,19 @@ pub async fn run(
     let token = registered.entry().token.clone();
     let mut registration = None;
     let progress = NodeProgress::new();
+    let guard = QueryGuard::new(
+        generation.config.clone(),
+        startup.user(),
+        startup.application(),
+        startup.database(),
+        Some(peer.ip()),
+        sluice.metrics.clone(),
+        sluice.stats.clone(),
+        sluice.alerts.clone(),
+    );
     let upstream = Upstream {
+        guard: &guard,
+        screening: Screening::default(),
         router: Router::new(generation.classifier.clone(), Some(sluice.metrics.clone()))
             .for_vertica(),
         catalog: generation.catalog.clone(),
@@ -356,11 +445,12 @@ pub async fn run(
             let up = upstream.client_to_node(&mut from_client, &mut node_wr, &client_wr);
             let downstream = node_to_client(
                 &mut from_node, &client_wr, &shared, &observer, &sluice, &attached,
-                &mut registration, protocol, &progress,
+                &mut registration, protocol, &progress, &guard,
             );
             tokio::select! {
                 end = up => end,
                 end = downstream => end,
+                _ = guard.watchdog(generation.clone()) => unreachable!("the watchdog runs until the session ends"),
             }
         } => end,
         _ = token.cancelled() => End::Killed,
@@ -579,6 +669,9 @@ fn starts_work(tag: u8) -> bool {
 /// The client direction: reads the client's messages, translates them, and
 /// routes each batch to the node or the catalog copy.
 struct Upstream<'a> {
+    /// Rules, the watchdog's queue and statistics, as for PostgreSQL sessions.
+    guard: &'a QueryGuard,
+    screening: Screening,
     router: Router,
     catalog: Option<Arc<CatalogPool>>,
     user: &'a str,
@@ -613,7 +706,7 @@ impl Upstream<'_> {
                 Item::Relay(bytes) => {
                     // Unrouted bytes (COPY data) follow what came before them.
                     if let Some(batch) = self.router.take_pending() {
-                        self.queue_for_node(batch, &mut out);
+                        self.queue_for_node(batch, &mut out, None);
                     }
                     out.extend_from_slice(&bytes);
                     if let Err(e) = wr.write_all(&out).await {
@@ -628,7 +721,7 @@ impl Upstream<'_> {
                 frontend::TERMINATE => return End::ClientLeft,
                 frontend::FUNCTION_CALL => {
                     if let Some(batch) = self.router.take_pending() {
-                        self.queue_for_node(batch, &mut out);
+                        self.queue_for_node(batch, &mut out, None);
                     }
                     self.asked_node(1);
                     out.extend_from_slice(frame.raw());
@@ -645,6 +738,11 @@ impl Upstream<'_> {
                 Err(e) => return End::ClientProtocol(e),
             };
             for batch in batches {
+                let budget = match self.screen(&batch, &mut out, wr, client_wr).await {
+                    Ok(Some(budget)) => budget,
+                    Ok(None) => continue,
+                    Err(end) => return end,
+                };
                 if batch.catalog_ok
                     && let Some(pool) = self.catalog.clone()
                     && pool.is_available()
@@ -678,7 +776,7 @@ impl Upstream<'_> {
                     );
                     self.metrics.catalog_fallback();
                 }
-                self.queue_for_node(batch, &mut out);
+                self.queue_for_node(batch, &mut out, budget);
             }
             if !out.is_empty() && (!whole_message_buffered(&from.buf) || out.len() > 64 * 1024) {
                 if let Err(e) = wr.write_all(&out).await {
@@ -770,6 +868,56 @@ impl Upstream<'_> {
         result
     }
 
+    /// Applies the rules to a batch before it goes anywhere (the same
+    /// [`Screening`] as PostgreSQL sessions'). `Ok(None)`: sluice answered
+    /// it (rejected, or dropped up to its Sync), in Vertica's layout;
+    /// `Ok(Some(budget))`: send it, with the watchdog's budget if any.
+    async fn screen(
+        &mut self,
+        batch: &Batch,
+        out: &mut BytesMut,
+        wr: &mut WriteHalf<Stream>,
+        client_wr: &tokio::sync::Mutex<WriteHalf<Stream>>,
+    ) -> Result<Option<Budget>, End> {
+        let (rejection, end) = match self
+            .screening
+            .screen(self.guard, &batch.checked, batch.syncs)
+        {
+            Screened::Run(budget) => return Ok(Some(budget)),
+            Screened::Answer { rejection, end } => (rejection, end),
+        };
+        // Answers to what was sent before must reach the client first.
+        if !out.is_empty() {
+            wr.write_all(out).await?;
+            out.clear();
+        }
+        self.progress.idle().await;
+        self.shared.lock().expect("session state").forget(batch);
+        let mut answer = BytesMut::new();
+        if let Some(error) = rejection {
+            let pg = error.to_bytes();
+            let converted = vertica::error_to_vertica(backend::ERROR_RESPONSE, &pg[5..])
+                .map_err(End::NodeProtocol)?;
+            answer.extend_from_slice(converted.raw());
+        }
+        match end {
+            AnswerEnd::AtSync => {}
+            AnswerEnd::SyncNode => {
+                out.extend_from_slice(&frontend::SYNC_MESSAGE);
+                self.asked_node(1);
+            }
+            AnswerEnd::Ready => {
+                let status = self.progress.status.load(Ordering::Acquire);
+                answer.extend_from_slice(&[backend::READY_FOR_QUERY, 0, 0, 0, 5, status]);
+            }
+        }
+        if !answer.is_empty() {
+            self.observer.client_written(answer.len());
+            client_wr.lock().await.write_all(&answer).await?;
+        }
+        Ok(None)
+    }
+
     /// Counts answers the node now owes.
     fn asked_node(&self, syncs: u64) {
         for _ in 0..syncs {
@@ -780,8 +928,10 @@ impl Upstream<'_> {
 
     /// Queues a batch for the node: a hidden `BEGIN` first when autocommit
     /// is off and no transaction is open, statements the catalog copy
-    /// prepared prepared on the node first.
-    fn queue_for_node(&mut self, batch: Batch, out: &mut BytesMut) {
+    /// prepared prepared on the node first. The guard learns it is in
+    /// flight, with the watchdog's `budget`.
+    fn queue_for_node(&mut self, mut batch: Batch, out: &mut BytesMut, budget: Budget) {
+        let checked = std::mem::take(&mut batch.checked);
         let (syncs, ddl) = (batch.syncs, batch.ddl);
         let works = batch.frames.iter().any(|f| starts_work(f.tag()));
         {
@@ -807,6 +957,10 @@ impl Upstream<'_> {
             out.extend_from_slice(frame.raw());
         }
         self.asked_node(syncs);
+        self.screening.sent(syncs);
+        // A batch without Sync ends with the next ReadyForQuery.
+        let end = self.progress.asked.load(Ordering::Acquire) + u64::from(syncs == 0);
+        self.guard.sent(end, &checked, budget);
         if ddl {
             let asked = self.progress.asked.load(Ordering::Acquire);
             self.progress.last_ddl.store(asked, Ordering::Release);
@@ -825,8 +979,11 @@ async fn node_to_client(
     registration: &mut Option<Registration>,
     protocol: i32,
     progress: &NodeProgress,
+    guard: &QueryGuard,
 ) -> End {
     let mut out = BytesMut::new();
+    // Bytes of `out` already counted for a finished batch.
+    let mut counted = 0;
     let mut fatal = false;
     loop {
         let frame = match from.frame().await {
@@ -844,6 +1001,8 @@ async fn node_to_client(
             if s.hidden_begins > 0 {
                 if frame.tag() == backend::READY_FOR_QUERY {
                     s.hidden_begins -= 1;
+                    // Counted as asked, like the batch that follows it.
+                    guard.ready();
                 }
                 if frame.tag() != backend::ERROR_RESPONSE {
                     return Ok(());
@@ -852,6 +1011,10 @@ async fn node_to_client(
             match frame.tag() {
                 backend::BACKEND_KEY_DATA => {
                     let key = backend::backend_key_data(frame.body())?;
+                    guard.set_target(crate::cancel::CancelTarget {
+                        node: attached.node().addr().to_string(),
+                        key: key.clone(),
+                    });
                     vertica::encode_vertica_parameters(&mut out, protocol, s.autocommit, "");
                     let reg = sluice.cancels.register(attached.node().addr(), key);
                     backend::encode_backend_key_data(&mut out, reg.client_key());
@@ -875,13 +1038,29 @@ async fn node_to_client(
                     }
                     observer.ready_for_query(status);
                     out.extend_from_slice(frame.raw());
+                    // What this batch sent the client, then its end.
+                    guard.bytes(out.len() - counted);
+                    counted = out.len();
+                    guard.ready();
                 }
                 // ParseComplete of a Parse sluice sent ahead (a statement
                 // first prepared on the catalog copy).
                 backend::PARSE_COMPLETE if progress.hide_parse_complete() => {}
+                backend::COMMAND_COMPLETE => {
+                    guard.command_complete(frame.body());
+                    s.convert(&frame, &mut out)?;
+                }
                 backend::ERROR_RESPONSE => {
                     observer.error(frame.body());
                     fatal |= is_fatal(frame.body());
+                    let (code, _) = backend::error_summary(frame.body());
+                    if let Some(notice) = guard.error(&code) {
+                        // The rule's notice goes just ahead of the node's 57014.
+                        out.extend_from_slice(
+                            vertica::error_to_vertica(backend::NOTICE_RESPONSE, &notice[5..])?
+                                .raw(),
+                        );
+                    }
                     s.convert(&frame, &mut out)?;
                 }
                 _ => s.convert(&frame, &mut out)?,
@@ -893,6 +1072,8 @@ async fn node_to_client(
         }
         if (!whole_message_buffered(&from.buf) || out.len() > 64 * 1024) && !out.is_empty() {
             observer.client_written(out.len());
+            guard.bytes(out.len() - counted);
+            counted = 0;
             if let Err(e) = wr.lock().await.write_all(&out).await {
                 return End::Io(e);
             }

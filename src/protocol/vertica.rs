@@ -591,6 +591,65 @@ pub fn encode_command_description(tag: &str) -> Frame {
     })
 }
 
+// ---------------------------------------------------------------------------
+// Row counts
+
+/// Statements Vertica answers with a one-row result set holding the number
+/// of rows they changed (`OUTPUT`), where PostgreSQL only reports it in the
+/// CommandComplete tag. COPY is not one of them here: a plain `COPY FROM
+/// STDIN` is answered PostgreSQL-style, and vertica-python's `copy()`
+/// refuses a result set after it.
+const COUNTED: &[&str] = &["INSERT", "UPDATE", "DELETE", "MERGE"];
+
+/// Whether a statement with this command tag ([`command_tag`]) gets
+/// Vertica's row-count result.
+pub fn counts_rows(tag: &str) -> bool {
+    COUNTED.contains(&tag)
+}
+
+/// The row count of a CommandComplete body whose tag is one of
+/// [`counts_rows`]'s ("INSERT 0 3" → 3, "UPDATE 2" → 2); `None` otherwise.
+pub fn row_count(command_complete: &[u8]) -> Option<u64> {
+    let tag = command_complete
+        .strip_suffix(b"\0")
+        .unwrap_or(command_complete);
+    let tag = std::str::from_utf8(tag).ok()?;
+    let keyword = tag.split(' ').next()?;
+    if !counts_rows(keyword) {
+        return None;
+    }
+    tag.rsplit(' ').next()?.parse().ok()
+}
+
+/// The RowDescription of Vertica's row-count result: one INTEGER column
+/// named `OUTPUT`, never NULL, text format.
+pub fn encode_row_count_description() -> Frame {
+    framed(ROW_DESCRIPTION, |b| {
+        b.put_i16(1);
+        b.put_i32(0); // type pool: empty
+        write::cstr(b, "OUTPUT");
+        b.put_i64(0); // no table
+        b.put_i16(0);
+        b.put_u8(0); // not a pool type
+        b.put_i32(oid::INT8);
+        b.put_i16(8);
+        b.put_i16(0); // not nullable
+        b.put_i16(0); // not an identity column
+        b.put_i32(-1);
+        b.put_i16(0); // text
+    })
+}
+
+/// The DataRow of Vertica's row-count result.
+pub fn encode_row_count(rows: u64) -> Frame {
+    let text = rows.to_string();
+    framed(DATA_ROW, |b| {
+        b.put_i16(1);
+        b.put_i32(text.len() as i32);
+        b.put_slice(text.as_bytes());
+    })
+}
+
 /// The command tag Vertica would give a statement: its first keyword in
 /// upper case ("" for an empty statement), after comments and opening
 /// parentheses.
@@ -1054,6 +1113,32 @@ mod tests {
         let none = parameter_description_to_vertica(&[0, 0]).unwrap();
         assert_eq!(none.body(), &[0, 0, 0, 0, 0, 0]);
         assert!(parameter_description_to_vertica(&[0, 1, 0]).is_err());
+    }
+
+    #[test]
+    fn row_counts_in_vertica_form() {
+        assert_eq!(row_count(b"INSERT 0 3\0"), Some(3));
+        assert_eq!(row_count(b"UPDATE 12\0"), Some(12));
+        assert_eq!(row_count(b"DELETE 0\0"), Some(0));
+        assert_eq!(row_count(b"MERGE 2\0"), Some(2));
+        assert_eq!(row_count(b"SELECT 5\0"), None);
+        assert_eq!(
+            row_count(b"COPY 5\0"),
+            None,
+            "COPY FROM STDIN stays PostgreSQL-style"
+        );
+        assert_eq!(row_count(b"INSERT\0"), None);
+        assert_eq!(row_count(b"\xff\0"), None);
+        let t = encode_row_count_description();
+        let columns = parse_row_description(t.body(), false).unwrap();
+        assert_eq!(columns.len(), 1);
+        assert_eq!(columns[0].name, "OUTPUT");
+        assert_eq!(columns[0].type_oid, oid::INT8);
+        assert!(!columns[0].nullable);
+        assert_eq!(
+            encode_row_count(42).raw().as_ref(),
+            &msg(b'D', &[0, 1, 0, 0, 0, 2, b'4', b'2'])[..]
+        );
     }
 
     #[test]

@@ -20,3 +20,4 @@ mod startup;
 mod tls;
 mod vertica;
 mod vertica_catalog;
+mod vertica_relay;

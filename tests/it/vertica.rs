@@ -130,3 +130,88 @@ fn a_scram_node_is_reached_with_the_password_a_vertica_client_gives() {
     let out = scenario("login", &sluice, &node, &["carol", "l00king-glass", "tls"]);
     assert!(out.contains("wrong password refused"), "{out}");
 }
+
+fn with_rules(rules: &str) -> Setup {
+    Setup {
+        tail: format!("[admin]\nauth = \"trust\"\n\n{rules}"),
+        ..Setup::default()
+    }
+}
+
+#[test]
+fn reject_rules_refuse_vertica_queries_simple_and_prepared() {
+    let node = node("vertica-rules");
+    let sluice = Sluice::start(
+        &[&node],
+        &with_rules(
+            "[[rules]]\nname = \"no-secrets\"\ntables = [\"vp_secret\"]\naction = \"reject\"\nmessage = \"secrets stay put\"\n",
+        ),
+    );
+    let out = scenario("rules", &sluice, &node, &["no-secrets"]);
+    assert!(out.contains("session usable after refusals"), "{out}");
+    let (_, metrics) = sluice.http_get("/metrics");
+    assert!(
+        metrics.contains("rule=\"no-secrets\""),
+        "rule hits are counted: {metrics}"
+    );
+}
+
+#[test]
+fn a_cancel_rule_stops_an_overrunning_vertica_query() {
+    let node = node("vertica-watchdog");
+    let sluice = Sluice::start(
+        &[&node],
+        &with_rules(
+            "[[rules]]\nname = \"sleepy\"\npattern = \"(?i)pg_sleep\"\naction = \"cancel\"\nmax_duration = \"300ms\"\n",
+        ),
+    );
+    scenario("watchdog", &sluice, &node, &["sleepy"]);
+}
+
+#[test]
+fn vertica_queries_show_in_statistics() {
+    let node = node("vertica-stats");
+    let sluice = Sluice::start(&[&node], &with_rules(""));
+    scenario("statistics", &sluice, &node, &[]);
+    let (status, body) = sluice.http_get("/queries?top=50&order=calls");
+    assert_eq!(status, 200, "{body}");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let queries = json["queries"].as_array().unwrap();
+    let by_sample = |needle: &str| {
+        queries
+            .iter()
+            .find(|q| q["sample"].as_str().is_some_and(|s| s.contains(needle)))
+            .unwrap_or_else(|| panic!("no fingerprint for {needle:?} in {queries:#?}"))
+    };
+    let simple = by_sample("vp_stat_marker");
+    assert_eq!(simple["sample"], "SELECT ? AS vp_stat_marker", "{simple:#}");
+    assert_eq!(simple["calls"], 3, "{simple:#}");
+    assert_eq!(simple["rows"], 3, "{simple:#}");
+    assert_eq!(simple["top_users"][0][0], "postgres", "{simple:#}");
+    let prepared = by_sample("vp_prepared_marker");
+    assert_eq!(prepared["calls"], 1, "{prepared:#}");
+
+    let fingerprint = simple["fingerprint"].as_str().unwrap().to_string();
+    let shown = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let admin = connect(&format!(
+            "host=127.0.0.1 port={} user=ops dbname=sluice",
+            sluice.port
+        ))
+        .await;
+        admin.simple_query("SHOW QUERIES").await.unwrap()
+    });
+    let found = shown.iter().any(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(r) => {
+            r.get(0) == Some(fingerprint.as_str()) && r.get(1) == Some("3")
+        }
+        _ => false,
+    });
+    assert!(found, "SHOW QUERIES lists {fingerprint} with 3 calls");
+}
+
+#[test]
+fn vertica_python_reads_dml_row_counts_as_from_vertica() {
+    let node = node("vertica-rowcounts");
+    let sluice = Sluice::start(&[&node], &Setup::default());
+    scenario("row_counts", &sluice, &node, &[]);
+}

@@ -107,6 +107,11 @@ async fn serve(mut tcp: TcpStream, pid: i32) -> std::io::Result<()> {
         }
         break;
     }
+    serve_started(tcp, pid).await
+}
+
+/// The session after its startup packet: trust login, then one row per Query.
+pub(super) async fn serve_started(mut tcp: TcpStream, pid: i32) -> std::io::Result<()> {
     let mut out = Vec::new();
     message(&mut out, b'R', &0i32.to_be_bytes());
     for (k, v) in [

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 pub use sluice::localpg::{ClusterOptions, LocalCluster};
 
 mod fake_node;
+pub mod fake_vertica;
 mod raw;
 pub use fake_node::FakeNode;
 pub use raw::{RawSession, send_cancel};

@@ -14,6 +14,7 @@ import time
 import psycopg
 import vertica_python
 from vertica_python import errors
+from vertica_python.vertica import messages
 
 scenario, sluice_port, node_port = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 flags = set(sys.argv[4:])
@@ -242,6 +243,129 @@ def catalog():
         assert row[1] == datetime.datetime(2024, 1, 2, 3, 4, 5, tzinfo=datetime.timezone.utc), row
 
 
+def rules():
+    """A reject rule on vp_secret (argv[4]: its name): refused simply and
+    prepared with SQLSTATE 42501, the session usable afterwards."""
+    rule = sys.argv[4]
+    with direct() as pg:
+        pg.execute("DROP TABLE IF EXISTS vp_secret")
+        pg.execute("CREATE TABLE vp_secret (id int)")
+        pg.execute("INSERT INTO vp_secret VALUES (1)")
+
+    def refused(run):
+        try:
+            run()
+        except errors.QueryError as e:
+            assert e.sqlstate == "42501", (e.sqlstate, str(e))
+            assert f'"{rule}"' in e.message, e.message
+            assert "secrets stay put" in e.message, e.message
+            assert "administrators" in (e.hint or ""), e.hint
+            print("refused:", e.message)
+        else:
+            raise SystemExit("the rule did not refuse the query")
+
+    for autocommit in (True, False):
+        with vertica(autocommit=autocommit) as conn:
+            cur = conn.cursor()
+            refused(lambda: cur.execute("SELECT id FROM vp_secret"))
+            cur.execute("SELECT 2")
+            assert cur.fetchall() == [[2]]
+            refused(lambda: cur.execute("SELECT id FROM vp_secret WHERE id = ?", [1],
+                                        use_prepared_statements=True))
+            # vertica-python sends Sync after a failed prepare and leaves
+            # the ReadyForQuery unread (with Vertica too); read it, as the
+            # driver's next call would trip over it.
+            assert isinstance(conn.read_message(), messages.ReadyForQuery)
+            cur.execute("SELECT ? + 1", [41], use_prepared_statements=True)
+            assert cur.fetchall() == [[42]]
+            cur.execute("SELECT 3")
+            assert cur.fetchall() == [[3]]
+            if not autocommit:
+                conn.rollback()
+    print("session usable after refusals")
+
+
+def watchdog():
+    """A cancel rule with max_duration (argv[4]: its name) stops a long query."""
+    rule = sys.argv[4]
+    notices = []
+    with vertica(autocommit=True) as conn:
+        conn.notice_handler = lambda m: notices.append(m.message)
+        cur = conn.cursor()
+        for prepared in (False, True):
+            started = time.time()
+            try:
+                cur.execute("SELECT pg_sleep(5)", use_prepared_statements=prepared)
+                cur.fetchall()
+            except errors.QueryError as e:
+                assert e.sqlstate == "57014", (e.sqlstate, str(e))
+            else:
+                raise SystemExit("the query was not cancelled")
+            took = time.time() - started
+            assert 0.25 < took < 4, f"cancelled after {took:.2f}s"
+            assert any(f'"{rule}"' in n for n in notices), notices
+            notices.clear()
+            print(f"cancelled after {took:.2f}s (prepared={prepared})")
+            cur.execute("SELECT 4")
+            assert cur.fetchall() == [[4]]
+
+
+def statistics():
+    """Queries to find in /queries by their fingerprints' samples."""
+    with vertica(autocommit=True) as conn:
+        cur = conn.cursor()
+        for i in (1, 2, 3):
+            cur.execute(f"SELECT {i} AS vp_stat_marker")
+            assert cur.fetchall() == [[i]]
+        cur.execute("SELECT ?::int AS vp_prepared_marker", [7], use_prepared_statements=True)
+        assert cur.fetchall() == [[7]]
+
+
+def row_counts():
+    """DML answers as Vertica gives them: a one-row result with the count."""
+    with direct() as pg:
+        pg.execute("DROP TABLE IF EXISTS vp_counts")
+        pg.execute("CREATE TABLE vp_counts (id int, v text)")
+    with vertica(autocommit=True) as conn:
+        cur = conn.cursor()
+        for sql, want in [
+                ("INSERT INTO vp_counts VALUES (1, 'a'), (2, 'b'), (3, 'c')", 3),
+                ("UPDATE vp_counts SET v = 'z' WHERE id >= 2", 2),
+                ("DELETE FROM vp_counts WHERE id = 1", 1),
+                ("DELETE FROM vp_counts WHERE id = 99", 0),
+                ("MERGE INTO vp_counts t USING (SELECT 5 AS id) s ON t.id = s.id "
+                 "WHEN NOT MATCHED THEN INSERT VALUES (s.id, 'm')", 1),
+        ]:
+            cur.execute(sql)
+            assert cur.rowcount == -1, (sql, cur.rowcount)
+            assert [d.name for d in cur.description] == ["OUTPUT"], cur.description
+            got = cur.fetchall()
+            assert got == [[want]], (sql, got)
+            assert cur.rowcount == 1, (sql, cur.rowcount)
+            print(f"{sql.split()[0]}: {got}")
+        # Prepared, and several statements in one simple query.
+        cur.execute("UPDATE vp_counts SET v = ? WHERE id > ?", ["p", 0], use_prepared_statements=True)
+        assert [d.name for d in cur.description] == ["OUTPUT"], cur.description
+        assert cur.fetchall() == [[3]]
+        cur.execute("INSERT INTO vp_counts VALUES (?, ?)", [8, "q"], use_prepared_statements=True)
+        assert cur.fetchone() == [1]
+        cur.execute("DELETE FROM vp_counts WHERE id = 8; SELECT count(*) FROM vp_counts")
+        assert cur.fetchall() == [[1]]
+        assert cur.nextset()
+        assert cur.fetchall() == [[3]]
+        # RETURNING keeps its own rows; COPY FROM STDIN its PostgreSQL answer.
+        cur.execute("INSERT INTO vp_counts VALUES (9, 'r') RETURNING id, v")
+        assert cur.fetchall() == [[9, "r"]]
+        cur.copy("COPY vp_counts FROM STDIN", "10\ts\n11\tt\n")
+        cur.execute("SELECT count(*) FROM vp_counts")
+        assert cur.fetchall() == [[6]]
+        # executemany with prepared statements still works.
+        cur.executemany("INSERT INTO vp_counts VALUES (?, ?)", [(20, "u"), (21, "v")],
+                        use_prepared_statements=True)
+        cur.execute("SELECT count(*) FROM vp_counts")
+        assert cur.fetchall() == [[8]]
+
+
 {
     "types": types,
     "prepared": prepared,
@@ -250,5 +374,9 @@ def catalog():
     "cancel": cancel,
     "login": login,
     "catalog": catalog,
+    "rules": rules,
+    "watchdog": watchdog,
+    "statistics": statistics,
+    "row_counts": row_counts,
 }[scenario]()
 print("ok", scenario)
