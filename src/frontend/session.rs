@@ -42,7 +42,7 @@ use crate::server::{Generation, Sluice};
 use super::catalog_answer::{
     AsIs, CatalogMiss, Lookup, NodeProgress, answer_from_catalog, is_fatal,
 };
-use super::guard::{Decision, QueryGuard};
+use super::guard::{AnswerEnd, QueryGuard, Screened, Screening};
 use super::negotiate::send_fatal;
 use super::observe::SessionObserver;
 use super::registry::NewSession;
@@ -162,8 +162,7 @@ pub async fn run(
     );
     let upstream = Upstream {
         guard: &guard,
-        skipping_to_sync: false,
-        partial_on_node: false,
+        screening: Screening::default(),
         router: Router::new(generation.classifier.clone(), Some(sluice.metrics.clone())),
         catalog: generation.catalog.clone(),
         user: startup.user().to_string(),
@@ -191,6 +190,8 @@ pub async fn run(
     let greeting = match (&end, &relay.greeting) {
         (End::ClientLeft, Greeting::Trusted(greeting))
             if warehouse.idle_connections > 0
+                // DISCARD ALL is PostgreSQL's: Vertica has no reset to trust.
+                && warehouse.dialect == Dialect::Postgres
                 && relay.phase == Phase::Ready(TransactionStatus::Idle)
                 && progress.settled()
                 && relay.node_buf.is_empty()
@@ -624,11 +625,8 @@ async fn fill(
 struct Upstream<'a> {
     /// Rules, the watchdog's queue and statistics.
     guard: &'a QueryGuard,
-    /// A batch without Sync was rejected: the client's messages up to the
-    /// next Sync are dropped, as the node drops them after an error.
-    skipping_to_sync: bool,
-    /// Part of the current Sync's batch (up to a Flush) went to the node.
-    partial_on_node: bool,
+    /// Rejected batches and what follows them up to their Sync.
+    screening: Screening,
     router: Router,
     catalog: Option<Arc<CatalogPool>>,
     user: String,
@@ -772,13 +770,12 @@ impl Upstream<'_> {
         wr: &mut WriteHalf<Stream>,
         client_wr: &tokio::sync::Mutex<ClientWr>,
     ) -> Result<Option<Option<(std::time::Duration, Arc<str>)>>, End> {
-        let verdict = if self.skipping_to_sync {
-            None
-        } else {
-            match self.guard.decide(&batch.checked) {
-                Decision::Run { budget } => return Ok(Some(budget)),
-                Decision::Reject(v) => Some(v),
-            }
+        let (rejection, end) = match self
+            .screening
+            .screen(self.guard, &batch.checked, batch.syncs)
+        {
+            Screened::Run(budget) => return Ok(Some(budget)),
+            Screened::Answer { rejection, end } => (rejection, end),
         };
         // Answers to what was sent before must reach the client first.
         if !out.is_empty() {
@@ -787,22 +784,19 @@ impl Upstream<'_> {
         }
         self.progress.idle().await;
         let mut answer = BytesMut::new();
-        if let Some(v) = &verdict {
-            QueryGuard::rejection(v).encode(&mut answer);
+        if let Some(rejection) = &rejection {
+            rejection.encode(&mut answer);
         }
-        if batch.syncs == 0 {
-            self.skipping_to_sync = true;
-        } else if self.partial_on_node {
-            // The node holds the first part of this Sync's batch: its
-            // Sync ends that, and the node's ReadyForQuery answers the client.
-            self.skipping_to_sync = false;
-            self.partial_on_node = false;
-            out.extend_from_slice(&[frontend::SYNC, 0, 0, 0, 4]);
-            self.asked_node(1);
-        } else {
-            self.skipping_to_sync = false;
-            let status = self.progress.status.load(Ordering::Acquire);
-            answer.extend_from_slice(&[backend::READY_FOR_QUERY, 0, 0, 0, 5, status]);
+        match end {
+            AnswerEnd::AtSync => {}
+            AnswerEnd::SyncNode => {
+                out.extend_from_slice(&[frontend::SYNC, 0, 0, 0, 4]);
+                self.asked_node(1);
+            }
+            AnswerEnd::Ready => {
+                let status = self.progress.status.load(Ordering::Acquire);
+                answer.extend_from_slice(&[backend::READY_FOR_QUERY, 0, 0, 0, 5, status]);
+            }
         }
         if !answer.is_empty() {
             self.observer.client_written(answer.len());
@@ -827,7 +821,7 @@ impl Upstream<'_> {
     ) {
         let checked = std::mem::take(&mut batch.checked);
         let (syncs, ddl) = (batch.syncs, batch.ddl);
-        self.partial_on_node = syncs == 0;
+        self.screening.sent(syncs);
         let plan = self.router.node_plan(batch);
         if plan.hidden_answers > 0 {
             let at = self.progress.asked.load(Ordering::Acquire);
