@@ -107,11 +107,19 @@ fn show_nodes(sluice: &Sluice) -> Reply {
                 s(n.is_paused()),
                 s(n.sessions()),
                 s(n.assigned()),
+                s(n.idle_count()),
             ]
         })
         .collect();
     Reply::rows(
-        &["node", "healthy", "paused", "sessions", "assigned_total"],
+        &[
+            "node",
+            "healthy",
+            "paused",
+            "sessions",
+            "assigned_total",
+            "idle_connections",
+        ],
         rows,
     )
 }

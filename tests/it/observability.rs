@@ -518,7 +518,7 @@ async fn the_admin_console_answers_psql_with_tables() {
     let text = stdout(&out);
     assert!(out.status.success(), "{text}\n{}", stderr(&out));
     for header in [
-        "node | healthy | paused | sessions | assigned_total",
+        "node | healthy | paused | sessions | assigned_total | idle_connections",
         "id | user | database | application | peer | node | state | connected_at",
         "node | connections | state",
         "fingerprint | calls",
