@@ -25,8 +25,16 @@ pub enum Kind {
 /// rules simplified: `--` and nested `/* */` comments, `'..'` (with `''`),
 /// `E'..'` (with backslash escapes), `$tag$..$tag$`, `"..."`, numbers, `$n`.
 pub fn pieces(text: &str) -> Vec<(Kind, Range<usize>)> {
+    let mut out = Vec::new();
+    each_piece(text, |kind, range| out.push((kind, range)));
+    out
+}
+
+/// [`pieces`] without the vector: `f` gets each piece in order. For the
+/// per-query paths (the classification cache's shape), where collecting
+/// the pieces cost more than looking at them.
+pub fn each_piece(text: &str, mut f: impl FnMut(Kind, Range<usize>)) {
     let b = text.as_bytes();
-    let mut out: Vec<(Kind, Range<usize>)> = Vec::new();
     let mut i = 0;
     let mut plain = 0;
     let ident = |c: u8| c.is_ascii_alphanumeric() || c == b'_' || c >= 0x80;
@@ -138,13 +146,12 @@ pub fn pieces(text: &str) -> Vec<(Kind, Range<usize>)> {
         };
         i = i.min(b.len());
         if start > plain {
-            out.push((Kind::Text, plain..start));
+            f(Kind::Text, plain..start);
         }
-        out.push((kind, start..i));
+        f(kind, start..i);
         plain = i;
     }
     if plain < b.len() {
-        out.push((Kind::Text, plain..b.len()));
+        f(Kind::Text, plain..b.len());
     }
-    out
 }

@@ -18,7 +18,7 @@
 //! multi-megabyte INSERT is never a catalog lookup, and parsing it would
 //! cost the session milliseconds and the cache megabytes.
 
-use std::hash::{BuildHasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -29,11 +29,35 @@ use super::classifier::{CatalogPolicy, Classification, Route, classify};
 /// The parse limit when none is configured: `catalog.max_parse_size`'s default.
 pub const DEFAULT_MAX_PARSE_SIZE: usize = 64 << 10;
 
+/// Keys are already SipHash values of `ClassificationCache::hasher` (seeded
+/// at random): hashing them again for the map cost as much as the lookup.
+#[derive(Default)]
+struct PreHashed(u64);
+
+impl Hasher for PreHashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only u64 keys are hashed here; fold anything else all the same.
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+type TextMap = DashMap<u64, (Box<str>, Arc<Classification>), BuildHasherDefault<PreHashed>>;
+
 pub struct ClassificationCache {
     /// By exact text.
-    entries: DashMap<u64, (Box<str>, Arc<Classification>)>,
+    entries: TextMap,
     /// By shape, for classifications that no literal decides.
-    shapes: DashMap<u64, (Box<str>, Arc<Classification>)>,
+    shapes: TextMap,
     capacity: usize,
     hasher: RandomState,
     policy: CatalogPolicy,
@@ -49,8 +73,8 @@ pub struct ClassificationCache {
 impl ClassificationCache {
     pub fn new(capacity: usize, policy: CatalogPolicy) -> ClassificationCache {
         ClassificationCache {
-            entries: DashMap::new(),
-            shapes: DashMap::new(),
+            entries: DashMap::default(),
+            shapes: DashMap::default(),
             capacity,
             hasher: RandomState::new(),
             policy,
@@ -145,7 +169,7 @@ impl ClassificationCache {
 }
 
 fn insert_bounded(
-    map: &DashMap<u64, (Box<str>, Arc<Classification>)>,
+    map: &TextMap,
     capacity: usize,
     key: u64,
     text: Box<str>,

@@ -308,6 +308,7 @@ impl QueryGuard {
                 .collect();
             Fingerprint::combine(&parts)
         };
+        let watched = budget.is_some();
         self.inflight
             .lock()
             .expect("guard lock")
@@ -322,7 +323,12 @@ impl QueryGuard {
                 bytes: 0,
                 error: false,
             });
-        self.changed.notify_waiters();
+        // The watchdog only acts on budgets: without one there is nothing
+        // to wake it for (a wake-up costs the session a poll of all its
+        // futures, once per query).
+        if watched {
+            self.changed.notify_waiters();
+        }
     }
 
     /// The node's cancel key arrived.
@@ -377,14 +383,24 @@ impl QueryGuard {
     /// A ReadyForQuery arrived: batches it ends are recorded.
     pub fn ready(&self) {
         let answered = self.answered.fetch_add(1, Ordering::AcqRel) + 1;
-        let mut done = Vec::new();
-        {
-            let mut inflight = self.inflight.lock().expect("guard lock");
-            while inflight.front().is_some_and(|f| f.end <= answered) {
-                done.extend(inflight.pop_front());
-            }
-        }
-        for f in done {
+        // The watchdog waits on the first batch's budget: it must look again
+        // when a watched batch ends or a watched one comes first, and only then.
+        let mut watched = false;
+        loop {
+            // One at a time, so that statistics are recorded outside the lock
+            // without collecting the batches in a vector first.
+            let f = {
+                let mut inflight = self.inflight.lock().expect("guard lock");
+                match inflight.front() {
+                    Some(f) if f.end <= answered => inflight.pop_front(),
+                    next => {
+                        watched |= next.is_some_and(|f| f.budget.is_some());
+                        None
+                    }
+                }
+            };
+            let Some(f) = f else { break };
+            watched |= f.budget.is_some();
             let outcome = match (f.fired, f.error) {
                 (true, true) => Outcome::Cancelled,
                 (_, true) => Outcome::Error,
@@ -401,7 +417,9 @@ impl QueryGuard {
                 outcome,
             });
         }
-        self.changed.notify_waiters();
+        if watched {
+            self.changed.notify_waiters();
+        }
     }
 
     /// Cancels overrunning batches; runs for the whole session.

@@ -155,13 +155,11 @@ impl Router {
         }
     }
 
-    fn classify(&self, text: &[u8]) -> Option<Arc<Classification>> {
+    /// `text` is the message's text made valid UTF-8 once by the caller
+    /// (`String::from_utf8_lossy`), who keeps it for rules and statistics.
+    fn classify(&self, text: &str) -> Option<Arc<Classification>> {
         let cache = self.cache.as_ref()?;
-        let text = match std::str::from_utf8(text) {
-            Ok(valid) => std::borrow::Cow::Borrowed(valid),
-            Err(_) => String::from_utf8_lossy(text),
-        };
-        let (class, hit) = cache.lookup(&text);
+        let (class, hit) = cache.lookup(text);
         if let Some(m) = &self.metrics {
             m.classification_cache(hit);
             if !hit && class.parse_error.is_some() {
@@ -192,13 +190,14 @@ impl Router {
                 done.extend(self.take_pending());
                 let text = frontend::query_text(frame.body())?;
                 self.note_search_path(text);
-                let class = self.classify(text);
+                let text = String::from_utf8_lossy(text);
+                let class = self.classify(&text);
                 let catalog_ok = class.as_ref().is_some_and(|c| c.route == Route::Catalog);
                 let ddl = class.as_ref().is_some_and(|c| c.is_ddl());
                 let checked = class
                     .map(|class| Checked {
                         class,
-                        text: String::from_utf8_lossy(text).into(),
+                        text: Arc::from(text),
                         executed: true,
                     })
                     .into_iter()
@@ -215,8 +214,8 @@ impl Router {
             frontend::PARSE => {
                 let parts = frontend::parse_parts(frame.body())?;
                 self.note_search_path(parts.text);
-                let class = self.classify(parts.text);
                 let text: Arc<str> = String::from_utf8_lossy(parts.text).into();
+                let class = self.classify(&text);
                 if let Some(class) = &class {
                     self.checked.push(Checked {
                         class: class.clone(),

@@ -530,7 +530,10 @@ impl Relay<'_> {
             progress,
             guard,
         );
+        // Biased: polled in this order on every wake-up, without drawing a
+        // random start; the relay directions are what wakes the task.
         tokio::select! {
+            biased;
             end = up => end,
             end = downstream => end,
             _ = guard.watchdog(generation) => unreachable!("the watchdog runs until the session ends"),
