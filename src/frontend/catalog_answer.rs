@@ -14,8 +14,8 @@
 //! each message on the way ([`Answers`]).
 
 use std::collections::VecDeque;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
@@ -131,6 +131,66 @@ pub(super) enum CatalogMiss {
     Broken(CatalogError),
     /// The client's connection failed while sluice wrote to it.
     ClientGone(std::io::Error),
+}
+
+/// A catalog miss the session cannot recover from.
+pub(super) enum CatalogFailure {
+    /// Part of the answer reached the client.
+    Broken(CatalogError),
+    /// The client's connection failed while sluice wrote to it.
+    ClientGone(std::io::Error),
+}
+
+impl CatalogMiss {
+    /// `Ok`: nothing reached the client and the node answers instead
+    /// (logged and counted as a fallback); `Err`: the session cannot go on.
+    pub(super) fn fall_back(self, metrics: &Metrics) -> Result<(), CatalogFailure> {
+        match self {
+            CatalogMiss::Unanswered(e) => {
+                tracing::info!(error = %e, "the catalog copy could not answer; the node answers instead");
+                metrics.catalog_fallback();
+                Ok(())
+            }
+            CatalogMiss::Broken(e) => Err(CatalogFailure::Broken(e)),
+            CatalogMiss::ClientGone(e) => Err(CatalogFailure::ClientGone(e)),
+        }
+    }
+}
+
+/// The catalog copy for a batch the router found to be a lookup, when one
+/// is configured and not resting after a failure; a lookup the copy cannot
+/// take is counted as a fallback to the node.
+pub(super) fn copy_for(
+    batch: &Batch,
+    catalog: Option<&Arc<CatalogPool>>,
+    metrics: &Metrics,
+) -> Option<Arc<CatalogPool>> {
+    if !batch.catalog_ok {
+        return None;
+    }
+    let pool = catalog?;
+    if pool.is_available() {
+        return Some(pool.clone());
+    }
+    tracing::debug!(
+        "a catalog lookup goes to the node: the catalog copy is resting after a failure"
+    );
+    metrics.catalog_fallback();
+    None
+}
+
+/// Waits until the node has answered everything sent before a lookup (the
+/// caller has written it), then tells whether the copy may answer: not
+/// after the transaction failed or changed the schema.
+pub(super) async fn node_settled_for_copy(progress: &NodeProgress) -> bool {
+    progress.idle().await;
+    let may = progress.catalog_may_answer();
+    if !may {
+        tracing::debug!(
+            "a catalog lookup goes to the node: the transaction failed or changed the schema"
+        );
+    }
+    may
 }
 
 /// How the copy's answer reaches the client.

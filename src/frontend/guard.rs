@@ -161,6 +161,26 @@ pub struct QueryGuard {
 }
 
 impl QueryGuard {
+    /// The guard of a session opened with `startup` from `peer`, under
+    /// the configuration of `generation`.
+    pub fn for_session(
+        sluice: &crate::server::Sluice,
+        generation: &crate::server::Generation,
+        startup: &crate::protocol::startup::StartupMessage,
+        peer: std::net::SocketAddr,
+    ) -> QueryGuard {
+        QueryGuard::new(
+            generation.config.clone(),
+            startup.user(),
+            startup.application(),
+            startup.database(),
+            Some(peer.ip()),
+            sluice.metrics.clone(),
+            sluice.stats.clone(),
+            sluice.alerts.clone(),
+        )
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Arc<Config>,

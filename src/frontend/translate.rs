@@ -55,7 +55,8 @@ use crate::protocol::{ProtocolError, frontend, sqlstate};
 use crate::server::{Generation, Sluice};
 
 use super::catalog_answer::{
-    Answers, CatalogMiss, Lookup, NodeProgress, answer_from_catalog, is_fatal,
+    Answers, CatalogFailure, CatalogMiss, Lookup, NodeProgress, answer_from_catalog, copy_for,
+    is_fatal, node_settled_for_copy,
 };
 use super::guard::{AnswerEnd, QueryGuard, Screened, Screening};
 use super::observe::SessionObserver;
@@ -408,16 +409,7 @@ pub async fn run(
     let token = registered.entry().token.clone();
     let mut registration = None;
     let progress = NodeProgress::new();
-    let guard = QueryGuard::new(
-        generation.config.clone(),
-        startup.user(),
-        startup.application(),
-        startup.database(),
-        Some(peer.ip()),
-        sluice.metrics.clone(),
-        sluice.stats.clone(),
-        sluice.alerts.clone(),
-    );
+    let guard = QueryGuard::for_session(&sluice, &generation, &startup, peer);
     let upstream = Upstream {
         guard: &guard,
         screening: Screening::default(),
@@ -743,10 +735,7 @@ impl Upstream<'_> {
                     Ok(None) => continue,
                     Err(end) => return end,
                 };
-                if batch.catalog_ok
-                    && let Some(pool) = self.catalog.clone()
-                    && pool.is_available()
-                {
+                if let Some(pool) = copy_for(&batch, self.catalog.as_ref(), self.metrics) {
                     // The node must have answered everything before this batch.
                     if !out.is_empty() {
                         if let Err(e) = wr.write_all(&out).await {
@@ -754,27 +743,18 @@ impl Upstream<'_> {
                         }
                         out.clear();
                     }
-                    self.progress.idle().await;
-                    if !self.progress.catalog_may_answer() {
-                        tracing::debug!(
-                            "a catalog lookup goes to the node: the transaction failed or changed the schema"
-                        );
-                    } else {
-                        match self.answer_from_catalog(&pool, &batch, client_wr).await {
-                            Ok(()) => continue,
-                            Err(CatalogMiss::Unanswered(e)) => {
-                                tracing::info!(error = %e, "the catalog copy could not answer; the node answers instead");
-                                self.metrics.catalog_fallback();
-                            }
-                            Err(CatalogMiss::Broken(e)) => return End::CatalogBroken(e),
-                            Err(CatalogMiss::ClientGone(e)) => return End::Io(e),
+                    if node_settled_for_copy(self.progress).await {
+                        let answered = self.answer_from_catalog(&pool, &batch, client_wr).await;
+                        match answered
+                            .map(|()| true)
+                            .or_else(|miss| miss.fall_back(self.metrics).map(|()| false))
+                        {
+                            Ok(true) => continue,
+                            Ok(false) => {}
+                            Err(CatalogFailure::Broken(e)) => return End::CatalogBroken(e),
+                            Err(CatalogFailure::ClientGone(e)) => return End::Io(e),
                         }
                     }
-                } else if batch.catalog_ok && self.catalog.is_some() {
-                    tracing::debug!(
-                        "a catalog lookup goes to the node: the catalog copy is resting after a failure"
-                    );
-                    self.metrics.catalog_fallback();
                 }
                 self.queue_for_node(batch, &mut out, budget);
             }
