@@ -29,7 +29,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECONDS = int(os.environ.get("BENCH_SECONDS", "15"))
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
-WORKLOADS = os.environ.get("BENCH_WORKLOADS", "1 2 3 4 6").split()
+WORKLOADS = os.environ.get("BENCH_WORKLOADS", "1 2 3 4 6 7").split()
 MODES = os.environ.get("BENCH_MODES", "simple extended prepared").split()
 COPY_ROWS = int(os.environ.get("BENCH_COPY_ROWS", "3000000"))
 IDLE = int(os.environ.get("BENCH_IDLE", "1000"))
@@ -158,9 +158,12 @@ class Env:
         self.bouncer_port = free_port()
         self.sluice_port = free_port()
         self.proxies = {}
+        # sluice instances other than the plain one (workload 7's, ...).
+        self.extra_ports = {}
 
     def port(self, target):
-        return {"direct": self.pg_port, "pgbouncer": self.bouncer_port, "sluice": self.sluice_port}[target]
+        return {"direct": self.pg_port, "pgbouncer": self.bouncer_port, "sluice": self.sluice_port,
+                **self.extra_ports}[target]
 
     def start_postgres(self):
         data = os.path.join(self.dir, "pg")
@@ -189,6 +192,9 @@ full_page_writes = off
              "VACUUM ANALYZE", "postgres"])
 
     def start_pgbouncer(self):
+        self.start_pgbouncer_with(())
+
+    def start_pgbouncer_with(self, wrapper):
         ini = os.path.join(self.dir, "pgbouncer.ini")
         users = os.path.join(self.dir, "userlist.txt")
         with open(users, "w") as f:
@@ -213,26 +219,49 @@ pidfile = {self.dir}/pgbouncer.pid
 """)
         for p in (ini, users):
             chown_to_server(p)
-        p = spawn(["pgbouncer", ini], os.path.join(self.dir, "pgbouncer.out"), **as_server_user())
-        wait_port(self.bouncer_port, "PgBouncer", p)
+        p = spawn([*wrapper, "pgbouncer", ini], os.path.join(self.dir, "pgbouncer.out"), **as_server_user())
+        wait_port(self.bouncer_port, "PgBouncer", p, timeout=120 if wrapper else 30)
         self.proxies["pgbouncer"] = Proc(p.pid)
 
-    def start_sluice(self):
-        cfg = os.path.join(self.dir, "sluice.toml")
+    def start_sluice(self, target="sluice", rules="", wrapper=()):
+        """Starts a sluice instance as `target` (with `rules`, TOML text, if
+        any), under `wrapper` (e.g. valgrind) if given."""
+        port = self.sluice_port if target == "sluice" else free_port()
+        self.extra_ports[target] = port
+        cfg = os.path.join(self.dir, f"{port}.toml")
         with open(cfg, "w") as f:
             f.write(f"""[server]
-listen = "127.0.0.1:{self.sluice_port}"
+listen = "127.0.0.1:{port}"
 metrics_listen = ""
 max_client_connections = {IDLE + 500}
 
 [warehouse]
 nodes = ["127.0.0.1:{self.pg_port}"]
 service_user = "postgres"
+
+{rules}
 """)
-        p = spawn([SLUICE_BIN, "run", "--config", cfg], os.path.join(self.dir, "sluice.log"),
+        p = spawn([*wrapper, SLUICE_BIN, "run", "--config", cfg], os.path.join(self.dir, f"{port}.log"),
                   env={**os.environ, "SLUICE_LOG": "warn"})
-        wait_port(self.sluice_port, "sluice", p)
-        self.proxies["sluice"] = Proc(p.pid)
+        wait_port(port, target, p, timeout=120 if wrapper else 30)
+        self.proxies[target] = Proc(p.pid)
+        return p
+
+
+def rules_toml(n):
+    """Workload 7's rule set: n rules of five kinds that never match
+    pgbench's query, so every rule is evaluated and nothing is rejected."""
+    out = []
+    for i in range(n):
+        cond = {
+            0: f'pattern = "(?i)\\\\bforbidden_table_{i}\\\\b"',
+            1: f'tables = ["archive_{i}.*"]',
+            2: f'users = ["nobody_{i}"]',
+            3: f'statement = ["delete"]\ntables = ["pgbench_history_{i}"]',
+            4: f'select_star = true\ntables = ["big_{i}*"]',
+        }[i % 5]
+        out.append(f'[[rules]]\nname = "rule-{i}"\n{cond}\naction = "reject"\nmessage = "never matches pgbench"\n')
+    return "\n".join(out)
 
 
 # ---------------------------------------------------------------- measuring
@@ -400,10 +429,16 @@ def workload_6(env, res, rnd):
 
 
 def workload_7(env, res, rnd):
-    # TODO(rules): workload 1 with 50 rules loaded and classification on.
-    # Needs the rules engine, not merged yet: load a [rules] file into the
-    # sluice config and run workload_1's pgbench commands.
-    log("  7 rules on: skipped (needs the rules engine, not merged yet)")
+    """Workload 1 with 50 rules loaded, beside the same without rules."""
+    for mode in MODES:
+        args = ["-S", "-c", "16", "-j", "2", "-T", str(SECONDS), "-M", mode]
+        key = f"7 rules on, {mode}"
+        for target in ("direct", "sluice", "sluice+rules"):
+            (tps, txns), cpu, _ = measured(env, target, lambda: pgbench(env, target, args))
+            res.add(key, target, "tps", tps)
+            if cpu is not None and txns:
+                res.add(key, target, "cpu_us", cpu / txns * 1e6)
+            log(f"  {key:<22} {target:<12} {tps:10.0f} tps" + (f"  {cpu / txns * 1e6:6.1f} µs CPU/txn" if cpu else ""))
 
 
 WORKLOAD_FNS = {"1": workload_1, "2": workload_2, "3": workload_3, "4": workload_4, "5": workload_5,
@@ -439,7 +474,7 @@ def report(env, res, started, versions):
     add("Machine and versions: " + "; ".join(f"{k}: {v}" for k, v in versions.items()) + ".")
     add("")
     # In the order they ran: workload, then mode as in BENCH_MODES.
-    pg_keys = list(dict.fromkeys(k for (k, _, m) in res.samples if m == "tps" and not k.startswith("6")))
+    pg_keys = list(dict.fromkeys(k for (k, _, m) in res.samples if m == "tps" and k[0] in "123"))
     if pg_keys:
         add("### pgbench -S (scale 10): workloads 1 (16 clients, 2 threads), 2 (1 client), 3 (-C, 8 clients)")
         add("")
@@ -496,8 +531,21 @@ def report(env, res, started, versions):
                 f"| {fmt(res.median(k, t, 'tps_ratio'), 2)} | {fmt(res.median(k, t, 'rss_idle_mib'), 1)} "
                 f"| {fmt(res.median(k, t, 'kib_per_idle'), 1)} | {fmt(res.median(k, t, 'open_s'), 1)} |")
         add("")
+    rules = [k for k in dict.fromkeys(k for (k, _, _) in res.samples) if k.startswith("7 ")]
+    if rules:
+        add("### Workload 7: workload 1 with 50 rules loaded (a second sluice instance), beside sluice without rules")
+        add("")
+        add("| workload | direct TPS | sluice TPS | sluice + 50 rules TPS | rules on / off | rules on / direct "
+            "| CPU µs/txn sluice | CPU µs/txn sluice + rules |")
+        add("|---|---|---|---|---|---|---|---|")
+        for k in rules:
+            d, off, on = (res.median(k, t, "tps") for t in ("direct", "sluice", "sluice+rules"))
+            add(f"| {k} | {mmm(res.get(k, 'direct', 'tps'))} | {mmm(res.get(k, 'sluice', 'tps'))} "
+                f"| {mmm(res.get(k, 'sluice+rules', 'tps'))} | {ratio(on, off)} | {ratio(on, d)} "
+                f"| {fmt(res.median(k, 'sluice', 'cpu_us'), 1)} | {fmt(res.median(k, 'sluice+rules', 'cpu_us'), 1)} |")
+        add("")
     add("Workload 5 (catalog burst) has its own driver, `bash bench/run.sh catalog` (figures in the "
-        "catalog offload section). Workload 7 (rules on) is not run by this driver yet.")
+        "catalog offload section).")
     return "\n".join(lines) + "\n"
 
 
@@ -566,9 +614,79 @@ def profile():
     shutil.rmtree(env.dir, ignore_errors=True)
 
 
+def instructions():
+    """`bench/run.sh instructions`: user-space instructions per transaction
+    of each proxy, counted by callgrind (Debian package valgrind) while
+    `pgbench -S -c 4 -j 1 -t N` runs through it; machine noise does not
+    change them, so they compare two builds where TPS cannot. Counting
+    starts after a warm-up (connections opened, caches filled) and covers
+    only the measured pgbench run, connection set-up included (4 per run).
+    Each count's callgrind dump is kept in target/bench/callgrind.TARGET.MODE
+    (`callgrind_annotate` reads it)."""
+    txns = int(os.environ.get("BENCH_TXNS", "2000"))
+    env = Env()
+    atexit.register(stop_children)
+    env.start_postgres()
+    # In the work directory: PgBouncer runs as the server user.
+    out_dir = env.dir
+
+    def wrapper(name):
+        return ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                f"--callgrind-out-file={out_dir}/callgrind.{name}.%p"]
+
+    env.start_pgbouncer_with(wrapper("pgbouncer"))
+    env.start_sluice("sluice", wrapper=wrapper("sluice"))
+    env.start_sluice("sluice+rules", rules_toml(50), wrapper=wrapper("sluice-rules"))
+    counts = {}
+    for target in ("pgbouncer", "sluice", "sluice+rules"):
+        pid = str(env.proxies[target].pid)
+        for mode in MODES:
+            args = ["-S", "-c", "4", "-j", "1", "-M", mode]
+            pgbench(env, target, args + ["-t", "200"])
+            # vgdb finds a process by its user: PgBouncer runs as the server user.
+            as_owner = as_server_user() if target == "pgbouncer" else {}
+            for step in ("--zero", "--instr=on"):
+                run(["callgrind_control", step, pid], **as_owner)
+            pgbench(env, target, args + ["-t", str(txns)])
+            for step in ("--instr=off", "--dump"):
+                run(["callgrind_control", step, pid], **as_owner)
+            dump = newest_dump(out_dir, pid)
+            counts[(target, mode)] = dump_total(dump) / (4 * txns)
+            kept = os.path.join(ROOT, "target", "bench", f"callgrind.{target.replace('+', '-')}.{mode}")
+            os.makedirs(os.path.dirname(kept), exist_ok=True)
+            shutil.copy(dump, kept)
+            log(f"  {target:<13} {mode:<9} {counts[(target, mode)]:8,.0f} instructions/txn")
+    print(f"User-space instructions per transaction (callgrind; pgbench -S -c 4 -j 1 -t {txns}, "
+          "after a 200-transaction warm-up):\n")
+    print("| -M | PgBouncer | sluice | sluice + 50 rules |")
+    print("|---|---|---|---|")
+    for mode in MODES:
+        print(f"| {mode} | " + " | ".join(f"{counts[(t, mode)]:,.0f}" for t in ("pgbouncer", "sluice", "sluice+rules"))
+              + " |")
+    stop_children()
+    shutil.rmtree(env.dir, ignore_errors=True)
+
+
+def newest_dump(out_dir, pid):
+    """The newest callgrind dump of process pid."""
+    dumps = [os.path.join(out_dir, f) for f in os.listdir(out_dir) if f.endswith(f".{pid}") or f".{pid}." in f]
+    return max(dumps, key=os.path.getmtime)
+
+
+def dump_total(path):
+    with open(path) as f:
+        for line in f:
+            # The header's summary is written before the counts; the totals after them.
+            if line.startswith("totals:"):
+                return int(line.split()[1])
+    raise RuntimeError(f"no totals in {path}")
+
+
 def main():
     if sys.argv[1:] == ["profile"]:
         return profile()
+    if sys.argv[1:] == ["instructions"]:
+        return instructions()
     if not os.path.exists(SLUICE_BIN):
         sys.exit(f"{SLUICE_BIN} is missing: cargo build --release")
     started = datetime.datetime.now(datetime.timezone.utc)
@@ -580,6 +698,8 @@ def main():
     env.start_postgres()
     env.start_pgbouncer()
     env.start_sluice()
+    if "7" in WORKLOADS:
+        env.start_sluice("sluice+rules", rules_toml(50))
     res = Results()
     for rnd in range(1, ROUNDS + 1):
         log(f"round {rnd}/{ROUNDS}")

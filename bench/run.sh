@@ -10,18 +10,20 @@
 #   bash bench/run.sh profile               # perf profile of sluice under workload 1
 #   bash bench/run.sh catalog               # workload 5: DBeaver-style metadata burst, direct vs sluice
 #   bash bench/run.sh classify              # classification cost per query, cached and uncached
-#   bash bench/run.sh rules                 # workload 7: pgbench -S with 50 rules loaded vs none
+#   bash bench/run.sh rules                 # workload 7 only: pgbench -S with 50 rules loaded vs none
+#   bash bench/run.sh instructions          # callgrind: user-space instructions per transaction, per proxy
 #
 # Environment:
 #   BENCH_SECONDS     seconds per pgbench run (15)
 #   BENCH_ROUNDS      interleaved rounds (3)
-#   BENCH_WORKLOADS   which workloads (1 2 3 4 6; 5 and 7 are placeholders)
+#   BENCH_WORKLOADS   which workloads (1 2 3 4 6 7; 5 has its own driver: `catalog`)
 #   BENCH_MODES       pgbench -M modes for workloads 1 and 2 (simple extended prepared)
 #   BENCH_COPY_ROWS   rows for workload 4 (3000000)
 #   BENCH_IDLE        idle connections for workload 6 (1000)
 #   BENCH_UPDATE_DOC  1: write the report into docs/benchmarks.md (default); 0: only
 #                     target/bench/report.md
 #   BENCH_SKIP_BUILD  1: use the existing target/release/sluice
+#   BENCH_TXNS        transactions per client counted by `instructions` (2000)
 #
 # Needs: PostgreSQL server binaries (/usr/lib/postgresql/*/bin), pgbench, psql,
 # pgbouncer, python3. Missing Debian packages are installed when run as root.
@@ -52,7 +54,8 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 case "${1:-}" in
     catalog) exec python3 bench/catalog_burst.py ;;
-    rules) exec python3 bench/rules_on_off.py ;;
+    rules) BENCH_WORKLOADS=7 BENCH_UPDATE_DOC=0 exec python3 bench/bench.py ;;
+    instructions) exec python3 bench/bench.py instructions ;;
     classify) exec cargo run --release --locked --example classify_cost ;;
     *) exec python3 bench/bench.py "$@" ;;
 esac

@@ -139,6 +139,15 @@ pub fn each_piece(text: &str, mut f: impl FnMut(Kind, Range<usize>)) {
                 }
                 Kind::Literal
             }
+            // A word (keyword, name) at once: its digits are not numbers,
+            // and looking at each of its bytes above would cost every query.
+            c if ident(c) => {
+                i += 1;
+                while i < b.len() && ident(b[i]) {
+                    i += 1;
+                }
+                continue;
+            }
             _ => {
                 i += 1;
                 continue;

@@ -1,5 +1,5 @@
 //! A TCP connection, with or without TLS: one type for client and node
-//! sockets so that the relay is written once.
+//! sockets so that the relay is written once, and its two halves.
 
 use std::io;
 use std::pin::Pin;
@@ -7,6 +7,7 @@ use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_rustls::TlsStream;
 
 pub enum Stream {
@@ -29,6 +30,91 @@ impl Stream {
         };
         let mut probe = [0u8; 1];
         matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+    }
+}
+
+impl Stream {
+    /// The reading and the writing half, for a relay that reads one peer
+    /// while writing to it from elsewhere. A plain socket splits without a
+    /// lock (`tokio::io::split` takes one on every read and write); TLS
+    /// needs one, its state being shared by both directions.
+    pub fn into_split(self) -> (ReadHalf, WriteHalf) {
+        match self {
+            Stream::Plain(s) => {
+                let (rd, wr) = s.into_split();
+                (ReadHalf::Plain(rd), WriteHalf::Plain(wr))
+            }
+            Stream::Tls(s) => {
+                let (rd, wr) = tokio::io::split(s);
+                (ReadHalf::Tls(rd), WriteHalf::Tls(wr))
+            }
+        }
+    }
+}
+
+pub enum ReadHalf {
+    Plain(OwnedReadHalf),
+    Tls(tokio::io::ReadHalf<Box<TlsStream<TcpStream>>>),
+}
+
+pub enum WriteHalf {
+    Plain(OwnedWriteHalf),
+    Tls(tokio::io::WriteHalf<Box<TlsStream<TcpStream>>>),
+}
+
+impl ReadHalf {
+    /// The stream again, from the halves [`Stream::into_split`] made of it.
+    ///
+    /// # Panics
+    /// If the halves came from two different streams (a bug).
+    pub fn unsplit(self, wr: WriteHalf) -> Stream {
+        match (self, wr) {
+            (ReadHalf::Plain(rd), WriteHalf::Plain(wr)) => {
+                Stream::Plain(rd.reunite(wr).expect("halves of one stream"))
+            }
+            (ReadHalf::Tls(rd), WriteHalf::Tls(wr)) => Stream::Tls(rd.unsplit(wr)),
+            _ => panic!("halves of two different streams"),
+        }
+    }
+}
+
+impl AsyncRead for ReadHalf {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadHalf::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            ReadHalf::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for WriteHalf {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteHalf::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            WriteHalf::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Plain(s) => Pin::new(s).poll_flush(cx),
+            WriteHalf::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteHalf::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            WriteHalf::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
     }
 }
 

@@ -194,6 +194,7 @@ fn oversized(limit: usize) -> Classification {
         ),
         facts: None,
         parse_error: None,
+        rule_memo: Default::default(),
         scanned_relations: Default::default(),
         // Texts too long to parse are too long to fingerprint cheaply:
         // statistics keep them together under one fingerprint.

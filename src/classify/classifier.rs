@@ -20,6 +20,7 @@ use sqlparser::parser::Parser;
 
 use super::fingerprint::{Fingerprint, fingerprint, text_fingerprint};
 use super::pg_catalog::PG_CATALOG_RELATIONS;
+use super::rules::RuleMemo;
 
 /// Where a query runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -160,6 +161,8 @@ pub struct Classification {
     /// The whole text's fingerprint: its statements' (one statement: that
     /// statement's), or the masked text's when it does not parse.
     pub fingerprint: Fingerprint,
+    /// Which rules this classification can meet (see [`RuleMemo`]).
+    pub rule_memo: RuleMemo,
 }
 
 impl Facts {
@@ -189,6 +192,7 @@ impl Classification {
             reason: reason.into(),
             facts,
             parse_error: None,
+            rule_memo: Default::default(),
             scanned_relations: BTreeSet::new(),
             fingerprint,
         }
@@ -295,6 +299,7 @@ pub fn classify(sql: &str, policy: &CatalogPolicy) -> Classification {
                 reason: "the text does not parse; the node answers".into(),
                 facts: None,
                 parse_error: Some(e.to_string()),
+                rule_memo: Default::default(),
                 scanned_relations: super::scan::scanned_relations(sql),
                 fingerprint: text_fingerprint(sql),
             };

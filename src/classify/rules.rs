@@ -11,13 +11,18 @@
 //! has no shape: a rule with a shape condition does not match it, while
 //! `pattern`, `fingerprint` and the session conditions still apply.
 //!
-//! [`RuleSet::evaluate`] is the hot path: no allocation unless a rule has a
-//! `pattern` and the text has comments. [`RuleSet::explain`] reports every
-//! condition's verdict for `sluice explain`.
+//! [`RuleSet::evaluate`] is the hot path. The conditions that depend on
+//! the classification alone (shape, `tables`, `fingerprint`) are judged once
+//! per cached classification ([`RuleMemo`]); a query then pays only for its
+//! session's and its text's conditions, on the rules left — with 50 rules
+//! of which none fits the query's shape, nothing. No allocation unless a
+//! remaining rule has a `pattern` and the text has comments.
+//! [`RuleSet::explain`] reports every condition's verdict for `sluice explain`.
 
 use std::fmt::Write as _;
 use std::net::IpAddr;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -148,6 +153,21 @@ fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     pattern[p..].iter().all(|c| *c == b'*')
 }
 
+/// A rule's regular expression, and where the rule set's [`RegexSet`]
+/// reports it.
+#[derive(Clone, Debug)]
+pub struct Pattern {
+    pub regex: Regex,
+    /// Its index among the rule set's patterns, set by [`RuleSet::new`].
+    slot: Option<usize>,
+}
+
+impl Pattern {
+    pub fn new(regex: Regex) -> Pattern {
+        Pattern { regex, slot: None }
+    }
+}
+
 /// One condition of a rule; every one present must hold.
 #[derive(Clone, Debug)]
 pub enum Condition {
@@ -156,7 +176,7 @@ pub enum Condition {
     Databases(Vec<Glob>),
     ClientAddrs(Vec<IpNet>),
     /// On the text with comments stripped.
-    Pattern(Regex),
+    Pattern(Pattern),
     /// The statement's or the whole text's fingerprint.
     Fingerprint(Fingerprint),
     /// Any referenced relation matches one.
@@ -172,6 +192,12 @@ pub enum Condition {
 }
 
 impl Condition {
+    /// Depends only on the classification (not on the session or the exact
+    /// text), so its verdict can be kept with a cached classification.
+    fn is_of_classification(&self) -> bool {
+        self.is_shape() || matches!(self, Condition::Fingerprint(_))
+    }
+
     /// Needs the parsed statement to be judged.
     fn is_shape(&self) -> bool {
         !matches!(
@@ -199,7 +225,7 @@ impl Condition {
                 let v: Vec<String> = n.iter().map(|n| n.to_string()).collect();
                 format!("client_addrs = {v:?}")
             }
-            Condition::Pattern(r) => format!("pattern = {:?}", r.as_str()),
+            Condition::Pattern(p) => format!("pattern = {:?}", p.regex.as_str()),
             Condition::Fingerprint(f) => format!("fingerprint = \"{f}\""),
             Condition::Tables(g) => format!("tables = {}", globs(g)),
             Condition::Statement(k) => {
@@ -245,7 +271,7 @@ struct Subject<'a> {
     text: &'a str,
     /// Which of the rule set's patterns match `text`, found in one pass;
     /// `None`: each pattern is tried on its own.
-    pattern_hits: Option<(&'a Patterns, &'a SetMatches)>,
+    pattern_hits: Option<&'a SetMatches>,
 }
 
 /// Every `pattern` of a rule set, matched together: one pass over the text
@@ -254,34 +280,47 @@ struct Subject<'a> {
 #[derive(Clone, Debug)]
 struct Patterns {
     set: RegexSet,
-    /// Each pattern's index in `set`, by its source.
-    index: std::collections::HashMap<String, usize>,
 }
 
 impl Patterns {
-    fn of(rules: &[Rule]) -> Option<Patterns> {
+    /// The set of `rules`' patterns; each pattern learns its slot in it.
+    fn of(rules: &mut [Rule]) -> Option<Patterns> {
         let mut sources: Vec<String> = Vec::new();
-        for rule in rules {
-            for c in &rule.conditions {
-                if let Condition::Pattern(r) = c
-                    && !sources.iter().any(|s| s == r.as_str())
-                {
-                    sources.push(r.as_str().to_string());
+        let mut each = rules
+            .iter_mut()
+            .flat_map(|r| r.conditions.iter_mut())
+            .filter_map(|c| match c {
+                Condition::Pattern(p) => Some(p),
+                _ => None,
+            })
+            .peekable();
+        each.peek()?;
+        for p in each {
+            let source = p.regex.as_str();
+            let slot = match sources.iter().position(|s| s == source) {
+                Some(i) => i,
+                None => {
+                    sources.push(source.to_string());
+                    sources.len() - 1
                 }
-            }
-        }
-        if sources.is_empty() {
-            return None;
+            };
+            p.slot = Some(slot);
         }
         // Each one compiled alone already; together they only fail by size,
         // and then each is tried on its own.
-        let set = RegexSet::new(&sources).ok()?;
-        let index = sources
-            .into_iter()
-            .enumerate()
-            .map(|(i, s)| (s, i))
-            .collect();
-        Some(Patterns { set, index })
+        match RegexSet::new(&sources) {
+            Ok(set) => Some(Patterns { set }),
+            Err(_) => {
+                for rule in rules.iter_mut() {
+                    for c in &mut rule.conditions {
+                        if let Condition::Pattern(p) = c {
+                            p.slot = None;
+                        }
+                    }
+                }
+                None
+            }
+        }
     }
 }
 
@@ -291,20 +330,89 @@ pub struct RuleSet {
     rules: Vec<Rule>,
     has_pattern: bool,
     patterns: Option<Patterns>,
+    /// Tells rule sets apart in [`RuleMemo`]s (0: the empty default).
+    id: u64,
 }
 
+/// For one classification, the rules of one rule set whose conditions on
+/// the classification hold, by statement (text that does not parse: one
+/// list). Kept in the [`Classification`]: the classification cache belongs
+/// to one configuration generation, whose rule set it then always meets.
+#[derive(Clone, Debug, Default)]
+pub struct RuleMemo(OnceLock<(u64, Candidates)>);
+
+/// Indices into a rule set's rules, by statement.
+type Candidates = Box<[Box<[u32]>]>;
+
+/// A memo is a cache beside the classification, not part of what it says.
+impl PartialEq for RuleMemo {
+    fn eq(&self, _: &RuleMemo) -> bool {
+        true
+    }
+}
+
+impl Eq for RuleMemo {}
+
+static RULE_SET_IDS: AtomicU64 = AtomicU64::new(1);
+
 impl RuleSet {
-    pub fn new(rules: Vec<Rule>) -> RuleSet {
+    /// Whether any rule cancels queries that overrun a time budget.
+    pub fn has_budgets(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|r| matches!(r.action, Action::Cancel { .. }))
+    }
+
+    pub fn new(mut rules: Vec<Rule>) -> RuleSet {
         let has_pattern = rules.iter().any(|r| {
             r.conditions
                 .iter()
                 .any(|c| matches!(c, Condition::Pattern(_)))
         });
-        let patterns = Patterns::of(&rules);
+        let patterns = Patterns::of(&mut rules);
         RuleSet {
             rules,
             has_pattern,
             patterns,
+            id: RULE_SET_IDS.fetch_add(1, Ordering::Relaxed),
+        }
+    }
+
+    /// The rules whose conditions on `class` hold, statement by statement.
+    fn candidates(&self, class: &Classification) -> Candidates {
+        let nobody = SessionInfo {
+            user: "",
+            application: "",
+            database: "",
+            client_addr: None,
+        };
+        let for_statement = |statement: Option<&StatementFacts>| -> Box<[u32]> {
+            let subject = Subject {
+                session: &nobody,
+                statement,
+                scanned: &class.scanned_relations,
+                text_fingerprint: class.fingerprint,
+                text: "",
+                pattern_hits: None,
+            };
+            (0u32..)
+                .zip(&self.rules)
+                .filter(|(_, rule)| {
+                    rule.conditions
+                        .iter()
+                        .filter(|c| c.is_of_classification())
+                        .all(|c| holds(c, rule, &subject) == Some(true))
+                })
+                .map(|(i, _)| i)
+                .collect()
+        };
+        match class.facts.as_ref() {
+            Some(facts) if !facts.statements.is_empty() => facts
+                .statements
+                .iter()
+                .map(|s| for_statement(Some(s)))
+                .collect(),
+            _ => Box::new([for_statement(None)]),
         }
     }
 
@@ -326,7 +434,29 @@ impl RuleSet {
         if self.rules.is_empty() {
             return None;
         }
-        let stripped = if self.has_pattern {
+        let memo = class
+            .rule_memo
+            .0
+            .get_or_init(|| (self.id, self.candidates(class)));
+        let computed;
+        let candidates = if memo.0 == self.id {
+            &memo.1
+        } else {
+            computed = self.candidates(class);
+            &computed
+        };
+        if candidates.iter().all(|c| c.is_empty()) {
+            return None;
+        }
+        // The text is looked at only when a rule left has a pattern.
+        let with_pattern = self.has_pattern
+            && candidates.iter().flatten().any(|&i| {
+                self.rules[i as usize]
+                    .conditions
+                    .iter()
+                    .any(|c| matches!(c, Condition::Pattern(_)))
+            });
+        let stripped = if with_pattern {
             strip_comments(text)
         } else {
             std::borrow::Cow::Borrowed(text)
@@ -334,28 +464,40 @@ impl RuleSet {
         let hits = self
             .patterns
             .as_ref()
-            .map(|p| (p, p.set.matches(&stripped)));
+            .filter(|_| with_pattern)
+            .map(|p| p.set.matches(&stripped));
         let mut best: Option<&Rule> = None;
-        let mut judge = |statement: Option<&StatementFacts>| {
+        let statements: Box<dyn Iterator<Item = Option<&StatementFacts>>> =
+            match class.facts.as_ref() {
+                Some(facts) if !facts.statements.is_empty() => {
+                    Box::new(facts.statements.iter().map(Some))
+                }
+                _ => Box::new(std::iter::once(None)),
+            };
+        for (statement, candidates) in statements.zip(candidates.iter()) {
             let subject = Subject {
                 session,
                 statement,
                 scanned: &class.scanned_relations,
                 text_fingerprint: class.fingerprint,
                 text: &stripped,
-                pattern_hits: hits.as_ref().map(|(p, m)| (*p, m)),
+                pattern_hits: hits.as_ref(),
             };
-            if let Some(rule) = self.rules.iter().find(|r| matches(r, &subject))
+            // The first rule, in order, whose remaining conditions hold.
+            let first = candidates
+                .iter()
+                .map(|&i| &self.rules[i as usize])
+                .find(|rule| {
+                    rule.conditions
+                        .iter()
+                        .filter(|c| !c.is_of_classification())
+                        .all(|c| holds(c, rule, &subject) == Some(true))
+                });
+            if let Some(rule) = first
                 && best.is_none_or(|b| rule.action.severity() > b.action.severity())
             {
                 best = Some(rule);
             }
-        };
-        match class.facts.as_ref() {
-            Some(facts) if !facts.statements.is_empty() => {
-                facts.statements.iter().for_each(|s| judge(Some(s)))
-            }
-            _ => judge(None),
         }
         best.map(|r| Verdict {
             rule: r.name.clone(),
@@ -472,12 +614,9 @@ fn holds(c: &Condition, rule: &Rule, subject: &Subject<'_>) -> Option<bool> {
         Condition::ClientAddrs(nets) => session
             .client_addr
             .is_some_and(|a| nets.iter().any(|n| n.contains(&a))),
-        Condition::Pattern(r) => match subject.pattern_hits {
-            Some((patterns, hits)) => patterns
-                .index
-                .get(r.as_str())
-                .map_or_else(|| r.is_match(subject.text), |&i| hits.matched(i)),
-            None => r.is_match(subject.text),
+        Condition::Pattern(p) => match (subject.pattern_hits, p.slot) {
+            (Some(hits), Some(slot)) => hits.matched(slot),
+            _ => p.regex.is_match(subject.text),
         },
         Condition::Fingerprint(f) => {
             *f == subject.text_fingerprint || s.is_some_and(|s| s.fingerprint == *f)
@@ -760,7 +899,9 @@ mod tests {
         s.user = "alice";
         assert_eq!(verdict_as(&rules, "SELECT 1", &s), None);
 
-        let rules = one(Condition::Pattern(Regex::new(r"(?i)\bpg_sleep\b").unwrap()));
+        let rules = one(Condition::Pattern(Pattern::new(
+            Regex::new(r"(?i)\bpg_sleep\b").unwrap(),
+        )));
         assert!(verdict(&rules, "SELECT PG_SLEEP(10)").is_some());
         assert!(verdict(&rules, "SELECT 1 /* pg_sleep */").is_none());
         assert!(verdict(&rules, "SELECT 1 -- pg_sleep").is_none());
@@ -772,7 +913,7 @@ mod tests {
 
     #[test]
     fn patterns_are_matched_together_with_the_same_verdicts() {
-        let pattern = |re: &str| Condition::Pattern(Regex::new(re).unwrap());
+        let pattern = |re: &str| Condition::Pattern(Pattern::new(Regex::new(re).unwrap()));
         let rules = RuleSet::new(vec![
             rule("sleep", Action::Reject, vec![pattern(r"(?i)\bpg_sleep\b")]),
             rule(
@@ -912,9 +1053,9 @@ mod bench {
         let mut rules = Vec::new();
         for i in 0..50 {
             let conditions = match i % 5 {
-                0 => vec![Condition::Pattern(
+                0 => vec![Condition::Pattern(Pattern::new(
                     Regex::new(&format!(r"(?i)\bforbidden_fn_{i}\b")).unwrap(),
-                )],
+                ))],
                 1 => vec![
                     Condition::Tables(vec![Glob::relation(&format!("archive_{i}.*"))]),
                     Condition::NoWhere(true),

@@ -8,7 +8,7 @@ use toml::Spanned;
 
 use super::Validator;
 use super::raw::{RawLimits, RawRule, RawStats};
-use crate::classify::rules::{Condition, Glob};
+use crate::classify::rules::{Condition, Glob, Pattern};
 use crate::classify::{Action, Fingerprint, Rule, RuleSet, StatementKind};
 
 /// `[limits]`.
@@ -150,7 +150,7 @@ impl Validator<'_> {
         }
         if let Some(p) = &r.pattern {
             match regex::Regex::new(p.get_ref()) {
-                Ok(re) => conditions.push(Condition::Pattern(re)),
+                Ok(re) => conditions.push(Condition::Pattern(Pattern::new(re))),
                 Err(e) => {
                     let why = e
                         .to_string()

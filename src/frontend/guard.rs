@@ -445,6 +445,12 @@ impl QueryGuard {
     /// Cancels overrunning batches; runs for the whole session.
     /// Cancel safe: state lives in `self`.
     pub async fn watchdog(&self, generation: Arc<crate::server::Generation>) {
+        // A session keeps the rules it started under: without a budget among
+        // them there is nothing to watch, and a pending future costs the
+        // session's wake-ups nothing.
+        if self.config.limits.max_query_duration.is_none() && !self.rules().has_budgets() {
+            return std::future::pending().await;
+        }
         loop {
             let notified = self.changed.notified();
             tokio::pin!(notified);

@@ -76,6 +76,45 @@ pub struct SessionEntry {
     pub token: CancellationToken,
 }
 
+/// Resolves when a session is killed (`KILL CLIENT`, shutdown).
+///
+/// A relay polls it on every wake-up, beside its two directions. Polling a
+/// `CancellationToken`'s future takes two locks each time; this one is a
+/// oneshot receiver, fed by a small task that waits on the token.
+pub struct KillSignal {
+    killed: tokio::sync::oneshot::Receiver<()>,
+    forwarder: tokio::task::AbortHandle,
+}
+
+impl KillSignal {
+    pub fn new(token: CancellationToken) -> KillSignal {
+        let (tx, killed) = tokio::sync::oneshot::channel();
+        let forwarder = tokio::spawn(async move {
+            token.cancelled().await;
+            let _ = tx.send(());
+        })
+        .abort_handle();
+        KillSignal { killed, forwarder }
+    }
+}
+
+impl std::future::Future for KillSignal {
+    type Output = ();
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        std::pin::Pin::new(&mut self.killed).poll(cx).map(|_| ())
+    }
+}
+
+impl Drop for KillSignal {
+    fn drop(&mut self) {
+        self.forwarder.abort();
+    }
+}
+
 impl SessionEntry {
     pub fn state(&self) -> ClientState {
         ClientState::from_u8(self.state.load(Ordering::Relaxed))

@@ -156,7 +156,7 @@ impl Router {
     }
 
     /// `text` is the message's text made valid UTF-8 once by the caller
-    /// (`String::from_utf8_lossy`), who keeps it for rules and statistics.
+    /// ([`as_text`]), who keeps it for rules and statistics.
     fn classify(&self, text: &str) -> Option<Arc<Classification>> {
         let cache = self.cache.as_ref()?;
         let (class, hit) = cache.lookup(text);
@@ -190,7 +190,7 @@ impl Router {
                 done.extend(self.take_pending());
                 let text = frontend::query_text(frame.body())?;
                 self.note_search_path(text);
-                let text = String::from_utf8_lossy(text);
+                let text = as_text(text);
                 let class = self.classify(&text);
                 let catalog_ok = class.as_ref().is_some_and(|c| c.route == Route::Catalog);
                 let ddl = class.as_ref().is_some_and(|c| c.is_ddl());
@@ -214,7 +214,7 @@ impl Router {
             frontend::PARSE => {
                 let parts = frontend::parse_parts(frame.body())?;
                 self.note_search_path(parts.text);
-                let text: Arc<str> = String::from_utf8_lossy(parts.text).into();
+                let text: Arc<str> = as_text(parts.text).into();
                 let class = self.classify(&text);
                 if let Some(class) = &class {
                     self.checked.push(Checked {
@@ -502,6 +502,16 @@ fn catalog_name(parts: &ParseParts<'_>) -> String {
     parts.text.hash(&mut h);
     parts.param_types.hash(&mut h);
     format!("sluice_{:016x}", h.finish())
+}
+
+/// A message's query text as UTF-8; invalid bytes become U+FFFD (the
+/// node judges them). Valid text, nearly all of it, is checked by
+/// `from_utf8`'s fast path and borrowed.
+fn as_text(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
 }
 
 #[cfg(test)]

@@ -26,13 +26,13 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 
 use crate::backend::idle::IdleConnection;
 use crate::backend::node::Attached;
 use crate::cancel::Registration;
 use crate::config::Dialect;
-use crate::net::Stream;
+use crate::net::{ReadHalf, Stream, WriteHalf};
 use crate::protocol::backend::{self, ErrorFields, TransactionStatus};
 use crate::protocol::frame::{Item, Scanner, Treatment};
 use crate::protocol::startup::{ClientDialect, StartupMessage};
@@ -163,9 +163,9 @@ pub async fn run(
         observer: &observer,
         metrics: &sluice.metrics,
     };
-    let (mut client_rd, client_wr) = tokio::io::split(client);
+    let (mut client_rd, client_wr) = client.into_split();
     let client_wr = tokio::sync::Mutex::new(client_wr);
-    let (mut node_rd, mut node_wr) = tokio::io::split(server);
+    let (mut node_rd, mut node_wr) = server.into_split();
     let end = relay
         .run(
             upstream,
@@ -476,8 +476,8 @@ impl Greeting {
     }
 }
 
-type ClientRd = ReadHalf<Stream>;
-type ClientWr = WriteHalf<Stream>;
+type ClientRd = ReadHalf;
+type ClientWr = WriteHalf;
 
 impl Relay<'_> {
     async fn run(
@@ -486,10 +486,10 @@ impl Relay<'_> {
         generation: Arc<Generation>,
         client_rd: &mut ClientRd,
         client_wr: &tokio::sync::Mutex<ClientWr>,
-        node_rd: &mut ReadHalf<Stream>,
-        node_wr: &mut WriteHalf<Stream>,
+        node_rd: &mut ReadHalf,
+        node_wr: &mut WriteHalf,
     ) -> End {
-        let kill = self.token.clone();
+        let kill = super::registry::KillSignal::new(self.token.clone());
         let Relay {
             to_node,
             to_client,
@@ -529,7 +529,7 @@ impl Relay<'_> {
             end = up => end,
             end = downstream => end,
             _ = guard.watchdog(generation) => unreachable!("the watchdog runs until the session ends"),
-            _ = kill.cancelled() => End::Killed,
+            _ = kill => End::Killed,
         }
     }
 
@@ -538,7 +538,7 @@ impl Relay<'_> {
         self,
         end: End,
         client_wr: &mut ClientWr,
-        node_wr: &mut WriteHalf<Stream>,
+        node_wr: &mut WriteHalf,
         peer: SocketAddr,
         keep_node_connection: bool,
     ) {
@@ -636,7 +636,7 @@ impl Upstream<'_> {
         &mut self,
         scanner: &mut Scanner,
         rd: &mut ClientRd,
-        wr: &mut WriteHalf<Stream>,
+        wr: &mut WriteHalf,
         client_wr: &tokio::sync::Mutex<ClientWr>,
     ) -> End {
         let mut buf = BytesMut::new();
@@ -749,7 +749,7 @@ impl Upstream<'_> {
         &mut self,
         batch: &Batch,
         out: &mut BytesMut,
-        wr: &mut WriteHalf<Stream>,
+        wr: &mut WriteHalf,
         client_wr: &tokio::sync::Mutex<ClientWr>,
     ) -> Result<Option<Option<(std::time::Duration, Arc<str>)>>, End> {
         let (rejection, end) = match self
@@ -832,7 +832,7 @@ async fn node_to_client(
     buf: &mut BytesMut,
     greeting: &mut Greeting,
     scanner: &mut Scanner,
-    rd: &mut ReadHalf<Stream>,
+    rd: &mut ReadHalf,
     client_wr: &tokio::sync::Mutex<ClientWr>,
     phase: &mut Phase,
     registration: &mut Option<Registration>,

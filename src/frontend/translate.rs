@@ -42,11 +42,11 @@ use std::sync::{Arc, Mutex};
 
 use bytes::{BufMut, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use crate::backend::node::Attached;
 use crate::cancel::Registration;
-use crate::net::Stream;
+use crate::net::{ReadHalf, Stream, WriteHalf};
 use crate::protocol::backend::{self, ErrorFields, TransactionStatus};
 use crate::protocol::frame::{Frame, Item, Scanner, Treatment};
 use crate::protocol::startup::{ClientDialect, StartupMessage};
@@ -394,9 +394,9 @@ pub async fn run(
     );
     let client_tls = client.is_tls();
     let max_message = generation.config.server.max_message_size;
-    let (client_rd, client_wr) = tokio::io::split(client);
+    let (client_rd, client_wr) = client.into_split();
     let client_wr = tokio::sync::Mutex::new(client_wr);
-    let (node_rd, mut node_wr) = tokio::io::split(server);
+    let (node_rd, mut node_wr) = server.into_split();
     let mut from_client = Messages::new(client_rd, max_message, client_treatment);
     let mut from_node = Messages::new(node_rd, usize::MAX, inspect_all);
     // The node's first answer was read while the session was opened.
@@ -445,7 +445,7 @@ pub async fn run(
                 _ = guard.watchdog(generation.clone()) => unreachable!("the watchdog runs until the session ends"),
             }
         } => end,
-        _ = token.cancelled() => End::Killed,
+        _ = super::registry::KillSignal::new(token) => End::Killed,
     };
     let mut client_wr = client_wr.into_inner();
     let error = match &end {
@@ -490,8 +490,8 @@ pub async fn run(
     drop(registration);
 }
 
-type ClientRd = Messages<ReadHalf<Stream>>;
-type NodeRd = Messages<ReadHalf<Stream>>;
+type ClientRd = Messages<ReadHalf>;
+type NodeRd = Messages<ReadHalf>;
 
 fn auth_code(body: &[u8]) -> i32 {
     body.get(..4)
@@ -680,8 +680,8 @@ impl Upstream<'_> {
     async fn client_to_node(
         mut self,
         from: &mut ClientRd,
-        wr: &mut WriteHalf<Stream>,
-        client_wr: &tokio::sync::Mutex<WriteHalf<Stream>>,
+        wr: &mut WriteHalf,
+        client_wr: &tokio::sync::Mutex<WriteHalf>,
     ) -> End {
         let mut out = BytesMut::new();
         loop {
@@ -816,7 +816,7 @@ impl Upstream<'_> {
         &mut self,
         pool: &CatalogPool,
         batch: &Batch,
-        client_wr: &tokio::sync::Mutex<WriteHalf<Stream>>,
+        client_wr: &tokio::sync::Mutex<WriteHalf>,
     ) -> Result<(), CatalogMiss> {
         // A batch up to Flush (a prepare) is closed by sluice's own Sync.
         let hide_ready = batch.syncs == 0;
@@ -856,8 +856,8 @@ impl Upstream<'_> {
         &mut self,
         batch: &Batch,
         out: &mut BytesMut,
-        wr: &mut WriteHalf<Stream>,
-        client_wr: &tokio::sync::Mutex<WriteHalf<Stream>>,
+        wr: &mut WriteHalf,
+        client_wr: &tokio::sync::Mutex<WriteHalf>,
     ) -> Result<Option<Budget>, End> {
         let (rejection, end) = match self
             .screening
@@ -951,7 +951,7 @@ impl Upstream<'_> {
 #[allow(clippy::too_many_arguments)]
 async fn node_to_client(
     from: &mut NodeRd,
-    wr: &tokio::sync::Mutex<WriteHalf<Stream>>,
+    wr: &tokio::sync::Mutex<WriteHalf>,
     shared: &SharedState,
     observer: &SessionObserver,
     sluice: &Arc<Sluice>,
