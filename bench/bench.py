@@ -35,8 +35,12 @@ COPY_ROWS = int(os.environ.get("BENCH_COPY_ROWS", "3000000"))
 IDLE = int(os.environ.get("BENCH_IDLE", "1000"))
 UPDATE_DOC = os.environ.get("BENCH_UPDATE_DOC", "1") == "1"
 SLUICE_BIN = os.path.join(ROOT, "target", "release", "sluice")
+FLOOR_BIN = os.path.join(ROOT, "target", "release", "examples", "relay_floor")
 TICK = os.sysconf("SC_CLK_TCK")
 TARGETS = ["direct", "pgbouncer", "sluice"]
+# Workloads 1 and 2 also run through the relay floor (examples/relay_floor.rs):
+# a relay that only copies bytes, the least any proxy hop costs here.
+WITH_FLOOR = TARGETS + ["floor"]
 IS_ROOT = os.geteuid() == 0
 
 children = []
@@ -248,6 +252,15 @@ service_user = "postgres"
         return p
 
 
+    def start_floor(self, wrapper=()):
+        port = free_port()
+        self.extra_ports["floor"] = port
+        p = spawn([*wrapper, FLOOR_BIN, f"127.0.0.1:{port}", f"127.0.0.1:{self.pg_port}"],
+                  os.path.join(self.dir, "floor.log"))
+        wait_port(port, "relay floor", p, timeout=120 if wrapper else 30)
+        self.proxies["floor"] = Proc(p.pid)
+
+
 def rules_toml(n):
     """Workload 7's rule set: n rules of five kinds that never match
     pgbench's query, so every rule is evaluated and nothing is rejected."""
@@ -307,8 +320,8 @@ class Results:
         return statistics.median(v) if v else None
 
 
-def pgbench_workload(env, res, key, args):
-    for target in TARGETS:
+def pgbench_workload(env, res, key, args, targets=TARGETS):
+    for target in targets:
         (tps, txns), cpu, peak = measured(env, target, lambda: pgbench(env, target, args))
         res.add(key, target, "tps", tps)
         if cpu is not None and txns:
@@ -371,12 +384,14 @@ def close_all(socks):
 
 def workload_1(env, res, rnd):
     for mode in MODES:
-        pgbench_workload(env, res, f"1 16 clients {mode}", ["-S", "-c", "16", "-j", "2", "-T", str(SECONDS), "-M", mode])
+        pgbench_workload(env, res, f"1 16 clients {mode}", ["-S", "-c", "16", "-j", "2", "-T", str(SECONDS), "-M", mode],
+                         WITH_FLOOR)
 
 
 def workload_2(env, res, rnd):
     for mode in MODES:
-        pgbench_workload(env, res, f"2 1 client {mode}", ["-S", "-c", "1", "-j", "1", "-T", str(SECONDS), "-M", mode])
+        pgbench_workload(env, res, f"2 1 client {mode}", ["-S", "-c", "1", "-j", "1", "-T", str(SECONDS), "-M", mode],
+                         WITH_FLOOR)
 
 
 def workload_3(env, res, rnd):
@@ -487,12 +502,25 @@ def report(env, res, started, versions):
                 f"| {mmm(res.get(k, 'sluice', 'tps'))} | {ratio(s, d)} | {ratio(s, b)} | {ratio(b, d)} "
                 f"| {fmt(res.median(k, 'pgbouncer', 'cpu_us'), 1)} | {fmt(res.median(k, 'sluice', 'cpu_us'), 1)} |")
         add("")
+        floor_keys = [k for k in pg_keys if res.get(k, "floor", "tps")]
+        if floor_keys:
+            add("The relay floor (`examples/relay_floor.rs`: bytes copied, nothing else, one tokio thread) in "
+                "the same rounds: what the extra hop itself costs, and sluice against it.")
+            add("")
+            add("| workload | relay floor TPS | floor / direct | floor / PgBouncer | sluice / floor "
+                "| CPU µs/txn floor |")
+            add("|---|---|---|---|---|---|")
+            for k in floor_keys:
+                d, b, s, f = (res.median(k, t, "tps") for t in WITH_FLOOR)
+                add(f"| {k} | {mmm(res.get(k, 'floor', 'tps'))} | {ratio(f, d)} | {ratio(f, b)} | {ratio(s, f)} "
+                    f"| {fmt(res.median(k, 'floor', 'cpu_us'), 1)} |")
+            add("")
         lat_keys = [k for k in pg_keys if k.startswith("2 ")]
         if lat_keys:
             add("Added latency per transaction at 1 client (1/TPS, median of the per-round differences):")
             add("")
-            add("| workload | direct µs/txn | PgBouncer adds | sluice adds |")
-            add("|---|---|---|---|")
+            add("| workload | direct µs/txn | PgBouncer adds | relay floor adds | sluice adds |")
+            add("|---|---|---|---|---|")
             for k in lat_keys:
                 d = res.get(k, "direct", "tps")
 
@@ -502,7 +530,7 @@ def report(env, res, started, versions):
                     return f"{statistics.median(diffs):+.1f} µs" if diffs else "—"
 
                 add(f"| {k} | {fmt(1e6 / statistics.median(d), 1) if d else '—'} | {added('pgbouncer')} "
-                    f"| {added('sluice')} |")
+                    f"| {added('floor')} | {added('sluice')} |")
             add("")
     stream = [k for k in dict.fromkeys(k for (k, _, _) in res.samples) if k.startswith("4 ")]
     if stream:
@@ -635,10 +663,12 @@ def instructions():
                 f"--callgrind-out-file={out_dir}/callgrind.{name}.%p"]
 
     env.start_pgbouncer_with(wrapper("pgbouncer"))
+    env.start_floor(wrapper("floor"))
     env.start_sluice("sluice", wrapper=wrapper("sluice"))
     env.start_sluice("sluice+rules", rules_toml(50), wrapper=wrapper("sluice-rules"))
+    targets = ("pgbouncer", "floor", "sluice", "sluice+rules")
     counts = {}
-    for target in ("pgbouncer", "sluice", "sluice+rules"):
+    for target in targets:
         pid = str(env.proxies[target].pid)
         for mode in MODES:
             args = ["-S", "-c", "4", "-j", "1", "-M", mode]
@@ -658,11 +688,10 @@ def instructions():
             log(f"  {target:<13} {mode:<9} {counts[(target, mode)]:8,.0f} instructions/txn")
     print(f"User-space instructions per transaction (callgrind; pgbench -S -c 4 -j 1 -t {txns}, "
           "after a 200-transaction warm-up):\n")
-    print("| -M | PgBouncer | sluice | sluice + 50 rules |")
-    print("|---|---|---|---|")
+    print("| -M | PgBouncer | relay floor | sluice | sluice + 50 rules |")
+    print("|---|---|---|---|---|")
     for mode in MODES:
-        print(f"| {mode} | " + " | ".join(f"{counts[(t, mode)]:,.0f}" for t in ("pgbouncer", "sluice", "sluice+rules"))
-              + " |")
+        print(f"| {mode} | " + " | ".join(f"{counts[(t, mode)]:,.0f}" for t in targets) + " |")
     stop_children()
     shutil.rmtree(env.dir, ignore_errors=True)
 
@@ -687,8 +716,9 @@ def main():
         return profile()
     if sys.argv[1:] == ["instructions"]:
         return instructions()
-    if not os.path.exists(SLUICE_BIN):
-        sys.exit(f"{SLUICE_BIN} is missing: cargo build --release")
+    for binary in (SLUICE_BIN, FLOOR_BIN):
+        if not os.path.exists(binary):
+            sys.exit(f"{binary} is missing: cargo build --release --bin sluice --example relay_floor")
     started = datetime.datetime.now(datetime.timezone.utc)
     atexit.register(stop_children)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))
@@ -698,6 +728,8 @@ def main():
     env.start_postgres()
     env.start_pgbouncer()
     env.start_sluice()
+    if {"1", "2"} & set(WORKLOADS):
+        env.start_floor()
     if "7" in WORKLOADS:
         env.start_sluice("sluice+rules", rules_toml(50))
     res = Results()

@@ -22,7 +22,7 @@
 #   BENCH_IDLE        idle connections for workload 6 (1000)
 #   BENCH_UPDATE_DOC  1: write the report into docs/benchmarks.md (default); 0: only
 #                     target/bench/report.md
-#   BENCH_SKIP_BUILD  1: use the existing target/release/sluice
+#   BENCH_SKIP_BUILD  1: use the existing target/release/sluice (and examples/relay_floor)
 #   BENCH_TXNS        transactions per client counted by `instructions` (2000)
 #
 # Needs: PostgreSQL server binaries (/usr/lib/postgresql/*/bin), pgbench, psql,
@@ -46,7 +46,7 @@ fi
 # Debian's pgbouncer package may start its own service; the suite runs its own.
 
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
-    cargo build --release --locked --bin sluice
+    cargo build --release --locked --bin sluice --example relay_floor
 fi
 
 # 1000 idle clients: each holds sockets in this process, the proxy and the node.

@@ -190,9 +190,18 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// The runtime `sluice run` relays sessions on (`server.worker_threads`).
+/// One thread: tokio's current-thread scheduler, which has no work
+/// stealing to pay for (no atomics on every wake-up, no idle worker to
+/// notify) and parks in the I/O driver directly.
 fn runtime_with(threads: usize) -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads)
+    let mut builder = if threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(threads);
+        b
+    };
+    builder
         .enable_all()
         .build()
         .expect("the tokio runtime starts")

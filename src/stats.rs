@@ -64,7 +64,6 @@ struct Entry {
     rows: u64,
     bytes: u64,
     last_seen: Instant,
-    last_seen_wall: SystemTime,
     users: Vec<(Box<str>, u64)>,
     applications: Vec<(Box<str>, u64)>,
     sample: String,
@@ -175,7 +174,6 @@ impl QueryStats {
             rows: 0,
             bytes: 0,
             last_seen: now,
-            last_seen_wall: SystemTime::now(),
             users: Vec::new(),
             applications: Vec::new(),
             sample: {
@@ -215,7 +213,6 @@ impl QueryStats {
         x.rows += e.rows;
         x.bytes += e.bytes;
         x.last_seen = now;
-        x.last_seen_wall = SystemTime::now();
         count_name(&mut x.users, e.user);
         count_name(&mut x.applications, e.application);
     }
@@ -293,7 +290,13 @@ fn summary(fingerprint: Fingerprint, e: &Entry) -> QuerySummary {
         p99_seconds: quantile(&e.buckets, 0.99),
         rows: e.rows,
         bytes: e.bytes,
-        last_seen: humantime::format_rfc3339_seconds(e.last_seen_wall).to_string(),
+        // The wall clock is read when statistics are shown, not per query.
+        last_seen: humantime::format_rfc3339_seconds(
+            SystemTime::now()
+                .checked_sub(e.last_seen.elapsed())
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+        )
+        .to_string(),
         top_users: names(&e.users),
         top_applications: names(&e.applications),
         sample: e.sample.clone(),
