@@ -202,6 +202,9 @@ pub(super) trait Answers {
     fn message(&mut self, frame: &Frame, out: &mut BytesMut) -> Result<(), ProtocolError>;
     /// The answer ended with ReadyForQuery.
     fn ready(&mut self) {}
+    /// Nothing of the answer reached the client, and the node answers the
+    /// batch instead: what [`Answers::message`] noted must be as before.
+    fn unanswered(&mut self) {}
 }
 
 /// A PostgreSQL client: the copy's answer as it is.

@@ -5,6 +5,8 @@
 //! * [`negotiate`]: SSLRequest, GSSENCRequest, LoadBalanceRequest,
 //!   CancelRequest and the StartupMessage, before any typed message.
 //! * [`session`]: chooses a node and relays the session both ways.
+//! * [`upstream`]: the client direction of both kinds of session: batches
+//!   screened by the rules, answered by the catalog copy or sent to the node.
 //! * [`registry`]: the open sessions, for the admin console.
 //! * [`observe`]: what a session reports to metrics and the registry.
 //! * [`translate`]: a Vertica client in front of PostgreSQL nodes: the translating relay.
@@ -22,3 +24,4 @@ pub mod registry;
 pub mod router;
 pub mod session;
 pub mod translate;
+mod upstream;

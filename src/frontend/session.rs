@@ -13,17 +13,17 @@
 //! cannot deadlock the relay. Each direction awaits its write before reading
 //! again: a slow reader slows its writer, all the way back.
 //!
-//! With a catalog copy configured, the client's messages go through the
-//! [`Router`]: a batch of catalog lookups is answered by the copy (see
-//! [`super::catalog_answer`]) once the node has answered everything asked
-//! before it, so answers reach the client in the order of the questions.
+//! The client direction is [`super::upstream`], shared with translated
+//! Vertica sessions. With a catalog copy configured, a batch of catalog
+//! lookups is answered by the copy (see [`super::catalog_answer`]) once the
+//! node has answered everything asked before it, so answers reach the
+//! client in the order of the questions.
 //! The client's write half is shared by the two directions behind an async
 //! mutex; the node direction holds it while a message is half written, so
 //! catalog answers never land inside a node message.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -34,21 +34,19 @@ use crate::cancel::Registration;
 use crate::config::Dialect;
 use crate::net::{ReadHalf, Stream, WriteHalf};
 use crate::protocol::backend::{self, ErrorFields, TransactionStatus};
-use crate::protocol::frame::{Item, Scanner, Treatment};
+use crate::protocol::frame::{Frame, Item, Scanner, Treatment};
 use crate::protocol::startup::{ClientDialect, StartupMessage};
 use crate::protocol::{ProtocolError, frontend, sqlstate};
 use crate::server::{Generation, Sluice};
 
-use super::catalog_answer::{
-    AsIs, CatalogFailure, Lookup, NodeProgress, answer_from_catalog, copy_for, is_fatal,
-    node_settled_for_copy,
-};
-use super::guard::{AnswerEnd, QueryGuard, Screened, Screening};
+use super::catalog_answer::{Answers, AsIs, NodeProgress, is_fatal};
+use super::guard::{QueryGuard, Screening};
 use super::negotiate::send_fatal;
 use super::observe::SessionObserver;
 use super::registry::NewSession;
-use super::router::{Batch, Router};
-use crate::catalog::{CatalogError, CatalogPool};
+use super::router::{Batch, Plan, Router};
+use super::upstream::{ClientReader, ClientSide, Stop, Upstream};
+use crate::catalog::CatalogError;
 
 /// Reads start at this size and grow while the peer keeps them full.
 const READ_CHUNK: usize = 8 * 1024;
@@ -157,11 +155,12 @@ pub async fn run(
         screening: Screening::default(),
         router: Router::new(generation.classifier.clone(), Some(sluice.metrics.clone())),
         catalog: generation.catalog.clone(),
-        user: startup.user().to_string(),
-        database: startup.database().to_string(),
+        user: startup.user(),
+        database: startup.database(),
         progress: &progress,
         observer: &observer,
         metrics: &sluice.metrics,
+        client: Postgres,
     };
     let (mut client_rd, client_wr) = client.into_split();
     let client_wr = tokio::sync::Mutex::new(client_wr);
@@ -482,7 +481,7 @@ type ClientWr = WriteHalf;
 impl Relay<'_> {
     async fn run(
         &mut self,
-        mut upstream: Upstream<'_>,
+        upstream: Upstream<'_, Postgres>,
         generation: Arc<Generation>,
         client_rd: &mut ClientRd,
         client_wr: &tokio::sync::Mutex<ClientWr>,
@@ -506,7 +505,13 @@ impl Relay<'_> {
         let observer: &SessionObserver = observer;
         let progress = upstream.progress;
         let guard = upstream.guard;
-        let up = upstream.client_to_node(to_node, client_rd, node_wr, client_wr);
+        let mut from_client = ClientBytes {
+            rd: client_rd,
+            scanner: to_node,
+            buf: BytesMut::new(),
+            chunk: READ_CHUNK,
+        };
+        let up = upstream.run(&mut from_client, node_wr, client_wr);
         let downstream = node_to_client(
             node_buf,
             greeting,
@@ -526,7 +531,7 @@ impl Relay<'_> {
         // random start; the relay directions are what wakes the task.
         tokio::select! {
             biased;
-            end = up => end,
+            stop = up => stop.into(),
             end = downstream => end,
             _ = guard.watchdog(generation) => unreachable!("the watchdog runs until the session ends"),
             _ = kill => End::Killed,
@@ -615,214 +620,72 @@ async fn fill(
     Ok(n)
 }
 
-/// The client direction: reads the client's messages, routes each batch to
-/// the node or the catalog copy.
-struct Upstream<'a> {
-    /// Rules, the watchdog's queue and statistics.
-    guard: &'a QueryGuard,
-    /// Rejected batches and what follows them up to their Sync.
-    screening: Screening,
-    router: Router,
-    catalog: Option<Arc<CatalogPool>>,
-    user: String,
-    database: String,
-    progress: &'a NodeProgress,
-    observer: &'a SessionObserver,
-    metrics: &'a Arc<crate::metrics::Metrics>,
+/// A PostgreSQL client's bytes, read in growing pieces: what one read
+/// brings goes to the node in one write.
+struct ClientBytes<'a> {
+    rd: &'a mut ClientRd,
+    scanner: &'a mut Scanner,
+    buf: BytesMut,
+    chunk: usize,
 }
 
-impl Upstream<'_> {
-    async fn client_to_node(
+impl ClientReader for ClientBytes<'_> {
+    fn buffered(&mut self) -> Result<Option<Item>, ProtocolError> {
+        self.scanner.next(&mut self.buf)
+    }
+
+    async fn read(&mut self) -> std::io::Result<usize> {
+        fill(self.rd, &mut self.buf, &mut self.chunk).await
+    }
+
+    fn flush_now(&self, _: &BytesMut, _: bool) -> bool {
+        false
+    }
+}
+
+/// A PostgreSQL client speaks the node's protocol: nothing to translate.
+struct Postgres;
+
+impl ClientSide for Postgres {
+    fn translate(&mut self, frame: Frame) -> Result<Frame, ProtocolError> {
+        Ok(frame)
+    }
+
+    fn answer_here(
         &mut self,
-        scanner: &mut Scanner,
-        rd: &mut ClientRd,
-        wr: &mut WriteHalf,
-        client_wr: &tokio::sync::Mutex<ClientWr>,
-    ) -> End {
-        let mut buf = BytesMut::new();
-        let mut out = BytesMut::new();
-        let mut chunk = READ_CHUNK;
-        loop {
-            match fill(rd, &mut buf, &mut chunk).await {
-                Ok(0) => return End::ClientLeft,
-                Ok(n) => self.observer.client_read(n),
-                Err(e) => return End::Io(e),
-            }
-            loop {
-                let frame = match scanner.next(&mut buf) {
-                    Ok(Some(Item::Relay(bytes))) => {
-                        // Unrouted bytes (COPY data, ...) follow what came before them.
-                        if let Some(batch) = self.router.take_pending() {
-                            self.queue_for_node(batch, &mut out);
-                        }
-                        out.extend_from_slice(&bytes);
-                        continue;
-                    }
-                    Ok(Some(Item::Inspect(frame))) => frame,
-                    Ok(None) => break,
-                    Err(e) => return End::ClientProtocol(e),
-                };
-                match frame.tag() {
-                    // Terminate: the node learns it from the closing in finish().
-                    frontend::TERMINATE => return End::ClientLeft,
-                    frontend::FUNCTION_CALL => {
-                        if let Some(batch) = self.router.take_pending() {
-                            self.queue_for_node(batch, &mut out);
-                        }
-                        self.asked_node(1);
-                        out.extend_from_slice(frame.raw());
-                        continue;
-                    }
-                    _ => {}
-                }
-                let batches = match self.router.push(frame) {
-                    Ok(b) => b,
-                    Err(e) => return End::ClientProtocol(e),
-                };
-                for batch in batches {
-                    let budget = match self.screen(&batch, &mut out, wr, client_wr).await {
-                        Ok(Some(budget)) => budget,
-                        Ok(None) => continue,
-                        Err(end) => return end,
-                    };
-                    if let Some(pool) = copy_for(&batch, self.catalog.as_ref(), self.metrics) {
-                        // The node must have answered everything before this batch.
-                        if !out.is_empty() {
-                            if let Err(e) = wr.write_all(&out).await {
-                                return End::Io(e);
-                            }
-                            out.clear();
-                        }
-                        if node_settled_for_copy(self.progress).await {
-                            let lookup = Lookup {
-                                database: &self.database,
-                                user: &self.user,
-                                progress: self.progress,
-                                observer: self.observer,
-                                metrics: self.metrics,
-                                hide_ready: false,
-                            };
-                            let answered = answer_from_catalog(
-                                &pool,
-                                &mut self.router,
-                                &batch,
-                                &lookup,
-                                client_wr,
-                                &mut AsIs,
-                            )
-                            .await;
-                            match answered
-                                .map(|()| true)
-                                .or_else(|miss| miss.fall_back(self.metrics).map(|()| false))
-                            {
-                                Ok(true) => continue,
-                                Ok(false) => {}
-                                Err(CatalogFailure::Broken(e)) => return End::CatalogBroken(e),
-                                Err(CatalogFailure::ClientGone(e)) => return End::Io(e),
-                            }
-                        }
-                    }
-                    self.queue_for_node_with(batch, &mut out, budget);
-                }
-            }
-            if !out.is_empty() {
-                if let Err(e) = wr.write_all(&out).await {
-                    return End::Io(e);
-                }
-                out.clear();
-            }
+        _: &Batch,
+        rejection: Option<&ErrorFields>,
+        answer: &mut BytesMut,
+    ) -> Result<(), ProtocolError> {
+        if let Some(rejection) = rejection {
+            rejection.encode(answer);
         }
+        Ok(())
     }
 
-    /// Counts answers the node now owes.
-    fn asked_node(&self, syncs: u64) {
-        for _ in 0..syncs {
-            self.observer.request();
-        }
-        self.progress.asked.fetch_add(syncs, Ordering::AcqRel);
-    }
-
-    /// Applies the rules to a batch before it goes anywhere. `Ok(None)`:
-    /// the batch was answered here (rejected, or dropped up to its Sync);
-    /// `Ok(Some(budget))`: send it, with the watchdog's budget if any.
-    async fn screen(
+    fn plan_for_node(
         &mut self,
-        batch: &Batch,
-        out: &mut BytesMut,
-        wr: &mut WriteHalf,
-        client_wr: &tokio::sync::Mutex<ClientWr>,
-    ) -> Result<Option<Option<(std::time::Duration, Arc<str>)>>, End> {
-        let (rejection, end) = match self
-            .screening
-            .screen(self.guard, &batch.checked, batch.syncs)
-        {
-            Screened::Run(budget) => return Ok(Some(budget)),
-            Screened::Answer { rejection, end } => (rejection, end),
-        };
-        // Answers to what was sent before must reach the client first.
-        if !out.is_empty() {
-            wr.write_all(out).await.map_err(End::Io)?;
-            out.clear();
-        }
-        self.progress.idle().await;
-        let mut answer = BytesMut::new();
-        if let Some(rejection) = &rejection {
-            rejection.encode(&mut answer);
-        }
-        match end {
-            AnswerEnd::AtSync => {}
-            AnswerEnd::SyncNode => {
-                out.extend_from_slice(&[frontend::SYNC, 0, 0, 0, 4]);
-                self.asked_node(1);
-            }
-            AnswerEnd::Ready => {
-                let status = self.progress.status.load(Ordering::Acquire);
-                answer.extend_from_slice(&[backend::READY_FOR_QUERY, 0, 0, 0, 5, status]);
-            }
-        }
-        if !answer.is_empty() {
-            self.observer.client_written(answer.len());
-            let mut client = client_wr.lock().await;
-            client.write_all(&answer).await.map_err(End::Io)?;
-        }
-        Ok(None)
+        router: &mut Router,
+        batch: Batch,
+        _: &mut BytesMut,
+        _: &NodeProgress,
+    ) -> Plan {
+        router.node_plan(batch)
     }
 
-    /// Queues a batch for the node, preparing there first any statement the
-    /// catalog copy prepared.
-    fn queue_for_node(&mut self, batch: Batch, out: &mut BytesMut) {
-        self.queue_for_node_with(batch, out, None);
+    fn catalog_answers(&mut self) -> impl Answers + Send + '_ {
+        AsIs
     }
+}
 
-    /// As [`Self::queue_for_node`], with the watchdog's budget for it.
-    fn queue_for_node_with(
-        &mut self,
-        mut batch: Batch,
-        out: &mut BytesMut,
-        budget: Option<(std::time::Duration, Arc<str>)>,
-    ) {
-        let checked = std::mem::take(&mut batch.checked);
-        let (syncs, ddl) = (batch.syncs, batch.ddl);
-        self.screening.sent(syncs);
-        let plan = self.router.node_plan(batch);
-        if plan.hidden_answers > 0 {
-            let at = self.progress.asked.load(Ordering::Acquire);
-            self.progress
-                .hidden
-                .lock()
-                .expect("progress lock")
-                .push_back((at, plan.hidden_answers));
-        }
-        for frame in &plan.frames {
-            out.extend_from_slice(frame.raw());
-        }
-        self.asked_node(syncs);
-        // A batch without Sync ends with the next ReadyForQuery.
-        let end = self.progress.asked.load(Ordering::Acquire) + u64::from(syncs == 0);
-        self.guard.sent(end, &checked, budget);
-        if ddl {
-            let asked = self.progress.asked.load(Ordering::Acquire);
-            self.progress.last_ddl.store(asked, Ordering::Release);
+impl From<Stop> for End {
+    fn from(stop: Stop) -> End {
+        match stop {
+            Stop::ClientLeft => End::ClientLeft,
+            Stop::ClientProtocol(e) => End::ClientProtocol(e),
+            Stop::NodeProtocol(e) => End::NodeProtocol(e),
+            Stop::CatalogBroken(e) => End::CatalogBroken(e),
+            Stop::Io(e) => End::Io(e),
         }
     }
 }

@@ -20,7 +20,8 @@
 //!   answered with Vertica's row-count result (`OUTPUT`);
 //! * rules, the watchdog and statistics: each batch is screened by the same
 //!   [`QueryGuard`] and [`Screening`] as a PostgreSQL session's before it
-//!   goes anywhere.
+//!   goes anywhere, in the client direction both share
+//!   ([`super::upstream`]; [`Translation`] is what is Vertica's in it).
 //!
 //! Unlike the plain relay, both directions inspect every message (COPY data
 //! from the client excepted): rows must be looked at to be converted.
@@ -54,20 +55,15 @@ use crate::protocol::vertica::{self, Conversions};
 use crate::protocol::{ProtocolError, frontend, sqlstate};
 use crate::server::{Generation, Sluice};
 
-use super::catalog_answer::{
-    Answers, CatalogFailure, CatalogMiss, Lookup, NodeProgress, answer_from_catalog, copy_for,
-    is_fatal, node_settled_for_copy,
-};
-use super::guard::{AnswerEnd, QueryGuard, Screened, Screening};
+use super::catalog_answer::{Answers, NodeProgress, is_fatal};
+use super::guard::{QueryGuard, Screening};
 use super::observe::SessionObserver;
 use super::registry::NewSession;
-use super::router::{Batch, Router};
-use crate::catalog::{CatalogError, CatalogPool};
+use super::router::{Batch, Plan, Router};
+use super::upstream::{ClientReader, ClientSide, Stop, Upstream};
+use crate::catalog::CatalogError;
 
 const READ_CHUNK: usize = 16 * 1024;
-
-/// The watchdog's budget for a batch, named by its rule.
-type Budget = Option<(std::time::Duration, Arc<str>)>;
 
 /// What the two directions share: requests whose answers need context.
 #[derive(Default)]
@@ -251,17 +247,28 @@ type AnswerState = (
 );
 
 /// The catalog copy's answers, converted as the node's are.
-struct FromCatalog<'a>(&'a SharedState);
+struct FromCatalog<'a> {
+    shared: &'a SharedState,
+    /// What answering consumes, as it was before the copy answered.
+    before: AnswerState,
+}
 
 impl Answers for FromCatalog<'_> {
     fn whole_rows(&self) -> bool {
         true
     }
     fn message(&mut self, frame: &Frame, out: &mut BytesMut) -> Result<(), ProtocolError> {
-        self.0.lock().expect("session state").convert(frame, out)
+        self.shared
+            .lock()
+            .expect("session state")
+            .convert(frame, out)
     }
     fn ready(&mut self) {
-        self.0.lock().expect("session state").answered();
+        self.shared.lock().expect("session state").answered();
+    }
+    fn unanswered(&mut self) {
+        let before = std::mem::take(&mut self.before);
+        self.shared.lock().expect("session state").restore(before);
     }
 }
 
@@ -313,15 +320,20 @@ impl<R: AsyncRead + Unpin> Messages<R> {
                 Ok(None) => {}
                 Err(e) => return Err(Ok(e)),
             }
-            if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
-                self.buf.reserve(READ_CHUNK);
-            }
-            match self.rd.read_buf(&mut self.buf).await {
+            match self.fill().await {
                 Ok(0) => return Ok(None),
                 Ok(_) => {}
                 Err(e) => return Err(Err(e)),
             }
         }
+    }
+
+    /// Reads more into the buffer. Cancel safe.
+    async fn fill(&mut self) -> std::io::Result<usize> {
+        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
+            self.buf.reserve(READ_CHUNK);
+        }
+        self.rd.read_buf(&mut self.buf).await
     }
 
     /// The next whole message; relayed runs cannot occur with an
@@ -334,6 +346,23 @@ impl<R: AsyncRead + Unpin> Messages<R> {
                 None => return Ok(None),
             }
         }
+    }
+}
+
+/// A Vertica client's messages are read one by one: each is translated, so
+/// what goes to the node is written as soon as the next message is not
+/// wholly read yet, or when much has gathered; COPY data at once.
+impl<R: AsyncRead + Unpin> ClientReader for Messages<R> {
+    fn buffered(&mut self) -> Result<Option<Item>, ProtocolError> {
+        self.scanner.next(&mut self.buf)
+    }
+
+    async fn read(&mut self) -> std::io::Result<usize> {
+        self.fill().await
+    }
+
+    fn flush_now(&self, out: &BytesMut, relayed: bool) -> bool {
+        relayed || !whole_message_buffered(&self.buf) || out.len() > 64 * 1024
     }
 }
 
@@ -421,8 +450,10 @@ pub async fn run(
         progress: &progress,
         observer: &observer,
         metrics: &sluice.metrics,
-        shared: &shared,
-        tags: HashMap::new(),
+        client: Translation {
+            shared: &shared,
+            tags: HashMap::new(),
+        },
     };
 
     let end = tokio::select! {
@@ -434,13 +465,13 @@ pub async fn run(
             if let Err(end) = login {
                 return end;
             }
-            let up = upstream.client_to_node(&mut from_client, &mut node_wr, &client_wr);
+            let up = upstream.run(&mut from_client, &mut node_wr, &client_wr);
             let downstream = node_to_client(
                 &mut from_node, &client_wr, &shared, &observer, &sluice, &attached,
                 &mut registration, protocol, &progress, &guard,
             );
             tokio::select! {
-                end = up => end,
+                stop = up => stop.into(),
                 end = downstream => end,
                 _ = guard.watchdog(generation.clone()) => unreachable!("the watchdog runs until the session ends"),
             }
@@ -658,117 +689,18 @@ fn starts_work(tag: u8) -> bool {
     )
 }
 
-/// The client direction: reads the client's messages, translates them, and
-/// routes each batch to the node or the catalog copy.
-struct Upstream<'a> {
-    /// Rules, the watchdog's queue and statistics, as for PostgreSQL sessions.
-    guard: &'a QueryGuard,
-    screening: Screening,
-    router: Router,
-    catalog: Option<Arc<CatalogPool>>,
-    user: &'a str,
-    database: &'a str,
-    progress: &'a NodeProgress,
-    observer: &'a SessionObserver,
-    metrics: &'a Arc<crate::metrics::Metrics>,
+/// What a Vertica client needs from the client direction: its messages
+/// translated, its answers' context noted in [`Shared`], and a hidden
+/// `BEGIN` when autocommit is off.
+struct Translation<'a> {
     shared: &'a SharedState,
     /// Statement name → command tag, for CommandDescription.
     tags: HashMap<Vec<u8>, String>,
 }
 
-impl Upstream<'_> {
-    async fn client_to_node(
-        mut self,
-        from: &mut ClientRd,
-        wr: &mut WriteHalf,
-        client_wr: &tokio::sync::Mutex<WriteHalf>,
-    ) -> End {
-        let mut out = BytesMut::new();
-        loop {
-            let before = from.buf.len();
-            let item = match from.next().await {
-                Ok(Some(item)) => item,
-                Ok(None) => return End::ClientLeft,
-                Err(Ok(e)) => return End::ClientProtocol(e),
-                Err(Err(e)) => return End::Io(e),
-            };
-            self.observer
-                .client_read(before.saturating_sub(from.buf.len()));
-            let frame = match item {
-                Item::Relay(bytes) => {
-                    // Unrouted bytes (COPY data) follow what came before them.
-                    if let Some(batch) = self.router.take_pending() {
-                        self.queue_for_node(batch, &mut out, None);
-                    }
-                    out.extend_from_slice(&bytes);
-                    if let Err(e) = wr.write_all(&out).await {
-                        return End::Io(e);
-                    }
-                    out.clear();
-                    continue;
-                }
-                Item::Inspect(frame) => frame,
-            };
-            match frame.tag() {
-                frontend::TERMINATE => return End::ClientLeft,
-                frontend::FUNCTION_CALL => {
-                    if let Some(batch) = self.router.take_pending() {
-                        self.queue_for_node(batch, &mut out, None);
-                    }
-                    self.asked_node(1);
-                    out.extend_from_slice(frame.raw());
-                    continue;
-                }
-                _ => {}
-            }
-            let frame = match self.translate(frame) {
-                Ok(f) => f,
-                Err(e) => return End::ClientProtocol(e),
-            };
-            let batches = match self.router.push(frame) {
-                Ok(b) => b,
-                Err(e) => return End::ClientProtocol(e),
-            };
-            for batch in batches {
-                let budget = match self.screen(&batch, &mut out, wr, client_wr).await {
-                    Ok(Some(budget)) => budget,
-                    Ok(None) => continue,
-                    Err(end) => return end,
-                };
-                if let Some(pool) = copy_for(&batch, self.catalog.as_ref(), self.metrics) {
-                    // The node must have answered everything before this batch.
-                    if !out.is_empty() {
-                        if let Err(e) = wr.write_all(&out).await {
-                            return End::Io(e);
-                        }
-                        out.clear();
-                    }
-                    if node_settled_for_copy(self.progress).await {
-                        let answered = self.answer_from_catalog(&pool, &batch, client_wr).await;
-                        match answered
-                            .map(|()| true)
-                            .or_else(|miss| miss.fall_back(self.metrics).map(|()| false))
-                        {
-                            Ok(true) => continue,
-                            Ok(false) => {}
-                            Err(CatalogFailure::Broken(e)) => return End::CatalogBroken(e),
-                            Err(CatalogFailure::ClientGone(e)) => return End::Io(e),
-                        }
-                    }
-                }
-                self.queue_for_node(batch, &mut out, budget);
-            }
-            if !out.is_empty() && (!whole_message_buffered(&from.buf) || out.len() > 64 * 1024) {
-                if let Err(e) = wr.write_all(&out).await {
-                    return End::Io(e);
-                }
-                out.clear();
-            }
-        }
-    }
-
-    /// A client message in PostgreSQL's terms, noting what its answers
-    /// will need (CommandDescription tags, conversions by statement).
+impl ClientSide for Translation<'_> {
+    /// Notes what the answers will need (CommandDescription tags,
+    /// conversions by statement).
     fn translate(&mut self, frame: Frame) -> Result<Frame, ProtocolError> {
         let tag = frame.tag();
         let mut s = self.shared.lock().expect("session state");
@@ -812,107 +744,33 @@ impl Upstream<'_> {
         }
     }
 
-    async fn answer_from_catalog(
-        &mut self,
-        pool: &CatalogPool,
-        batch: &Batch,
-        client_wr: &tokio::sync::Mutex<WriteHalf>,
-    ) -> Result<(), CatalogMiss> {
-        // A batch up to Flush (a prepare) is closed by sluice's own Sync.
-        let hide_ready = batch.syncs == 0;
-        let lookup = Lookup {
-            database: self.database,
-            user: self.user,
-            progress: self.progress,
-            observer: self.observer,
-            metrics: self.metrics,
-            hide_ready,
-        };
-        let before = self.shared.lock().expect("session state").answer_state();
-        let result = answer_from_catalog(
-            pool,
-            &mut self.router,
-            batch,
-            &lookup,
-            client_wr,
-            &mut FromCatalog(self.shared),
-        )
-        .await;
-        match &result {
-            Ok(()) if hide_ready => self.router.flush_answered_by_catalog(),
-            Err(CatalogMiss::Unanswered(_)) => {
-                self.shared.lock().expect("session state").restore(before)
-            }
-            _ => {}
-        }
-        result
-    }
-
-    /// Applies the rules to a batch before it goes anywhere (the same
-    /// [`Screening`] as PostgreSQL sessions'). `Ok(None)`: sluice answered
-    /// it (rejected, or dropped up to its Sync), in Vertica's layout;
-    /// `Ok(Some(budget))`: send it, with the watchdog's budget if any.
-    async fn screen(
+    /// The rejection in Vertica's layout; the answers noted for the batch
+    /// will never come.
+    fn answer_here(
         &mut self,
         batch: &Batch,
-        out: &mut BytesMut,
-        wr: &mut WriteHalf,
-        client_wr: &tokio::sync::Mutex<WriteHalf>,
-    ) -> Result<Option<Budget>, End> {
-        let (rejection, end) = match self
-            .screening
-            .screen(self.guard, &batch.checked, batch.syncs)
-        {
-            Screened::Run(budget) => return Ok(Some(budget)),
-            Screened::Answer { rejection, end } => (rejection, end),
-        };
-        // Answers to what was sent before must reach the client first.
-        if !out.is_empty() {
-            wr.write_all(out).await?;
-            out.clear();
-        }
-        self.progress.idle().await;
+        rejection: Option<&ErrorFields>,
+        answer: &mut BytesMut,
+    ) -> Result<(), ProtocolError> {
         self.shared.lock().expect("session state").forget(batch);
-        let mut answer = BytesMut::new();
         if let Some(error) = rejection {
             let pg = error.to_bytes();
-            let converted = vertica::error_to_vertica(backend::ERROR_RESPONSE, &pg[5..])
-                .map_err(End::NodeProtocol)?;
+            let converted = vertica::error_to_vertica(backend::ERROR_RESPONSE, &pg[5..])?;
             answer.extend_from_slice(converted.raw());
         }
-        match end {
-            AnswerEnd::AtSync => {}
-            AnswerEnd::SyncNode => {
-                out.extend_from_slice(&frontend::SYNC_MESSAGE);
-                self.asked_node(1);
-            }
-            AnswerEnd::Ready => {
-                let status = self.progress.status.load(Ordering::Acquire);
-                answer.extend_from_slice(&[backend::READY_FOR_QUERY, 0, 0, 0, 5, status]);
-            }
-        }
-        if !answer.is_empty() {
-            self.observer.client_written(answer.len());
-            client_wr.lock().await.write_all(&answer).await?;
-        }
-        Ok(None)
+        Ok(())
     }
 
-    /// Counts answers the node now owes.
-    fn asked_node(&self, syncs: u64) {
-        for _ in 0..syncs {
-            self.observer.request();
-        }
-        self.progress.asked.fetch_add(syncs, Ordering::AcqRel);
-    }
-
-    /// Queues a batch for the node: a hidden `BEGIN` first when autocommit
-    /// is off and no transaction is open, statements the catalog copy
-    /// prepared prepared on the node first. The guard learns it is in
-    /// flight, with the watchdog's `budget`.
-    fn queue_for_node(&mut self, mut batch: Batch, out: &mut BytesMut, budget: Budget) {
-        let checked = std::mem::take(&mut batch.checked);
-        let (syncs, ddl) = (batch.syncs, batch.ddl);
+    /// A hidden `BEGIN` goes first when autocommit is off and no
+    /// transaction is open; the CloseCompletes of the router's own Closes
+    /// are noted to be dropped.
+    fn plan_for_node(
+        &mut self,
+        router: &mut Router,
+        batch: Batch,
+        out: &mut BytesMut,
+        progress: &NodeProgress,
+    ) -> Plan {
         let works = batch.frames.iter().any(|f| starts_work(f.tag()));
         {
             let mut s = self.shared.lock().expect("session state");
@@ -920,30 +778,30 @@ impl Upstream<'_> {
                 out.extend_from_slice(begin_query().raw());
                 s.hidden_begins += 1;
                 s.status = Some(TransactionStatus::InTransaction);
-                self.progress.asked.fetch_add(1, Ordering::AcqRel);
+                progress.asked.fetch_add(1, Ordering::AcqRel);
             }
         }
-        let plan = self.router.node_plan(batch);
-        if plan.hidden_answers > 0 {
-            let at = self.progress.asked.load(Ordering::Acquire);
-            self.progress
-                .hidden
-                .lock()
-                .expect("progress lock")
-                .push_back((at, plan.hidden_answers));
-        }
+        let plan = router.node_plan(batch);
         self.shared.lock().expect("session state").hidden_closes += plan.hidden_closes;
-        for frame in &plan.frames {
-            out.extend_from_slice(frame.raw());
+        plan
+    }
+
+    fn catalog_answers(&mut self) -> impl Answers + Send + '_ {
+        FromCatalog {
+            shared: self.shared,
+            before: self.shared.lock().expect("session state").answer_state(),
         }
-        self.asked_node(syncs);
-        self.screening.sent(syncs);
-        // A batch without Sync ends with the next ReadyForQuery.
-        let end = self.progress.asked.load(Ordering::Acquire) + u64::from(syncs == 0);
-        self.guard.sent(end, &checked, budget);
-        if ddl {
-            let asked = self.progress.asked.load(Ordering::Acquire);
-            self.progress.last_ddl.store(asked, Ordering::Release);
+    }
+}
+
+impl From<Stop> for End {
+    fn from(stop: Stop) -> End {
+        match stop {
+            Stop::ClientLeft => End::ClientLeft,
+            Stop::ClientProtocol(e) => End::ClientProtocol(e),
+            Stop::NodeProtocol(e) => End::NodeProtocol(e),
+            Stop::CatalogBroken(e) => End::CatalogBroken(e),
+            Stop::Io(e) => End::Io(e),
         }
     }
 }

@@ -1,0 +1,351 @@
+//! The client direction of a session, for both kinds of session: a
+//! PostgreSQL client relayed to its node ([`super::session`]) and a Vertica
+//! client translated for a PostgreSQL node ([`super::translate`]).
+//!
+//! [`Upstream::run`] reads the client's messages, has the [`Router`] gather
+//! them into batches, and decides each batch's fate in one place: the rules
+//! ([`Screening`]) may answer it here, the catalog copy may answer a lookup
+//! ([`super::catalog_answer`]), and otherwise it is queued for the node,
+//! with what the node direction needs to know of it ([`NodeProgress`], the
+//! [`QueryGuard`]).
+//!
+//! What differs between the two kinds of session is behind two small
+//! traits: how the client's bytes are read and when they are written on
+//! ([`ClientReader`]), and what a Vertica client needs on top of the
+//! PostgreSQL protocol ([`ClientSide`]). Both are generic parameters, not
+//! trait objects: the relayed session, benchmarked per transaction, gets
+//! the plain loop with the PostgreSQL choices inlined.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use tokio::io::AsyncWriteExt;
+
+use super::catalog_answer::{
+    Answers, CatalogFailure, CatalogMiss, Lookup, NodeProgress, answer_from_catalog, copy_for,
+    node_settled_for_copy,
+};
+use super::guard::{AnswerEnd, QueryGuard, Screened, Screening};
+use super::observe::SessionObserver;
+use super::router::{Batch, Plan, Router};
+use crate::catalog::{CatalogError, CatalogPool};
+use crate::metrics::Metrics;
+use crate::net::WriteHalf;
+use crate::protocol::backend::{self, ErrorFields};
+use crate::protocol::frame::{Frame, Item};
+use crate::protocol::{ProtocolError, frontend};
+
+/// The watchdog's budget for a batch, named by its rule.
+pub(super) type Budget = Option<(Duration, Arc<str>)>;
+
+/// Why the client direction stopped; each session turns it into its own end.
+#[derive(Debug)]
+pub(super) enum Stop {
+    ClientLeft,
+    ClientProtocol(ProtocolError),
+    /// sluice's own answer could not be put in the client's terms.
+    NodeProtocol(ProtocolError),
+    /// The catalog copy failed after part of its answer reached the client.
+    CatalogBroken(CatalogError),
+    Io(std::io::Error),
+}
+
+/// How a session reads its client.
+pub(super) trait ClientReader {
+    /// The next message or relayed run already read, if any.
+    fn buffered(&mut self) -> Result<Option<Item>, ProtocolError>;
+
+    /// Reads more of the client; `Ok(0)` when it closed. Cancel safe: bytes
+    /// read are kept even if the caller stops waiting.
+    async fn read(&mut self) -> std::io::Result<usize>;
+
+    /// Whether `out` goes to the node now, before the next buffered item
+    /// (it always goes before a read). `relayed`: the last item was relayed
+    /// bytes.
+    fn flush_now(&self, out: &BytesMut, relayed: bool) -> bool;
+}
+
+/// What a kind of client needs beyond relaying PostgreSQL messages as they
+/// are.
+pub(super) trait ClientSide {
+    /// A client message in PostgreSQL's terms, noting what its answers will
+    /// need.
+    fn translate(&mut self, frame: Frame) -> Result<Frame, ProtocolError>;
+
+    /// sluice answers `batch` itself (the node never sees it): appends the
+    /// client's form of the rule's `rejection`, if any, to `answer`.
+    fn answer_here(
+        &mut self,
+        batch: &Batch,
+        rejection: Option<&ErrorFields>,
+        answer: &mut BytesMut,
+    ) -> Result<(), ProtocolError>;
+
+    /// The messages that carry `batch` to the node, appending any of the
+    /// session's own that must go ahead of them to `out`.
+    fn plan_for_node(
+        &mut self,
+        router: &mut Router,
+        batch: Batch,
+        out: &mut BytesMut,
+        progress: &NodeProgress,
+    ) -> Plan;
+
+    /// How the catalog copy's answer to the next batch reaches the client.
+    fn catalog_answers(&mut self) -> impl Answers + Send + '_;
+}
+
+/// The client direction: reads the client's messages, routes each batch to
+/// the node or the catalog copy.
+pub(super) struct Upstream<'a, C> {
+    /// Rules, the watchdog's queue and statistics.
+    pub guard: &'a QueryGuard,
+    /// Rejected batches and what follows them up to their Sync.
+    pub screening: Screening,
+    pub router: Router,
+    pub catalog: Option<Arc<CatalogPool>>,
+    pub user: &'a str,
+    pub database: &'a str,
+    pub progress: &'a NodeProgress,
+    pub observer: &'a SessionObserver,
+    pub metrics: &'a Arc<Metrics>,
+    pub client: C,
+}
+
+impl<C: ClientSide> Upstream<'_, C> {
+    /// Runs until the client leaves or the session cannot go on. Writes to
+    /// the node are gathered in `out`, so a read's worth of messages costs
+    /// one write.
+    pub(super) async fn run<R: ClientReader>(
+        mut self,
+        from: &mut R,
+        wr: &mut WriteHalf,
+        client_wr: &tokio::sync::Mutex<WriteHalf>,
+    ) -> Stop {
+        let mut out = BytesMut::new();
+        loop {
+            let item = match from.buffered() {
+                Ok(Some(item)) => item,
+                Ok(None) => {
+                    if let Err(e) = write_out(wr, &mut out).await {
+                        return e;
+                    }
+                    match from.read().await {
+                        Ok(0) => return Stop::ClientLeft,
+                        Ok(n) => self.observer.client_read(n),
+                        Err(e) => return Stop::Io(e),
+                    }
+                    continue;
+                }
+                Err(e) => return Stop::ClientProtocol(e),
+            };
+            let frame = match item {
+                Item::Relay(bytes) => {
+                    // Unrouted bytes (COPY data, ...) follow what came before them.
+                    if let Some(batch) = self.router.take_pending() {
+                        self.queue_for_node(batch, &mut out, None);
+                    }
+                    out.extend_from_slice(&bytes);
+                    if from.flush_now(&out, true)
+                        && let Err(e) = write_out(wr, &mut out).await
+                    {
+                        return e;
+                    }
+                    continue;
+                }
+                Item::Inspect(frame) => frame,
+            };
+            match frame.tag() {
+                // Terminate: the node learns it when the session closes it.
+                frontend::TERMINATE => return Stop::ClientLeft,
+                frontend::FUNCTION_CALL => {
+                    if let Some(batch) = self.router.take_pending() {
+                        self.queue_for_node(batch, &mut out, None);
+                    }
+                    self.asked_node(1);
+                    out.extend_from_slice(frame.raw());
+                }
+                _ => {
+                    let frame = match self.client.translate(frame) {
+                        Ok(f) => f,
+                        Err(e) => return Stop::ClientProtocol(e),
+                    };
+                    let batches = match self.router.push(frame) {
+                        Ok(b) => b,
+                        Err(e) => return Stop::ClientProtocol(e),
+                    };
+                    for batch in batches {
+                        let budget = match self.screen(&batch, &mut out, wr, client_wr).await {
+                            Ok(Some(budget)) => budget,
+                            Ok(None) => continue,
+                            Err(stop) => return stop,
+                        };
+                        if let Some(pool) = copy_for(&batch, self.catalog.as_ref(), self.metrics) {
+                            match self
+                                .answered_by_catalog(&pool, &batch, &mut out, wr, client_wr)
+                                .await
+                            {
+                                Ok(true) => continue,
+                                Ok(false) => {}
+                                Err(stop) => return stop,
+                            }
+                        }
+                        self.queue_for_node(batch, &mut out, budget);
+                    }
+                }
+            }
+            if from.flush_now(&out, false)
+                && let Err(e) = write_out(wr, &mut out).await
+            {
+                return e;
+            }
+        }
+    }
+
+    /// Applies the rules to a batch before it goes anywhere. `Ok(None)`:
+    /// the batch was answered here (rejected, or dropped up to its Sync);
+    /// `Ok(Some(budget))`: send it, with the watchdog's budget if any.
+    async fn screen(
+        &mut self,
+        batch: &Batch,
+        out: &mut BytesMut,
+        wr: &mut WriteHalf,
+        client_wr: &tokio::sync::Mutex<WriteHalf>,
+    ) -> Result<Option<Budget>, Stop> {
+        let (rejection, end) = match self
+            .screening
+            .screen(self.guard, &batch.checked, batch.syncs)
+        {
+            Screened::Run(budget) => return Ok(Some(budget)),
+            Screened::Answer { rejection, end } => (rejection, end),
+        };
+        // Answers to what was sent before must reach the client first.
+        write_out(wr, out).await?;
+        self.progress.idle().await;
+        let mut answer = BytesMut::new();
+        self.client
+            .answer_here(batch, rejection.as_ref(), &mut answer)
+            .map_err(Stop::NodeProtocol)?;
+        match end {
+            AnswerEnd::AtSync => {}
+            AnswerEnd::SyncNode => {
+                out.extend_from_slice(&frontend::SYNC_MESSAGE);
+                self.asked_node(1);
+            }
+            AnswerEnd::Ready => {
+                let status = self.progress.status.load(Ordering::Acquire);
+                answer.extend_from_slice(&[backend::READY_FOR_QUERY, 0, 0, 0, 5, status]);
+            }
+        }
+        if !answer.is_empty() {
+            self.observer.client_written(answer.len());
+            let mut client = client_wr.lock().await;
+            client.write_all(&answer).await.map_err(Stop::Io)?;
+        }
+        Ok(None)
+    }
+
+    /// Has the catalog copy answer a lookup once the node has answered
+    /// everything before it. `Ok(false)`: the node answers instead.
+    async fn answered_by_catalog(
+        &mut self,
+        pool: &CatalogPool,
+        batch: &Batch,
+        out: &mut BytesMut,
+        wr: &mut WriteHalf,
+        client_wr: &tokio::sync::Mutex<WriteHalf>,
+    ) -> Result<bool, Stop> {
+        write_out(wr, out).await?;
+        if !node_settled_for_copy(self.progress).await {
+            return Ok(false);
+        }
+        // Only a Vertica client's router lets a batch up to Flush (a
+        // prepare) go to the copy; sluice closes it with a Sync of its own.
+        let hide_ready = batch.syncs == 0;
+        let lookup = Lookup {
+            database: self.database,
+            user: self.user,
+            progress: self.progress,
+            observer: self.observer,
+            metrics: self.metrics,
+            hide_ready,
+        };
+        let mut answers = self.client.catalog_answers();
+        let answered = answer_from_catalog(
+            pool,
+            &mut self.router,
+            batch,
+            &lookup,
+            client_wr,
+            &mut answers,
+        )
+        .await;
+        let miss = match answered {
+            Ok(()) => {
+                if hide_ready {
+                    self.router.flush_answered_by_catalog();
+                }
+                return Ok(true);
+            }
+            Err(miss) => miss,
+        };
+        if let CatalogMiss::Unanswered(_) = miss {
+            answers.unanswered();
+        }
+        match miss.fall_back(self.metrics) {
+            Ok(()) => Ok(false),
+            Err(CatalogFailure::Broken(e)) => Err(Stop::CatalogBroken(e)),
+            Err(CatalogFailure::ClientGone(e)) => Err(Stop::Io(e)),
+        }
+    }
+
+    /// Counts answers the node now owes.
+    fn asked_node(&self, syncs: u64) {
+        for _ in 0..syncs {
+            self.observer.request();
+        }
+        self.progress.asked.fetch_add(syncs, Ordering::AcqRel);
+    }
+
+    /// Queues a batch for the node, preparing there first any statement the
+    /// catalog copy prepared. The guard learns it is in flight, with the
+    /// watchdog's `budget`.
+    fn queue_for_node(&mut self, mut batch: Batch, out: &mut BytesMut, budget: Budget) {
+        let checked = std::mem::take(&mut batch.checked);
+        let (syncs, ddl) = (batch.syncs, batch.ddl);
+        self.screening.sent(syncs);
+        let plan = self
+            .client
+            .plan_for_node(&mut self.router, batch, out, self.progress);
+        if plan.hidden_answers > 0 {
+            let at = self.progress.asked.load(Ordering::Acquire);
+            self.progress
+                .hidden
+                .lock()
+                .expect("progress lock")
+                .push_back((at, plan.hidden_answers));
+        }
+        for frame in &plan.frames {
+            out.extend_from_slice(frame.raw());
+        }
+        self.asked_node(syncs);
+        // A batch without Sync ends with the next ReadyForQuery.
+        let end = self.progress.asked.load(Ordering::Acquire) + u64::from(syncs == 0);
+        self.guard.sent(end, &checked, budget);
+        if ddl {
+            let asked = self.progress.asked.load(Ordering::Acquire);
+            self.progress.last_ddl.store(asked, Ordering::Release);
+        }
+    }
+}
+
+/// Writes what was gathered for the node, if anything.
+async fn write_out(wr: &mut WriteHalf, out: &mut BytesMut) -> Result<(), Stop> {
+    if !out.is_empty() {
+        wr.write_all(out).await.map_err(Stop::Io)?;
+        out.clear();
+    }
+    Ok(())
+}
