@@ -65,6 +65,32 @@ pub struct Batch {
     pub checked: Vec<Checked>,
 }
 
+/// The batches one client message completes: none, one, or two (a Query
+/// after messages still waiting for their Sync). Held inline: a vector
+/// would cost an allocation per query.
+#[derive(Default)]
+pub struct Batches([Option<Batch>; 2]);
+
+impl Batches {
+    fn push(&mut self, batch: Batch) {
+        let free = if self.0[0].is_none() { 0 } else { 1 };
+        debug_assert!(
+            self.0[free].is_none(),
+            "a message completes two batches at most"
+        );
+        self.0[free] = Some(batch);
+    }
+}
+
+impl IntoIterator for Batches {
+    type Item = Batch;
+    type IntoIter = std::iter::Flatten<std::array::IntoIter<Option<Batch>, 2>>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.into_iter().flatten()
+    }
+}
+
 /// Messages to write for a batch, and how many leading answers to drop.
 pub struct Plan {
     pub frames: Vec<Frame>,
@@ -183,11 +209,13 @@ impl Router {
     }
 
     /// Takes one client message; returns the batches it completes.
-    pub fn push(&mut self, frame: Frame) -> Result<Vec<Batch>, ProtocolError> {
-        let mut done = Vec::new();
+    pub fn push(&mut self, frame: Frame) -> Result<Batches, ProtocolError> {
+        let mut done = Batches::default();
         match frame.tag() {
             frontend::QUERY => {
-                done.extend(self.take_pending());
+                if let Some(pending) = self.take_pending() {
+                    done.push(pending);
+                }
                 let text = frontend::query_text(frame.body())?;
                 self.note_search_path(text);
                 let text = as_text(text);
@@ -291,8 +319,12 @@ impl Router {
                                 && !matches!(frontend::target(f.body(), "Describe"), Ok((b'S', _))))
                     });
                 let catalog_ok = self.catalog_ok && (is_sync || flush_ok) && !self.pinned_to_node;
+                // The next batch is likely the same size (a driver's
+                // Parse/Bind/Describe/Execute/Sync): one allocation, not a
+                // vector grown message by message.
+                let next = Vec::with_capacity(self.pending.len());
                 let batch = Batch {
-                    frames: std::mem::take(&mut self.pending),
+                    frames: std::mem::replace(&mut self.pending, next),
                     catalog_ok: catalog_ok && self.cache.is_some(),
                     ddl: self.ddl,
                     syncs: u64::from(is_sync),
@@ -361,14 +393,14 @@ impl Router {
                 }
                 frontend::BIND | frontend::DESCRIBE => {
                     if let Some(name) = statement_named(&frame)
-                        && let Some(s) = self.statements.get_mut(&name)
+                        && let Some(s) = self.statements.get_mut(name)
                         && !s.on_node
                     {
                         if std::mem::take(&mut s.stale_on_node) {
                             ahead.push(frontend::encode_target(
                                 frontend::CLOSE,
                                 b'S',
-                                &String::from_utf8_lossy(&name),
+                                &String::from_utf8_lossy(name),
                             ));
                             hidden_closes += 1;
                         }
@@ -391,9 +423,15 @@ impl Router {
             }
             frames.push(frame);
         }
-        ahead.extend(frames);
+        // Usually nothing goes ahead: no second vector then.
+        let frames = if ahead.is_empty() {
+            frames
+        } else {
+            ahead.extend(frames);
+            ahead
+        };
         Plan {
-            frames: ahead,
+            frames,
             hidden_answers,
             hidden_closes,
         }
@@ -429,7 +467,7 @@ impl Router {
                         frames.push(frame.clone());
                         continue;
                     };
-                    let Some(s) = self.statements.get(&name) else {
+                    let Some(s) = self.statements.get(name) else {
                         frames.push(frame.clone());
                         continue;
                     };
@@ -479,13 +517,11 @@ impl Router {
 }
 
 /// The statement a Bind or Describe('S') names.
-fn statement_named(frame: &Frame) -> Option<Vec<u8>> {
+fn statement_named(frame: &Frame) -> Option<&[u8]> {
     match frame.tag() {
-        frontend::BIND => frontend::bind_names(frame.body())
-            .ok()
-            .map(|(_, s, _)| s.to_vec()),
+        frontend::BIND => frontend::bind_names(frame.body()).ok().map(|(_, s, _)| s),
         frontend::DESCRIBE => match frontend::target(frame.body(), "Describe") {
-            Ok((b'S', name)) => Some(name.to_vec()),
+            Ok((b'S', name)) => Some(name),
             _ => None,
         },
         _ => None,
