@@ -328,7 +328,6 @@ impl Patterns {
 #[derive(Clone, Debug, Default)]
 pub struct RuleSet {
     rules: Vec<Rule>,
-    has_pattern: bool,
     patterns: Option<Patterns>,
     /// Tells rule sets apart in [`RuleMemo`]s (0: the empty default).
     id: u64,
@@ -341,8 +340,14 @@ pub struct RuleSet {
 #[derive(Clone, Debug, Default)]
 pub struct RuleMemo(OnceLock<(u64, Candidates)>);
 
-/// Indices into a rule set's rules, by statement.
-type Candidates = Box<[Box<[u32]>]>;
+/// What a [`RuleMemo`] keeps.
+#[derive(Clone, Debug)]
+struct Candidates {
+    /// Indices into the rule set's rules, by statement.
+    by_statement: Box<[Box<[u32]>]>,
+    /// One of them has a `pattern`: the query's text must be looked at.
+    reads_text: bool,
+}
 
 /// A memo is a cache beside the classification, not part of what it says.
 impl PartialEq for RuleMemo {
@@ -364,15 +369,9 @@ impl RuleSet {
     }
 
     pub fn new(mut rules: Vec<Rule>) -> RuleSet {
-        let has_pattern = rules.iter().any(|r| {
-            r.conditions
-                .iter()
-                .any(|c| matches!(c, Condition::Pattern(_)))
-        });
         let patterns = Patterns::of(&mut rules);
         RuleSet {
             rules,
-            has_pattern,
             patterns,
             id: RULE_SET_IDS.fetch_add(1, Ordering::Relaxed),
         }
@@ -406,13 +405,20 @@ impl RuleSet {
                 .map(|(i, _)| i)
                 .collect()
         };
-        match class.facts.as_ref() {
-            Some(facts) if !facts.statements.is_empty() => facts
-                .statements
+        let statements = statements_of(class);
+        // Text without statements is judged once, as a whole.
+        let by_statement: Box<[Box<[u32]>]> = (0..statements.len().max(1))
+            .map(|i| for_statement(statements.get(i)))
+            .collect();
+        let reads_text = by_statement.iter().flatten().any(|&i| {
+            self.rules[i as usize]
+                .conditions
                 .iter()
-                .map(|s| for_statement(Some(s)))
-                .collect(),
-            _ => Box::new([for_statement(None)]),
+                .any(|c| matches!(c, Condition::Pattern(_)))
+        });
+        Candidates {
+            by_statement,
+            reads_text,
         }
     }
 
@@ -445,18 +451,11 @@ impl RuleSet {
             computed = self.candidates(class);
             &computed
         };
-        if candidates.iter().all(|c| c.is_empty()) {
+        if candidates.by_statement.iter().all(|c| c.is_empty()) {
             return None;
         }
         // The text is looked at only when a rule left has a pattern.
-        let with_pattern = self.has_pattern
-            && candidates.iter().flatten().any(|&i| {
-                self.rules[i as usize]
-                    .conditions
-                    .iter()
-                    .any(|c| matches!(c, Condition::Pattern(_)))
-            });
-        let stripped = if with_pattern {
+        let stripped = if candidates.reads_text {
             strip_comments(text)
         } else {
             std::borrow::Cow::Borrowed(text)
@@ -464,20 +463,15 @@ impl RuleSet {
         let hits = self
             .patterns
             .as_ref()
-            .filter(|_| with_pattern)
+            .filter(|_| candidates.reads_text)
             .map(|p| p.set.matches(&stripped));
         let mut best: Option<&Rule> = None;
-        let statements: Box<dyn Iterator<Item = Option<&StatementFacts>>> =
-            match class.facts.as_ref() {
-                Some(facts) if !facts.statements.is_empty() => {
-                    Box::new(facts.statements.iter().map(Some))
-                }
-                _ => Box::new(std::iter::once(None)),
-            };
-        for (statement, candidates) in statements.zip(candidates.iter()) {
+        let statements = statements_of(class);
+        // One list of candidates per statement, or one for the whole text.
+        for (i, candidates) in candidates.by_statement.iter().enumerate() {
             let subject = Subject {
                 session,
-                statement,
+                statement: statements.get(i),
                 scanned: &class.scanned_relations,
                 text_fingerprint: class.fingerprint,
                 text: &stripped,
@@ -586,6 +580,11 @@ impl RuleSet {
         }
         out
     }
+}
+
+/// A classification's parsed statements; none for text that does not parse.
+fn statements_of(class: &Classification) -> &[StatementFacts] {
+    class.facts.as_ref().map_or(&[], |f| &f.statements)
 }
 
 fn matches(rule: &Rule, subject: &Subject<'_>) -> bool {
