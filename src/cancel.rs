@@ -18,8 +18,16 @@
 //! ([`crate::cluster`]); a key with that bit set is never forwarded again, so
 //! requests cannot loop however many instances there are. [`CancelRegistry::route`]
 //! makes that decision without I/O.
+//!
+//! The registry also knows which cancels are still on their way to a node
+//! ([`CancelRegistry::sending`]). PostgreSQL signals the backend twice for
+//! one CancelRequest (its process, then its process group), from a child
+//! process that a busy machine may pause between the two: the second signal
+//! can cancel the *next* query on that connection. A node connection with a
+//! cancel on its way is therefore not kept for another client.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use dashmap::DashMap;
@@ -64,7 +72,7 @@ pub enum CancelRoute {
 }
 
 /// Where a client's cancel must go.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct CancelTarget {
     pub node: String,
     pub key: CancelKey,
@@ -73,6 +81,8 @@ pub struct CancelTarget {
 pub struct CancelRegistry {
     instance_id: u8,
     targets: DashMap<CancelKey, CancelTarget>,
+    /// Cancels being sent, by target: few and short-lived, so one lock.
+    sending: Mutex<HashMap<CancelTarget, usize>>,
 }
 
 impl CancelRegistry {
@@ -82,6 +92,7 @@ impl CancelRegistry {
         CancelRegistry {
             instance_id,
             targets: DashMap::new(),
+            sending: Mutex::new(HashMap::new()),
         }
     }
 
@@ -149,6 +160,30 @@ impl CancelRegistry {
         CancelRoute::Peers(forwarded(key))
     }
 
+    /// Marks a cancel to `target` as on its way until the returned guard
+    /// drops: hold it until the node has closed the cancel connection (its
+    /// signals are sent by then).
+    pub fn sending(self: &Arc<Self>, target: &CancelTarget) -> Sending {
+        *self
+            .sending
+            .lock()
+            .expect("cancel lock")
+            .entry(target.clone())
+            .or_default() += 1;
+        Sending {
+            registry: self.clone(),
+            target: target.clone(),
+        }
+    }
+
+    /// Whether a cancel to `target` is on its way (see the module's notes).
+    pub fn is_sending(&self, target: &CancelTarget) -> bool {
+        self.sending
+            .lock()
+            .expect("cancel lock")
+            .contains_key(target)
+    }
+
     pub fn len(&self) -> usize {
         self.targets.len()
     }
@@ -176,6 +211,24 @@ impl Drop for Registration {
     }
 }
 
+/// A cancel on its way to a node; dropping it says it arrived (or failed).
+pub struct Sending {
+    registry: Arc<CancelRegistry>,
+    target: CancelTarget,
+}
+
+impl Drop for Sending {
+    fn drop(&mut self) {
+        let mut sending = self.registry.sending.lock().expect("cancel lock");
+        if let Some(n) = sending.get_mut(&self.target) {
+            *n -= 1;
+            if *n == 0 {
+                sending.remove(&self.target);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,6 +253,23 @@ mod tests {
         drop(reg);
         assert!(registry.lookup(&client_key).is_none());
         assert!(registry.is_empty());
+    }
+
+    #[test]
+    fn a_cancel_is_on_its_way_until_its_guard_drops() {
+        let registry = Arc::new(CancelRegistry::new(1));
+        let target = CancelTarget {
+            node: "n:1".into(),
+            key: node_key(),
+        };
+        assert!(!registry.is_sending(&target));
+        let first = registry.sending(&target);
+        let second = registry.sending(&target);
+        assert!(registry.is_sending(&target));
+        drop(first);
+        assert!(registry.is_sending(&target), "one is still on its way");
+        drop(second);
+        assert!(!registry.is_sending(&target));
     }
 
     fn node_key() -> CancelKey {

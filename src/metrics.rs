@@ -601,21 +601,21 @@ pub struct QueryClock {
 }
 
 impl QueryClock {
-    /// The client sent a message that the node answers with ReadyForQuery.
-    pub fn request(&self) {
+    /// At `now`, the client sent a message that the node answers with ReadyForQuery.
+    pub fn request(&self, now: Instant) {
         if let Ok(mut q) = self.started.lock() {
             // A client pipelining without end must not grow this for ever.
             if q.len() < 1024 {
-                q.push_back(Instant::now());
+                q.push_back(now);
             }
         }
     }
 
-    /// The node sent ReadyForQuery: how long the matching request took.
-    /// `None` for the ReadyForQuery that ends startup.
-    pub fn ready(&self) -> Option<Duration> {
+    /// At `now`, the node sent ReadyForQuery: how long the matching request
+    /// took. `None` for the ReadyForQuery that ends startup.
+    pub fn ready(&self, now: Instant) -> Option<Duration> {
         let started = self.started.lock().ok()?.pop_front()?;
-        Some(started.elapsed())
+        Some(now.saturating_duration_since(started))
     }
 
     /// True while a request is waiting for its ReadyForQuery.
@@ -701,12 +701,13 @@ mod tests {
     #[test]
     fn query_clock_pairs_requests_with_ready_for_query_in_order() {
         let c = QueryClock::default();
-        assert_eq!(c.ready(), None, "startup's ReadyForQuery has no request");
-        c.request();
-        c.request();
+        let now = Instant::now();
+        assert_eq!(c.ready(now), None, "startup's ReadyForQuery has no request");
+        c.request(now);
+        c.request(now);
         assert!(c.busy());
-        assert!(c.ready().is_some());
-        assert!(c.ready().is_some());
+        assert!(c.ready(now).is_some());
+        assert!(c.ready(now).is_some());
         assert!(!c.busy());
     }
 }

@@ -47,6 +47,8 @@ pub struct Execution<'a> {
     /// The query text; masked before it is kept.
     pub text: &'a str,
     pub duration: Duration,
+    /// When it ended (the session's clock reading, shared with metrics).
+    pub finished: Instant,
     pub rows: u64,
     /// Bytes sent to the client for it.
     pub bytes: u64,
@@ -138,14 +140,15 @@ pub struct QuerySummary {
 }
 
 pub struct QueryStats {
-    entries: DashMap<Fingerprint, Entry>,
+    /// foldhash: one u64 key per query, hashed for a fraction of SipHash's cost.
+    entries: DashMap<Fingerprint, Entry, foldhash::fast::RandomState>,
     capacity: usize,
 }
 
 impl QueryStats {
     pub fn new(capacity: usize) -> QueryStats {
         QueryStats {
-            entries: DashMap::new(),
+            entries: DashMap::default(),
             capacity: capacity.max(1),
         }
     }
@@ -162,7 +165,7 @@ impl QueryStats {
         if !self.entries.contains_key(&e.fingerprint) && self.entries.len() >= self.capacity {
             self.evict_one();
         }
-        let now = Instant::now();
+        let now = e.finished;
         let mut entry = self.entries.entry(e.fingerprint).or_insert_with(|| Entry {
             calls: 0,
             errors: 0,
@@ -314,6 +317,7 @@ mod tests {
             application: "psql",
             text: "SELECT * FROM t WHERE id = 42",
             duration: Duration::from_millis(ms),
+            finished: Instant::now(),
             rows: 2,
             bytes: 100,
             outcome,

@@ -18,7 +18,7 @@
 //! multi-megabyte INSERT is never a catalog lookup, and parsing it would
 //! cost the session milliseconds and the cache megabytes.
 
-use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -29,8 +29,8 @@ use super::classifier::{CatalogPolicy, Classification, Route, classify};
 /// The parse limit when none is configured: `catalog.max_parse_size`'s default.
 pub const DEFAULT_MAX_PARSE_SIZE: usize = 64 << 10;
 
-/// Keys are already SipHash values of `ClassificationCache::hasher` (seeded
-/// at random): hashing them again for the map cost as much as the lookup.
+/// Keys are already hashes by `ClassificationCache::hasher` (seeded at
+/// random): hashing them again for the map cost as much as the lookup.
 #[derive(Default)]
 struct PreHashed(u64);
 
@@ -59,7 +59,9 @@ pub struct ClassificationCache {
     /// By shape, for classifications that no literal decides.
     shapes: TextMap,
     capacity: usize,
-    hasher: RandomState,
+    /// foldhash, seeded per process: texts are the client's, so the seed
+    /// keeps crafted collisions out, and it costs a fraction of SipHash.
+    hasher: foldhash::fast::RandomState,
     policy: CatalogPolicy,
     /// Longest text, in bytes, that is parsed.
     max_parse_size: usize,
@@ -76,7 +78,7 @@ impl ClassificationCache {
             entries: DashMap::default(),
             shapes: DashMap::default(),
             capacity,
-            hasher: RandomState::new(),
+            hasher: foldhash::fast::RandomState::default(),
             policy,
             max_parse_size: DEFAULT_MAX_PARSE_SIZE,
             oversized: Arc::new(oversized(DEFAULT_MAX_PARSE_SIZE)),

@@ -199,26 +199,24 @@ pub fn mask(text: &str) -> String {
 }
 
 /// The text's shape: comments and whitespace runs become one space, literals
-/// and parameters `?`, unquoted words lower case. Texts of one shape differ
+/// and parameters `?`, unquoted words lower case (ASCII letters). Texts of one shape differ
 /// only in literal values, so they parse to the same relations, functions
 /// and statement kinds: the classification cache keys on it, and pgbench's
 /// `... WHERE aid = 4711` is parsed once, not once per value.
 pub fn shape(text: &str) -> String {
     // Every query the cache does not know verbatim passes here (pgbench's
-    // `WHERE aid = 4711`): no vector of pieces, and ASCII is lowered in place
+    // `WHERE aid = 4711`): no vector of pieces, and case is folded in place
     // rather than pushed char by char.
     let mut out = String::with_capacity(text.len());
     crate::lex::each_piece(text, |kind, range| {
         let piece = &text[range];
         match kind {
+            // ASCII only, as PostgreSQL folds unquoted names in a UTF-8
+            // database: `Ä` and `ä` name different tables.
             Kind::Text => {
-                if piece.is_ascii() {
-                    let start = out.len();
-                    out.push_str(piece);
-                    out[start..].make_ascii_lowercase();
-                } else {
-                    out.extend(piece.chars().flat_map(char::to_lowercase));
-                }
+                let start = out.len();
+                out.push_str(piece);
+                out[start..].make_ascii_lowercase();
             }
             Kind::Quoted => out.push_str(piece),
             Kind::Literal => out.push('?'),

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 
 use crate::alerts::{AlertEvent, Alerts};
+use crate::cancel::CancelRegistry;
 use crate::classify::fingerprint::mask;
 use crate::classify::{Action, Classification, Fingerprint, RuleSet, SessionInfo, Verdict};
 use crate::config::Config;
@@ -150,6 +151,7 @@ pub struct QueryGuard {
     metrics: Arc<Metrics>,
     stats: Arc<QueryStats>,
     alerts: Arc<Alerts>,
+    cancels: Arc<CancelRegistry>,
     inflight: Mutex<VecDeque<InFlight>>,
     /// ReadyForQuery answers the node has given.
     answered: AtomicU64,
@@ -178,6 +180,7 @@ impl QueryGuard {
             sluice.metrics.clone(),
             sluice.stats.clone(),
             sluice.alerts.clone(),
+            sluice.cancels.clone(),
         )
     }
 
@@ -191,6 +194,7 @@ impl QueryGuard {
         metrics: Arc<Metrics>,
         stats: Arc<QueryStats>,
         alerts: Arc<Alerts>,
+        cancels: Arc<CancelRegistry>,
     ) -> QueryGuard {
         QueryGuard {
             config,
@@ -201,6 +205,7 @@ impl QueryGuard {
             metrics,
             stats,
             alerts,
+            cancels,
             inflight: Mutex::new(VecDeque::new()),
             // The startup exchange ends with a ReadyForQuery nobody asked for.
             answered: AtomicU64::new(0),
@@ -284,6 +289,7 @@ impl QueryGuard {
                         application: &self.application,
                         text: &c.text,
                         duration: Duration::ZERO,
+                        finished: Instant::now(),
                         rows: 0,
                         bytes: 0,
                         outcome: Outcome::Rejected,
@@ -310,9 +316,15 @@ impl QueryGuard {
         ))
     }
 
-    /// A batch went to the node; its answers end when the node has given
-    /// `end` ReadyForQuery answers in all.
-    pub fn sent(&self, end: u64, checked: &[Checked], budget: Option<(Duration, Arc<str>)>) {
+    /// A batch went to the node at `now`; its answers end when the node
+    /// has given `end` ReadyForQuery answers in all.
+    pub fn sent(
+        &self,
+        end: u64,
+        checked: &[Checked],
+        budget: Option<(Duration, Arc<str>)>,
+        now: Instant,
+    ) {
         // Statistics count executions; a batch that only prepares is not one.
         let mut executed = checked.iter().filter(|c| c.executed);
         let Some(first) = executed.next() else {
@@ -334,7 +346,7 @@ impl QueryGuard {
             .expect("guard lock")
             .push_back(InFlight {
                 end,
-                started: Instant::now(),
+                started: now,
                 fingerprint,
                 text: first.text.clone(),
                 budget,
@@ -354,6 +366,14 @@ impl QueryGuard {
     /// The node's cancel key arrived.
     pub fn set_target(&self, target: crate::cancel::CancelTarget) {
         let _ = self.target.set(target);
+    }
+
+    /// Whether a cancel of this session's queries is still on its way to
+    /// the node: its node connection must not serve another client yet.
+    pub fn cancel_on_its_way(&self) -> bool {
+        self.target
+            .get()
+            .is_some_and(|t| self.cancels.is_sending(t))
     }
 
     /// Bytes relayed to the client for the running batch.
@@ -400,8 +420,8 @@ impl QueryGuard {
         Some(buf)
     }
 
-    /// A ReadyForQuery arrived: batches it ends are recorded.
-    pub fn ready(&self) {
+    /// A ReadyForQuery arrived at `now`: batches it ends are recorded.
+    pub fn ready(&self, now: Instant) {
         let answered = self.answered.fetch_add(1, Ordering::AcqRel) + 1;
         // The watchdog waits on the first batch's budget: it must look again
         // when a watched batch ends or a watched one comes first, and only then.
@@ -431,7 +451,8 @@ impl QueryGuard {
                 user: &self.user,
                 application: &self.application,
                 text: &f.text,
-                duration: f.started.elapsed(),
+                duration: now.saturating_duration_since(f.started),
+                finished: now,
                 rows: f.rows,
                 bytes: f.bytes,
                 outcome,
@@ -501,7 +522,11 @@ impl QueryGuard {
             });
             if let Some(target) = self.target.get().cloned() {
                 let generation = generation.clone();
-                tokio::spawn(async move { send_cancel(&generation, &target).await });
+                let sending = self.cancels.sending(&target);
+                tokio::spawn(async move {
+                    send_cancel(&generation, &target).await;
+                    drop(sending);
+                });
             }
         }
     }
@@ -540,6 +565,7 @@ mod tests {
             metrics.clone(),
             Arc::new(QueryStats::new(100)),
             Arc::new(Alerts::new(8, metrics)),
+            Arc::new(CancelRegistry::new(1)),
         )
     }
 

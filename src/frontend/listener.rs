@@ -244,6 +244,7 @@ async fn forward_cancel(
         }
         return;
     }
+    let _sending = sluice.cancels.sending(&target);
     match generation.node_connector.send_cancel(&target).await {
         Ok(()) => tracing::info!(%peer, node = target.node, "forwarded a cancel request"),
         Err(e) => {

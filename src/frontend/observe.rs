@@ -5,9 +5,12 @@
 //! Kept apart from the relay so that the session code carries one call per
 //! event. Every call is a few atomic operations on handles made in advance
 //! (see [`crate::metrics`]); none allocates except the first error of a new
-//! SQLSTATE class.
+//! SQLSTATE class. Times come from the caller, which reads the clock once
+//! per event for everything that records it (metrics here, statistics in
+//! the [`super::guard::QueryGuard`]).
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::backend::Node;
 use crate::frontend::registry::{ClientState, SessionEntry};
@@ -45,16 +48,16 @@ impl SessionObserver {
         self.metrics.client_sent(bytes);
     }
 
-    /// The client sent a Query, Sync or FunctionCall: the node will answer
-    /// it with ReadyForQuery.
-    pub fn request(&self) {
-        self.clock.request();
+    /// At `now`, the client sent a Query, Sync or FunctionCall: the node
+    /// will answer it with ReadyForQuery.
+    pub fn request(&self, now: Instant) {
+        self.clock.request(now);
         self.entry.set_state(ClientState::Active);
     }
 
-    /// The node sent ReadyForQuery.
-    pub fn ready_for_query(&self, status: TransactionStatus) {
-        if let Some(elapsed) = self.clock.ready() {
+    /// At `now`, the node sent ReadyForQuery.
+    pub fn ready_for_query(&self, status: TransactionStatus, now: Instant) {
+        if let Some(elapsed) = self.clock.ready(now) {
             self.metrics.query_finished(Route::Node, elapsed);
             self.node.metrics().query();
         }

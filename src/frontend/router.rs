@@ -26,6 +26,10 @@ use crate::protocol::ProtocolError;
 use crate::protocol::frame::Frame;
 use crate::protocol::frontend::{self, ParseParts};
 
+/// Statement and portal names are the client's: a seeded hash (foldhash)
+/// resists crafted collisions at a fraction of SipHash's cost per lookup.
+type Names = foldhash::fast::RandomState;
+
 /// Where a batch goes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dest {
@@ -102,11 +106,11 @@ pub struct Plan {
 }
 
 pub struct Router {
-    statements: HashMap<Vec<u8>, Statement>,
+    statements: HashMap<Vec<u8>, Statement, Names>,
     pending: Vec<Frame>,
     catalog_ok: bool,
     ddl: bool,
-    portals: HashSet<Vec<u8>>,
+    portals: HashSet<Vec<u8>, Names>,
     /// A Flush sent part of this Sync's batch to the node: the rest follows it.
     pinned_to_node: bool,
     cache: Option<Arc<ClassificationCache>>,
@@ -116,6 +120,8 @@ pub struct Router {
     search_path: Option<String>,
     /// The pending batch's query texts.
     checked: Vec<Checked>,
+    /// The last text this session had classified, and its classification.
+    last_classified: Option<(Arc<str>, Arc<Classification>)>,
     /// Vertica clients: a Parse replaces a statement of the same name, and
     /// a batch up to Flush may go to the catalog copy (vertica-python
     /// prepares with Parse, Describe, Flush).
@@ -126,16 +132,17 @@ impl Router {
     /// `cache` is `None` when no catalog copy is configured: every batch goes to the node.
     pub fn new(cache: Option<Arc<ClassificationCache>>, metrics: Option<Arc<Metrics>>) -> Router {
         Router {
-            statements: HashMap::new(),
+            statements: HashMap::default(),
             pending: Vec::new(),
             catalog_ok: true,
             ddl: false,
-            portals: HashSet::new(),
+            portals: HashSet::default(),
             pinned_to_node: false,
             cache,
             metrics,
             search_path: None,
             checked: Vec::new(),
+            last_classified: None,
             vertica: false,
         }
     }
@@ -181,18 +188,36 @@ impl Router {
         }
     }
 
-    /// `text` is the message's text made valid UTF-8 once by the caller
-    /// ([`as_text`]), who keeps it for rules and statistics.
-    fn classify(&self, text: &str) -> Option<Arc<Classification>> {
+    /// A message's query text, made valid UTF-8 and shared (rules and
+    /// statistics keep it), and its classification; `None` when no catalog
+    /// copy is configured.
+    ///
+    /// Drivers send the same text for every execution (a Parse of
+    /// `... WHERE aid = $1`, PgJDBC's and pgbench's way), so the session
+    /// remembers its last one: a repeat costs a comparison instead of the
+    /// shared cache's lexing, hashing and lookup. Only short texts are
+    /// remembered, so that 1000 sessions cannot pin much memory.
+    fn classify(&mut self, bytes: &[u8]) -> Option<(Arc<str>, Arc<Classification>)> {
+        const REMEMBERED: usize = 4096;
         let cache = self.cache.as_ref()?;
-        let (class, hit) = cache.lookup(text);
+        if let Some((text, class)) = &self.last_classified
+            && text.as_bytes() == bytes
+        {
+            if let Some(m) = &self.metrics {
+                m.classification_cache(true);
+            }
+            return Some((text.clone(), class.clone()));
+        }
+        let text: Arc<str> = as_text(bytes).into();
+        let (class, hit) = cache.lookup(&text);
         if let Some(m) = &self.metrics {
             m.classification_cache(hit);
             if !hit && class.parse_error.is_some() {
                 m.parse_failure();
             }
         }
-        Some(class)
+        self.last_classified = (text.len() <= REMEMBERED).then(|| (text.clone(), class.clone()));
+        Some((text, class))
     }
 
     /// Whether the node holds a statement under `name`, this one or an older one.
@@ -218,14 +243,15 @@ impl Router {
                 }
                 let text = frontend::query_text(frame.body())?;
                 self.note_search_path(text);
-                let text = as_text(text);
-                let class = self.classify(&text);
-                let catalog_ok = class.as_ref().is_some_and(|c| c.route == Route::Catalog);
-                let ddl = class.as_ref().is_some_and(|c| c.is_ddl());
+                let class = self.classify(text);
+                let catalog_ok = class
+                    .as_ref()
+                    .is_some_and(|(_, c)| c.route == Route::Catalog);
+                let ddl = class.as_ref().is_some_and(|(_, c)| c.is_ddl());
                 let checked = class
-                    .map(|class| Checked {
+                    .map(|(text, class)| Checked {
                         class,
-                        text: Arc::from(text),
+                        text,
                         executed: true,
                     })
                     .into_iter()
@@ -242,9 +268,8 @@ impl Router {
             frontend::PARSE => {
                 let parts = frontend::parse_parts(frame.body())?;
                 self.note_search_path(parts.text);
-                let text: Arc<str> = as_text(parts.text).into();
-                let class = self.classify(&text);
-                if let Some(class) = &class {
+                let class = self.classify(parts.text);
+                if let Some((text, class)) = &class {
                     self.checked.push(Checked {
                         class: class.clone(),
                         text: text.clone(),
@@ -255,15 +280,15 @@ impl Router {
                 let catalog_name = catalog_name(&parts);
                 let stale_on_node = self.vertica && !name.is_empty() && self.on_node(&name);
                 match class {
-                    Some(class) => {
+                    Some((text, class)) => {
                         self.catalog_ok &= class.route == Route::Catalog;
                         self.ddl |= class.is_ddl();
                         self.statements.insert(
                             name,
                             Statement {
                                 parse: frame.clone(),
-                                class: class.clone(),
-                                text: text.clone(),
+                                class,
+                                text,
                                 on_node: false,
                                 stale_on_node,
                                 catalog_name,
@@ -275,20 +300,25 @@ impl Router {
             }
             frontend::BIND => {
                 let (portal, statement, _) = frontend::bind_names(frame.body())?;
-                self.catalog_ok &= self.statement_allows_catalog(statement);
-                if let Some(s) = self.statements.get(statement) {
-                    match self
-                        .checked
-                        .iter_mut()
-                        .find(|c| Arc::ptr_eq(&c.class, &s.class))
-                    {
-                        Some(c) => c.executed = true,
-                        None => self.checked.push(Checked {
-                            class: s.class.clone(),
-                            text: s.text.clone(),
-                            executed: true,
-                        }),
+                match self.statements.get(statement) {
+                    Some(s) => {
+                        self.catalog_ok &= s.class.route == Route::Catalog;
+                        match self
+                            .checked
+                            .iter_mut()
+                            .find(|c| Arc::ptr_eq(&c.class, &s.class))
+                        {
+                            Some(c) => c.executed = true,
+                            None => self.checked.push(Checked {
+                                class: s.class.clone(),
+                                text: s.text.clone(),
+                                executed: true,
+                            }),
+                        }
                     }
+                    // Not classified (no catalog copy), or unknown: the node
+                    // answers, and says so if it does not exist.
+                    None => self.catalog_ok = false,
                 }
                 self.portals.insert(portal.to_vec());
             }

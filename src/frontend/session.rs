@@ -24,6 +24,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -189,6 +190,7 @@ pub async fn run(
                 && relay.to_node.at_boundary()
                 && relay.to_client.at_boundary()
                 && attached.node().is_healthy()
+                && !guard.cancel_on_its_way()
                 && !sluice.kill.is_cancelled() =>
         {
             Some(greeting.clone())
@@ -760,11 +762,12 @@ async fn node_to_client(
                     match backend::ready_for_query(frame.body()) {
                         Ok(status) => {
                             *phase = Phase::Ready(status);
-                            observer.ready_for_query(status);
+                            let now = Instant::now();
+                            observer.ready_for_query(status, now);
                             // What this batch sent the client, then its end.
                             guard.bytes(out.len() + frame.raw().len() - counted);
                             counted = out.len() + frame.raw().len();
-                            guard.ready();
+                            guard.ready(now);
                             progress.ready(frame.body()[0]);
                         }
                         Err(e) => return End::NodeProtocol(e),

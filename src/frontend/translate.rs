@@ -40,6 +40,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use bytes::{BufMut, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
@@ -840,7 +841,7 @@ async fn node_to_client(
                 if frame.tag() == backend::READY_FOR_QUERY {
                     s.hidden_begins -= 1;
                     // Counted as asked, like the batch that follows it.
-                    guard.ready();
+                    guard.ready(Instant::now());
                 }
                 if frame.tag() != backend::ERROR_RESPONSE {
                     return Ok(());
@@ -874,12 +875,13 @@ async fn node_to_client(
                         s.announce_autocommit = false;
                         vertica::encode_auto_commit(&mut out, s.autocommit);
                     }
-                    observer.ready_for_query(status);
+                    let now = Instant::now();
+                    observer.ready_for_query(status, now);
                     out.extend_from_slice(frame.raw());
                     // What this batch sent the client, then its end.
                     guard.bytes(out.len() - counted);
                     counted = out.len();
-                    guard.ready();
+                    guard.ready(now);
                 }
                 // ParseComplete of a Parse sluice sent ahead (a statement
                 // first prepared on the catalog copy).

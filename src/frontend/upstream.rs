@@ -18,7 +18,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -164,7 +164,7 @@ impl<C: ClientSide> Upstream<'_, C> {
                     if let Some(batch) = self.router.take_pending() {
                         self.queue_for_node(batch, &mut out, None);
                     }
-                    self.asked_node(1);
+                    self.asked_node(1, Instant::now());
                     out.extend_from_slice(frame.raw());
                 }
                 _ => {
@@ -232,7 +232,7 @@ impl<C: ClientSide> Upstream<'_, C> {
             AnswerEnd::AtSync => {}
             AnswerEnd::SyncNode => {
                 out.extend_from_slice(&frontend::SYNC_MESSAGE);
-                self.asked_node(1);
+                self.asked_node(1, Instant::now());
             }
             AnswerEnd::Ready => {
                 let status = self.progress.status.load(Ordering::Acquire);
@@ -301,10 +301,10 @@ impl<C: ClientSide> Upstream<'_, C> {
         }
     }
 
-    /// Counts answers the node now owes.
-    fn asked_node(&self, syncs: u64) {
+    /// Counts answers the node now owes, asked for at `now`.
+    fn asked_node(&self, syncs: u64, now: Instant) {
         for _ in 0..syncs {
-            self.observer.request();
+            self.observer.request(now);
         }
         self.progress.asked.fetch_add(syncs, Ordering::AcqRel);
     }
@@ -330,10 +330,12 @@ impl<C: ClientSide> Upstream<'_, C> {
         for frame in &plan.frames {
             out.extend_from_slice(frame.raw());
         }
-        self.asked_node(syncs);
+        // One clock reading for the metrics' and the statistics' start.
+        let now = Instant::now();
+        self.asked_node(syncs, now);
         // A batch without Sync ends with the next ReadyForQuery.
         let end = self.progress.asked.load(Ordering::Acquire) + u64::from(syncs == 0);
-        self.guard.sent(end, &checked, budget);
+        self.guard.sent(end, &checked, budget, now);
         if ddl {
             let asked = self.progress.asked.load(Ordering::Acquire);
             self.progress.last_ddl.store(asked, Ordering::Release);
