@@ -385,12 +385,7 @@ impl QueryGuard {
 
     /// A CommandComplete: rows from its tag ("SELECT 5", "INSERT 0 5").
     pub fn command_complete(&self, body: &[u8]) {
-        let tag = body.strip_suffix(b"\0").unwrap_or(body);
-        let rows = std::str::from_utf8(tag)
-            .ok()
-            .and_then(|t| t.rsplit(' ').next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0);
+        let rows = rows_of_tag(body);
         if let Some(f) = self.inflight.lock().expect("guard lock").front_mut() {
             f.rows += rows;
         }
@@ -532,6 +527,20 @@ impl QueryGuard {
     }
 }
 
+/// The row count a CommandComplete's tag ends with ("SELECT 5", "INSERT 0
+/// 5"); 0 for tags without one ("BEGIN") or with something else there.
+fn rows_of_tag(body: &[u8]) -> u64 {
+    let tag = body.strip_suffix(b"\0").unwrap_or(body);
+    let count = match tag.iter().rposition(|&b| b == b' ') {
+        Some(space) => &tag[space + 1..],
+        None => tag,
+    };
+    if count.is_empty() || count.len() > 19 || !count.iter().all(u8::is_ascii_digit) {
+        return 0;
+    }
+    count.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0'))
+}
+
 /// Sends a CancelRequest for `target` to its node, as a client would.
 async fn send_cancel(generation: &crate::server::Generation, target: &crate::cancel::CancelTarget) {
     if let Err(e) = generation.node_connector.send_cancel(target).await {
@@ -567,6 +576,18 @@ mod tests {
             Arc::new(Alerts::new(8, metrics)),
             Arc::new(CancelRegistry::new(1)),
         )
+    }
+
+    #[test]
+    fn row_counts_come_from_the_tag_end() {
+        assert_eq!(rows_of_tag(b"SELECT 5\0"), 5);
+        assert_eq!(rows_of_tag(b"INSERT 0 12\0"), 12);
+        assert_eq!(rows_of_tag(b"COPY 3000000"), 3_000_000);
+        assert_eq!(rows_of_tag(b"BEGIN\0"), 0);
+        assert_eq!(rows_of_tag(b"SELECT \0"), 0);
+        assert_eq!(rows_of_tag(b"SELECT 99999999999999999999\0"), 0);
+        assert_eq!(rows_of_tag(b"\0"), 0);
+        assert_eq!(rows_of_tag(b"x 1\xff\0"), 0);
     }
 
     fn checked(sql: &str, executed: bool) -> Vec<Checked> {
