@@ -13,6 +13,7 @@ Everything it starts is stopped at exit. Only loopback addresses are used.
 
 import atexit
 import datetime
+import json
 import os
 import pwd
 import re
@@ -36,6 +37,9 @@ IDLE = int(os.environ.get("BENCH_IDLE", "1000"))
 UPDATE_DOC = os.environ.get("BENCH_UPDATE_DOC", "1") == "1"
 SLUICE_BIN = os.path.join(ROOT, "target", "release", "sluice")
 FLOOR_BIN = os.path.join(ROOT, "target", "release", "examples", "relay_floor")
+PROBE_BIN = os.path.join(ROOT, "target", "release", "examples", "latency_probe")
+# Workload 2's interleaved measure: transactions per target per run of the probe.
+PROBE_ROUNDS = int(os.environ.get("BENCH_PROBE_ROUNDS", "5000"))
 TICK = os.sysconf("SC_CLK_TCK")
 TARGETS = ["direct", "pgbouncer", "sluice"]
 # Workloads 1 and 2 also run through the relay floor (examples/relay_floor.rs):
@@ -280,13 +284,23 @@ def rules_toml(n):
 # ---------------------------------------------------------------- measuring
 
 
-def pgbench(env, target, args):
-    cmd = ["pgbench", "-n", "-h", "127.0.0.1", "-p", str(env.port(target)), "-U", "postgres"] + args + ["postgres"]
+def pgbench(env, target, args, latencies=None):
+    """Runs pgbench; returns (TPS, transactions). With a list for `latencies`,
+    pgbench logs every transaction (-l) and their latencies in µs are appended."""
+    log_dir = tempfile.mkdtemp(prefix="pgbench-log-", dir=env.dir) if latencies is not None else None
+    extra = ["-l", f"--log-prefix={log_dir}/txn"] if log_dir else []
+    cmd = ["pgbench", "-n", "-h", "127.0.0.1", "-p", str(env.port(target)), "-U", "postgres"] + args + extra + ["postgres"]
     out = subprocess.run(cmd, capture_output=True, text=True)
     if out.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
     tps = float(re.search(r"tps = ([0-9.]+)", out.stdout).group(1))
     txns = int(re.search(r"number of transactions actually processed: (\d+)", out.stdout).group(1))
+    if log_dir:
+        # One line per transaction: client, transaction, latency µs, script, epoch s, µs.
+        for name in os.listdir(log_dir):
+            with open(os.path.join(log_dir, name)) as f:
+                latencies.extend(int(line.split()[2]) for line in f if line.strip())
+        shutil.rmtree(log_dir, ignore_errors=True)
     return tps, txns
 
 
@@ -320,10 +334,13 @@ class Results:
         return statistics.median(v) if v else None
 
 
-def pgbench_workload(env, res, key, args, targets=TARGETS):
+def pgbench_workload(env, res, key, args, targets=TARGETS, latency=False):
     for target in targets:
-        (tps, txns), cpu, peak = measured(env, target, lambda: pgbench(env, target, args))
+        lat = [] if latency else None
+        (tps, txns), cpu, peak = measured(env, target, lambda: pgbench(env, target, args, lat))
         res.add(key, target, "tps", tps)
+        if lat:
+            res.add(key, target, "median_latency_us", statistics.median(lat))
         if cpu is not None and txns:
             res.add(key, target, "cpu_us", cpu / txns * 1e6)
             res.add(key, target, "peak_mib", peak)
@@ -390,8 +407,24 @@ def workload_1(env, res, rnd):
 
 def workload_2(env, res, rnd):
     for mode in MODES:
-        pgbench_workload(env, res, f"2 1 client {mode}", ["-S", "-c", "1", "-j", "1", "-T", str(SECONDS), "-M", mode],
-                         WITH_FLOOR)
+        key = f"2 1 client {mode}"
+        pgbench_workload(env, res, key, ["-S", "-c", "1", "-j", "1", "-T", str(SECONDS), "-M", mode],
+                         WITH_FLOOR, latency=True)
+        probe(env, res, key, mode)
+
+
+def probe(env, res, key, mode):
+    """examples/latency_probe.rs: one client, every target in turn, transaction by transaction."""
+    cmd = [PROBE_BIN, mode, str(PROBE_ROUNDS)] + [f"{t}={env.port(t)}" for t in WITH_FLOOR]
+    out = subprocess.run(cmd, capture_output=True, text=True)
+    if out.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed:\n{out.stderr[-2000:]}")
+    for line in out.stdout.splitlines():
+        r = json.loads(line)
+        res.add(key, r["target"], "probe_median_us", r["median_us"])
+        res.add(key, r["target"], "probe_added_us", r["added_us"])
+    log(f"  {key:<22} probe      " + "  ".join(
+        f"{t} {res.get(key, t, 'probe_added_us')[-1]:+.1f}" for t in WITH_FLOOR[1:]) + " µs")
 
 
 def workload_3(env, res, rnd):
@@ -532,6 +565,42 @@ def report(env, res, started, versions):
                 add(f"| {k} | {fmt(1e6 / statistics.median(d), 1) if d else '—'} | {added('pgbouncer')} "
                     f"| {added('floor')} | {added('sluice')} |")
             add("")
+            add("The same from every transaction's own latency (`pgbench -l`): the median transaction of each "
+                "run, less the direct run's of the same round, median over the rounds. A median transaction "
+                "is not moved by the scheduler's occasional long stalls, which 1/TPS averages in.")
+            add("")
+            add("| workload | direct median µs | PgBouncer adds | relay floor adds | sluice adds |")
+            add("|---|---|---|---|---|")
+            for k in lat_keys:
+                d = res.get(k, "direct", "median_latency_us")
+
+                def added_median(t):
+                    v = res.get(k, t, "median_latency_us")
+                    diffs = [x - y for x, y in zip(v, d)]
+                    return f"{statistics.median(diffs):+.1f} µs" if diffs else "—"
+
+                add(f"| {k} | {fmt(statistics.median(d), 1) if d else '—'} | {added_median('pgbouncer')} "
+                    f"| {added_median('floor')} | {added_median('sluice')} |")
+            add("")
+            probe_keys = [k for k in lat_keys if res.get(k, "direct", "probe_median_us")]
+            if probe_keys:
+                add(f"Interleaved transaction by transaction (`examples/latency_probe.rs`, the precise measure): "
+                    f"one client with a connection to every target sends pgbench -S's query through each in "
+                    f"turn, {PROBE_ROUNDS:,} times per run (the order rotating), so every target meets the "
+                    f"same moment's load; each cell is the median over the run of (target − direct) in the "
+                    f"same turn, min / **median** / max over the rounds.")
+                add("")
+                add("| workload | direct median µs | PgBouncer adds | relay floor adds | sluice adds "
+                    "| sluice − PgBouncer |")
+                add("|---|---|---|---|---|---|")
+                for k in probe_keys:
+                    b = res.get(k, "pgbouncer", "probe_added_us")
+                    s = res.get(k, "sluice", "probe_added_us")
+                    gap = statistics.median([x - y for x, y in zip(s, b)]) if s and b else None
+                    add(f"| {k} | {fmt(res.median(k, 'direct', 'probe_median_us'), 1)} "
+                        f"| {mmm(b, 1)} | {mmm(res.get(k, 'floor', 'probe_added_us'), 1)} | {mmm(s, 1)} "
+                        f"| {'—' if gap is None else f'{gap:+.1f} µs'} |")
+                add("")
     stream = [k for k in dict.fromkeys(k for (k, _, _) in res.samples) if k.startswith("4 ")]
     if stream:
         add(f"### Workload 4: streaming {COPY_ROWS:,} rows through psql (`-A -t`, output to /dev/null)")
@@ -716,9 +785,10 @@ def main():
         return profile()
     if sys.argv[1:] == ["instructions"]:
         return instructions()
-    for binary in (SLUICE_BIN, FLOOR_BIN):
+    for binary in (SLUICE_BIN, FLOOR_BIN, PROBE_BIN):
         if not os.path.exists(binary):
-            sys.exit(f"{binary} is missing: cargo build --release --bin sluice --example relay_floor")
+            sys.exit(f"{binary} is missing: "
+                     "cargo build --release --bin sluice --example relay_floor --example latency_probe")
     started = datetime.datetime.now(datetime.timezone.utc)
     atexit.register(stop_children)
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(1))

@@ -22,8 +22,9 @@
 #   BENCH_IDLE        idle connections for workload 6 (1000)
 #   BENCH_UPDATE_DOC  1: write the report into docs/benchmarks.md (default); 0: only
 #                     target/bench/report.md
-#   BENCH_SKIP_BUILD  1: use the existing target/release/sluice (and examples/relay_floor)
+#   BENCH_SKIP_BUILD  1: use the existing target/release/sluice (and examples/relay_floor, latency_probe)
 #   BENCH_TXNS        transactions per client counted by `instructions` (2000)
+#   BENCH_PROBE_ROUNDS transactions per target per run of the workload-2 probe (5000)
 #
 # Needs: PostgreSQL server binaries (/usr/lib/postgresql/*/bin), pgbench, psql,
 # pgbouncer, python3. Missing Debian packages are installed when run as root.
@@ -46,7 +47,7 @@ fi
 # Debian's pgbouncer package may start its own service; the suite runs its own.
 
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
-    cargo build --release --locked --bin sluice --example relay_floor
+    cargo build --release --locked --bin sluice --example relay_floor --example latency_probe
 fi
 
 # 1000 idle clients: each holds sockets in this process, the proxy and the node.

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::backend::Node;
+use crate::frontend::guard::QueryGuard;
 use crate::frontend::registry::{ClientState, SessionEntry};
 use crate::metrics::{Metrics, QueryClock, Route};
 use crate::protocol::backend::{self, TransactionStatus};
@@ -72,5 +73,40 @@ impl SessionObserver {
         if let Some(class) = backend::error_class(body) {
             self.metrics.error(class);
         }
+    }
+}
+
+/// ReadyForQuery answers read from the node but not yet recorded: the node
+/// direction records them once the client has the answer, so statistics
+/// and metrics (shared maps, cold after every idle wait) stay off the path
+/// of the answer. Times are taken when each ReadyForQuery is read.
+#[derive(Default)]
+pub struct Finished {
+    /// Per ReadyForQuery: bytes of the answer it ends, its status, when it came.
+    ready: Vec<(usize, TransactionStatus, Instant)>,
+}
+
+impl Finished {
+    /// A ReadyForQuery ending an answer of `bytes` bytes to the client.
+    pub fn ready(&mut self, bytes: usize, status: TransactionStatus) {
+        self.ready.push((bytes, status, Instant::now()));
+    }
+
+    /// `written` bytes reached the client: records the answers that ended
+    /// in them, then `rest` bytes of the next answer.
+    pub fn record(
+        &mut self,
+        observer: &SessionObserver,
+        guard: &QueryGuard,
+        written: usize,
+        rest: usize,
+    ) {
+        observer.client_written(written);
+        for (bytes, status, at) in self.ready.drain(..) {
+            guard.bytes(bytes);
+            observer.ready_for_query(status, at);
+            guard.ready(at);
+        }
+        guard.bytes(rest);
     }
 }

@@ -24,7 +24,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
@@ -43,7 +42,7 @@ use crate::server::{Generation, Sluice};
 use super::catalog_answer::{Answers, AsIs, NodeProgress, is_fatal};
 use super::guard::{QueryGuard, Screening};
 use super::negotiate::send_fatal;
-use super::observe::SessionObserver;
+use super::observe::{Finished, SessionObserver};
 use super::registry::NewSession;
 use super::router::{Batch, Plan, Router};
 use super::upstream::{ClientReader, ClientSide, Stop, Upstream};
@@ -711,6 +710,7 @@ async fn node_to_client(
     // The node's first answer was read while the session was opened.
     let mut unread = !buf.is_empty();
     let mut out = BytesMut::new();
+    let mut finished = Finished::default();
     let mut chunk = READ_CHUNK;
     // Held while a message is half written, so that no catalog answer is
     // written into the middle of it.
@@ -762,13 +762,10 @@ async fn node_to_client(
                     match backend::ready_for_query(frame.body()) {
                         Ok(status) => {
                             *phase = Phase::Ready(status);
-                            let now = Instant::now();
-                            observer.ready_for_query(status, now);
-                            // What this batch sent the client, then its end.
-                            guard.bytes(out.len() + frame.raw().len() - counted);
-                            counted = out.len() + frame.raw().len();
-                            guard.ready(now);
                             progress.ready(frame.body()[0]);
+                            // What this batch sent the client, then its end.
+                            finished.ready(out.len() + frame.raw().len() - counted, status);
+                            counted = out.len() + frame.raw().len();
                         }
                         Err(e) => return End::NodeProtocol(e),
                     }
@@ -815,8 +812,7 @@ async fn node_to_client(
             }
         }
         if !out.is_empty() {
-            observer.client_written(out.len());
-            guard.bytes(out.len() - counted);
+            let (written, rest) = (out.len(), out.len() - counted);
             let mut wr = match held.take() {
                 Some(guard) => guard,
                 None => client_wr.lock().await,
@@ -830,6 +826,7 @@ async fn node_to_client(
             if !scanner.at_boundary() {
                 held = Some(wr);
             }
+            finished.record(observer, guard, written, rest);
         }
     }
 }

@@ -58,7 +58,7 @@ use crate::server::{Generation, Sluice};
 
 use super::catalog_answer::{Answers, NodeProgress, is_fatal};
 use super::guard::{QueryGuard, Screening};
-use super::observe::SessionObserver;
+use super::observe::{Finished, SessionObserver};
 use super::registry::NewSession;
 use super::router::{Batch, Plan, Router};
 use super::upstream::{ClientReader, ClientSide, Stop, Upstream};
@@ -823,6 +823,7 @@ async fn node_to_client(
     let mut out = BytesMut::new();
     // Bytes of `out` already counted for a finished batch.
     let mut counted = 0;
+    let mut finished = Finished::default();
     let mut fatal = false;
     loop {
         let frame = match from.frame().await {
@@ -875,13 +876,10 @@ async fn node_to_client(
                         s.announce_autocommit = false;
                         vertica::encode_auto_commit(&mut out, s.autocommit);
                     }
-                    let now = Instant::now();
-                    observer.ready_for_query(status, now);
                     out.extend_from_slice(frame.raw());
                     // What this batch sent the client, then its end.
-                    guard.bytes(out.len() - counted);
+                    finished.ready(out.len() - counted, status);
                     counted = out.len();
-                    guard.ready(now);
                 }
                 // ParseComplete of a Parse sluice sent ahead (a statement
                 // first prepared on the catalog copy).
@@ -911,13 +909,13 @@ async fn node_to_client(
             return End::NodeProtocol(e);
         }
         if (!whole_message_buffered(&from.buf) || out.len() > 64 * 1024) && !out.is_empty() {
-            observer.client_written(out.len());
-            guard.bytes(out.len() - counted);
+            let (written, rest) = (out.len(), out.len() - counted);
             counted = 0;
             if let Err(e) = wr.lock().await.write_all(&out).await {
                 return End::Io(e);
             }
             out.clear();
+            finished.record(observer, guard, written, rest);
         }
     }
 }
