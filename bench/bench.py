@@ -35,7 +35,8 @@ MODES = os.environ.get("BENCH_MODES", "simple extended prepared").split()
 COPY_ROWS = int(os.environ.get("BENCH_COPY_ROWS", "3000000"))
 IDLE = int(os.environ.get("BENCH_IDLE", "1000"))
 UPDATE_DOC = os.environ.get("BENCH_UPDATE_DOC", "1") == "1"
-SLUICE_BIN = os.path.join(ROOT, "target", "release", "sluice")
+# Another build (e.g. an older commit's, for an A/B run) with BENCH_SLUICE_BIN.
+SLUICE_BIN = os.environ.get("BENCH_SLUICE_BIN", os.path.join(ROOT, "target", "release", "sluice"))
 FLOOR_BIN = os.path.join(ROOT, "target", "release", "examples", "relay_floor")
 PROBE_BIN = os.path.join(ROOT, "target", "release", "examples", "latency_probe")
 # Workload 2's interleaved measure: transactions per target per run of the probe.
@@ -550,38 +551,30 @@ def report(env, res, started, versions):
             add("")
         lat_keys = [k for k in pg_keys if k.startswith("2 ")]
         if lat_keys:
-            add("Added latency per transaction at 1 client (1/TPS, median of the per-round differences):")
-            add("")
-            add("| workload | direct µs/txn | PgBouncer adds | relay floor adds | sluice adds |")
-            add("|---|---|---|---|---|")
-            for k in lat_keys:
-                d = res.get(k, "direct", "tps")
+            def added_table(title, metric, direct_header, direct_value, per_round):
+                """A row per workload: direct's figure, then what each proxy adds, as the median over
+                the rounds of per_round(proxy's `metric`, direct's of the same round)."""
+                add(title)
+                add("")
+                add(f"| workload | {direct_header} | PgBouncer adds | relay floor adds | sluice adds |")
+                add("|---|---|---|---|---|")
+                for k in lat_keys:
+                    d = res.get(k, "direct", metric)
 
-                def added(t):
-                    v = res.get(k, t, "tps")
-                    diffs = [1e6 / x - 1e6 / y for x, y in zip(v, d)]
-                    return f"{statistics.median(diffs):+.1f} µs" if diffs else "—"
+                    def added(t):
+                        diffs = [per_round(x, y) for x, y in zip(res.get(k, t, metric), d)]
+                        return f"{statistics.median(diffs):+.1f} µs" if diffs else "—"
 
-                add(f"| {k} | {fmt(1e6 / statistics.median(d), 1) if d else '—'} | {added('pgbouncer')} "
-                    f"| {added('floor')} | {added('sluice')} |")
-            add("")
-            add("The same from every transaction's own latency (`pgbench -l`): the median transaction of each "
-                "run, less the direct run's of the same round, median over the rounds. A median transaction "
-                "is not moved by the scheduler's occasional long stalls, which 1/TPS averages in.")
-            add("")
-            add("| workload | direct median µs | PgBouncer adds | relay floor adds | sluice adds |")
-            add("|---|---|---|---|---|")
-            for k in lat_keys:
-                d = res.get(k, "direct", "median_latency_us")
+                    add(f"| {k} | {fmt(direct_value(d), 1) if d else '—'} | {added('pgbouncer')} "
+                        f"| {added('floor')} | {added('sluice')} |")
+                add("")
 
-                def added_median(t):
-                    v = res.get(k, t, "median_latency_us")
-                    diffs = [x - y for x, y in zip(v, d)]
-                    return f"{statistics.median(diffs):+.1f} µs" if diffs else "—"
-
-                add(f"| {k} | {fmt(statistics.median(d), 1) if d else '—'} | {added_median('pgbouncer')} "
-                    f"| {added_median('floor')} | {added_median('sluice')} |")
-            add("")
+            added_table("Added latency per transaction at 1 client (1/TPS, median of the per-round differences):",
+                        "tps", "direct µs/txn", lambda d: 1e6 / statistics.median(d), lambda x, y: 1e6 / x - 1e6 / y)
+            added_table("The same from every transaction's own latency (`pgbench -l`): the median transaction "
+                        "of each run, less the direct run's of the same round, median over the rounds. A median "
+                        "transaction is not moved by the scheduler's occasional long stalls, which 1/TPS "
+                        "averages in.", "median_latency_us", "direct median µs", statistics.median, lambda x, y: x - y)
             probe_keys = [k for k in lat_keys if res.get(k, "direct", "probe_median_us")]
             if probe_keys:
                 add(f"Interleaved transaction by transaction (`examples/latency_probe.rs`, the precise measure): "
@@ -668,7 +661,8 @@ def versions_of():
         "PostgreSQL": first_line([os.path.join(pg_bindir(), "postgres"), "--version"]),
         "pgbench": first_line(["pgbench", "--version"]),
         "PgBouncer": first_line(["pgbouncer", "--version"]),
-        "sluice": f"{first_line([SLUICE_BIN, '--version'])} (git {rev}, release build)",
+        "sluice": f"{first_line([SLUICE_BIN, '--version'])} "
+                  + (f"({SLUICE_BIN})" if "BENCH_SLUICE_BIN" in os.environ else f"(git {rev}, release build)"),
     }
 
 

@@ -24,6 +24,7 @@
 #                     target/bench/report.md
 #   BENCH_SKIP_BUILD  1: use the existing target/release/sluice (and examples/relay_floor, latency_probe)
 #   BENCH_TXNS        transactions per client counted by `instructions` (2000)
+#   BENCH_SLUICE_BIN  another sluice binary to measure (an older build, for an A/B run)
 #   BENCH_PROBE_ROUNDS transactions per target per run of the workload-2 probe (5000)
 #
 # Needs: PostgreSQL server binaries (/usr/lib/postgresql/*/bin), pgbench, psql,

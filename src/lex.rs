@@ -69,6 +69,24 @@ fn is(c: u8, class: u8) -> bool {
     CLASS[usize::from(c)] & class != 0
 }
 
+/// Where the quoted piece opening at `b[open]` ends (just past its closing
+/// quote, or the text's end): a doubled quote stands for itself, and with
+/// `escapes` (`E'...'`) a backslash takes the next byte along.
+fn closing_quote(b: &[u8], open: usize, escapes: bool) -> usize {
+    let quote = b[open];
+    let mut i = open + 1;
+    while i < b.len() {
+        if (escapes && b[i] == b'\\') || (b[i] == quote && b.get(i + 1) == Some(&quote)) {
+            i += 2;
+        } else if b[i] == quote {
+            return i + 1;
+        } else {
+            i += 1;
+        }
+    }
+    i
+}
+
 /// [`pieces`] without the vector: `f` gets each piece in order. For the
 /// per-query paths (the classification cache's shape), where collecting
 /// the pieces cost more than looking at them.
@@ -132,33 +150,11 @@ pub fn each_piece(text: &str, mut f: impl FnMut(Kind, Range<usize>)) {
                         // The E belongs to the literal.
                         start -= 1;
                     }
-                    i += 1;
-                    while i < b.len() {
-                        if (escapes && b[i] == b'\\')
-                            || (b[i] == b'\'' && b.get(i + 1) == Some(&b'\''))
-                        {
-                            i += 2;
-                        } else if b[i] == b'\'' {
-                            i += 1;
-                            break;
-                        } else {
-                            i += 1;
-                        }
-                    }
+                    i = closing_quote(b, i, escapes);
                     Kind::Literal
                 }
                 b'"' => {
-                    i += 1;
-                    while i < b.len() {
-                        if b[i] == b'"' && b.get(i + 1) == Some(&b'"') {
-                            i += 2;
-                        } else if b[i] == b'"' {
-                            i += 1;
-                            break;
-                        } else {
-                            i += 1;
-                        }
-                    }
+                    i = closing_quote(b, i, false);
                     Kind::Quoted
                 }
                 b'$' if !after_word(start) => {

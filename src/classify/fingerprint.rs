@@ -322,6 +322,9 @@ mod tests {
         assert_eq!(shape("SELECT $1, E'a\\'b', $$x$$"), "select ?, ?, ?");
         assert_ne!(shape(r#"SELECT * FROM "T""#), shape("SELECT * FROM t"));
         assert_ne!(shape("SELECT * FROM t1"), shape("SELECT * FROM t2"));
+        // ASCII letters fold, as PostgreSQL folds names in a UTF-8 database.
+        assert_eq!(shape("SELECT * FROM ÄB"), "select * from Äb");
+        assert_ne!(shape("SELECT * FROM Ä"), shape("SELECT * FROM ä"));
     }
 
     #[test]

@@ -623,6 +623,27 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_text_reuses_the_sessions_last_classification() {
+        let cache = Arc::new(ClassificationCache::new(100, CatalogPolicy::default()));
+        let mut r = Router::new(Some(cache.clone()), None);
+        let sql = "SELECT abalance FROM pgbench_accounts WHERE aid = $1";
+        let mut classes = Vec::new();
+        for _ in 0..3 {
+            let b = run(
+                &mut r,
+                vec![parse("", sql), bind("", ""), execute(""), sync()],
+            );
+            classes.push(b[0].checked[0].class.clone());
+        }
+        assert!(Arc::ptr_eq(&classes[0], &classes[2]));
+        assert_eq!(cache.counts(), (0, 1), "the shared cache was asked once");
+        // Another text is looked up, and becomes the one remembered.
+        let b = run(&mut r, vec![parse("", "SELECT oid FROM pg_type"), sync()]);
+        assert!(b[0].catalog_ok);
+        assert_eq!(cache.counts(), (0, 2));
+    }
+
+    #[test]
     fn a_catalog_batch_goes_to_the_copy_and_a_mixed_one_to_the_node() {
         let mut r = router();
         let b = run(
