@@ -245,6 +245,14 @@ async fn forward_cancel(
         return;
     }
     let _sending = sluice.cancels.sending(&target);
+    // The session may have ended between the lookup and the mark above; its
+    // node connection may then already serve another client, whom this
+    // cancel must not reach. (A session forgets its key before it looks at
+    // the marks: see `session::run`.)
+    if sluice.cancels.lookup(&key).is_none() {
+        tracing::debug!(%peer, "dropped a CancelRequest: its session ended meanwhile");
+        return;
+    }
     match generation.node_connector.send_cancel(&target).await {
         Ok(()) => tracing::info!(%peer, node = target.node, "forwarded a cancel request"),
         Err(e) => {

@@ -175,6 +175,10 @@ pub async fn run(
             &mut node_wr,
         )
         .await;
+    // The client's cancel key goes first: a cancel that looks it up from now
+    // on finds nothing, and one that found it is marked as on its way (or
+    // gives up, see `listener::forward_cancel`) before the check below.
+    drop(relay.registration.take());
     // The client left cleanly with the node idle: the connection may serve
     // the next client that logs in the same way.
     let warehouse = &generation.config.warehouse;
