@@ -176,7 +176,6 @@ pub struct Totals {
     pub rejected: AtomicU64,
     pub cancelled: AtomicU64,
     pub catalog_fallbacks: AtomicU64,
-    pub latency: LatencyBuckets,
 }
 
 /// A node's handles, made when the node joins the configuration.
@@ -431,7 +430,13 @@ impl Metrics {
         durations.buckets.record_in(bucket);
         let nanos = u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX);
         durations.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
-        self.totals.latency.record_in(bucket);
+    }
+
+    /// Query latencies of every route, by bucket, since start: what latency
+    /// thresholds read.
+    pub fn latency_snapshot(&self) -> [u64; LATENCY_BUCKETS.len() + 1] {
+        let routes = self.query_duration.each_ref().map(|d| d.buckets.snapshot());
+        std::array::from_fn(|i| routes.iter().map(|counts| counts[i]).sum())
     }
 
     /// Counts an ErrorResponse by its SQLSTATE class (the first two characters).
@@ -746,6 +751,9 @@ mod tests {
             vec![("no-select-star".into(), "reject".into(), 1)]
         );
         assert_eq!(m.totals.rejected.load(Ordering::Relaxed), 1);
+        let latency = m.latency_snapshot();
+        assert_eq!(latency.iter().sum::<u64>(), 1, "one query finished");
+        assert_eq!(latency[2], 1, "3 ms falls in the 5 ms bucket");
         assert_eq!(m.totals.queries.load(Ordering::Relaxed), 2);
     }
 

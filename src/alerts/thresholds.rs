@@ -41,7 +41,7 @@ impl Sample {
             rejected: t.rejected.load(Ordering::Relaxed),
             cancelled: t.cancelled.load(Ordering::Relaxed),
             catalog_fallbacks: t.catalog_fallbacks.load(Ordering::Relaxed),
-            latency: t.latency.snapshot(),
+            latency: sluice.metrics.latency_snapshot(),
             client_connections: sluice.clients.load(Ordering::Relaxed) as u64,
             healthy_nodes: sluice.nodes.healthy_count() as u64,
         }
