@@ -11,13 +11,20 @@ interleaved, BENCH_ROUNDS times. Reported: wall time (min/median/max) and the
 statements that reached the node during the sluice runs.
 
 Run: bash bench/run.sh catalog   (or python3 bench/catalog_burst.py)
+
+The helpers above main() (clusters, the burst schema, the Java burst, the
+full sync, waiting until sluice's copy is current, /metrics) are shared with
+bench/catalog_busy.py (workload 5b) and bench/catalog_scale.py.
 """
 
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
+import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench as b  # noqa: E402
@@ -26,7 +33,10 @@ TABLES = int(os.environ.get("BENCH_TABLES", "200"))
 JAR = "/usr/share/java/postgresql.jar"
 
 
-def start_cluster(env, name, port, extra_args=(), log_statements=False):
+def start_cluster(env, name, port, extra_args=(), log_statements=False, conf="", wrapper=()):
+    """initdb + postgres in env.dir/name on `port` (as the server user when
+    root), with `conf` (postgresql.conf lines) appended, under `wrapper`
+    (e.g. taskset) if given. Returns the server log's path."""
     data = os.path.join(env.dir, name)
     b.run([os.path.join(env.bindir, "initdb"), "-D", data, "-U", "postgres", "-A", "trust",
            "-E", "UTF8", "--locale=C", "--no-sync"], **b.as_server_user())
@@ -35,35 +45,139 @@ def start_cluster(env, name, port, extra_args=(), log_statements=False):
                 "fsync = off\nsynchronous_commit = off\n")
         if log_statements:
             f.write("log_statement = 'all'\n")
-    p = b.spawn([os.path.join(env.bindir, "postgres"), "-D", data, *extra_args],
+        f.write(conf)
+    p = b.spawn([*wrapper, os.path.join(env.bindir, "postgres"), "-D", data, *extra_args],
                 os.path.join(env.dir, f"{name}.log"), **b.as_server_user())
     b.wait_port(port, name, p)
     return os.path.join(env.dir, f"{name}.log")
 
 
-def psql(port, sql, db="postgres"):
+def psql(port, sql, db="postgres", timeout=None):
     return b.run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-p", str(port),
-                  "-U", "postgres", "-d", db, "-c", sql])
+                  "-U", "postgres", "-d", db, "-c", sql], timeout=timeout)
 
 
-def main():
-    b.atexit.register(b.stop_children)
-    env = b.Env()
-    copy_port = b.free_port()
-    node_log = start_cluster(env, "node", env.pg_port, log_statements=True)
-    start_cluster(env, "copy", copy_port, extra_args=("-b",))
+def create_burst_schema(port, tables=TABLES):
+    """Schema `burst`: `tables` tables of 10 columns with a primary key, a
+    foreign key to the previous table and an index each."""
     ddl = ["CREATE SCHEMA burst;", "CREATE TABLE burst.t0 (id int PRIMARY KEY);"]
-    for i in range(1, TABLES):
+    for i in range(1, tables):
         cols = ", ".join(f"c{j} text" for j in range(7))
         ddl.append(f"CREATE TABLE burst.t{i} (id int PRIMARY KEY, parent int REFERENCES burst.t{i-1}, "
                    f"amount numeric(12,2), {cols});")
         ddl.append(f"CREATE INDEX ON burst.t{i} (c0);")
-    psql(env.pg_port, "\n".join(ddl))
+    psql(port, "\n".join(ddl))
+
+
+def compile_burst():
+    """Compiles bench/MetadataBurst.java; returns the classes directory."""
+    if not os.path.exists(JAR):
+        sys.exit(f"{JAR} is missing: apt-get install libpostgresql-jdbc-java (bench/run.sh installs it)")
+    classes = tempfile.mkdtemp(prefix="sluice-burst-")
+    b.run(["javac", "-d", classes, os.path.join(b.ROOT, "bench", "MetadataBurst.java")])
+    return classes
+
+
+def run_burst(classes, port, timeout=None):
+    """One metadata burst against `port`; returns (wall ms, DatabaseMetaData calls)."""
+    out = b.run(["java", "-cp", f"{classes}:{JAR}", "MetadataBurst",
+                 f"jdbc:postgresql://127.0.0.1:{port}/postgres?sslmode=disable", "burst"], timeout=timeout)
+    fields = dict(kv.split("=") for kv in out.split())
+    return int(fields["ms"]), int(fields["calls"])
+
+
+def has_full_sync():
+    """Whether this sluice build's catalog-sync takes --full (the builds with
+    the managed copy and incremental refresh; older ones always sync fully)."""
+    out = subprocess.run([b.SLUICE_BIN, "catalog-sync", "--help"], capture_output=True, text=True)
+    return "--full" in out.stdout + out.stderr
+
+
+def full_sync_cmd(cfg):
+    return [b.SLUICE_BIN, "catalog-sync", "--config", cfg] + (["--full"] if has_full_sync() else [])
+
+
+def scrape(port, timeout=5):
+    """sluice's /metrics as {(name, ((label, value), ...)): value}; {} if it does not answer."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=timeout) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out = {}
+    for line in text.splitlines():
+        m = re.match(r"^([A-Za-z_:][\w:]*)(\{.*\})?\s+(\S+)", line)
+        if not m or line.startswith("#"):
+            continue
+        labels = tuple(sorted(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', m.group(2) or "")))
+        try:
+            out[(m.group(1), labels)] = float(m.group(3))
+        except ValueError:
+            pass
+    return out
+
+
+def metric(samples, name, **labels):
+    """The sum of `name`'s samples whose labels include `labels`; None if there is none."""
+    found = [v for (n, ls), v in samples.items() if n == name and set(labels.items()) <= set(ls)]
+    return sum(found) if found else None
+
+
+def ok_refreshes(samples):
+    """Successful refreshes of the copy so far, of any kind."""
+    return metric(samples, "sluice_catalog_refreshes_total", result="ok") or 0
+
+
+def tail(path, lines=15):
+    try:
+        with open(path, errors="replace") as f:
+            return "".join(f.readlines()[-lines:])
+    except OSError:
+        return ""
+
+
+def wait_copy_current(metrics_port, proc, log_path, timeout, database="postgres", refreshes_above=None,
+                      old_build_grace=None):
+    """Waits until sluice_catalog_stale{database} reads 0 (and, with
+    refreshes_above, more refreshes succeeded than that); returns the seconds
+    waited. Raises RuntimeError if sluice exits and TimeoutError after
+    `timeout` s, both with the tail of sluice's log. With old_build_grace, a
+    sluice whose /metrics answers without the gauge for that long is taken
+    for a build without it (the gauge is then never waited for): returns None."""
+    t0 = time.monotonic()
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"sluice exited ({proc.returncode}) while waiting for the catalog copy:\n"
+                               + tail(log_path))
+        s = scrape(metrics_port)
+        stale = metric(s, "sluice_catalog_stale", database=database)
+        waited = time.monotonic() - t0
+        if stale == 0 and (refreshes_above is None or ok_refreshes(s) > refreshes_above):
+            return waited
+        if old_build_grace is not None and s and stale is None and waited > old_build_grace:
+            b.log(f"sluice exports no sluice_catalog_stale after {waited:.0f} s: an older build, not waited for")
+            return None
+        if waited > timeout:
+            raise TimeoutError(f"the catalog copy of {database!r} was not current after {timeout:.0f} s "
+                               f"(sluice_catalog_stale = {stale}); sluice's log ends:\n" + tail(log_path))
+        time.sleep(0.1)
+
+
+def main():
+    b.atexit.register(b.stop_children)
+    if not os.path.exists(b.SLUICE_BIN):
+        sys.exit(f"{b.SLUICE_BIN} is missing: cargo build --release --bin sluice (or set BENCH_SLUICE_BIN)")
+    env = b.Env()
+    copy_port = b.free_port()
+    metrics_port = b.free_port()
+    node_log = start_cluster(env, "node", env.pg_port, log_statements=True)
+    start_cluster(env, "copy", copy_port, extra_args=("-b",))
+    create_burst_schema(env.pg_port)
     cfg = os.path.join(env.dir, "sluice.toml")
     with open(cfg, "w") as f:
         f.write(f"""[server]
 listen = "127.0.0.1:{env.sluice_port}"
-metrics_listen = ""
+metrics_listen = "127.0.0.1:{metrics_port}"
 
 [warehouse]
 nodes = ["127.0.0.1:{env.pg_port}"]
@@ -72,19 +186,15 @@ service_user = "postgres"
 [catalog]
 dsn = "host=127.0.0.1 port={copy_port} user=postgres"
 """)
-    b.run([b.SLUICE_BIN, "catalog-sync", "--config", cfg])
-    p = b.spawn([b.SLUICE_BIN, "run", "--config", cfg], os.path.join(env.dir, "sluice.log"),
-                env={**os.environ, "SLUICE_LOG": "warn"})
+    b.run(full_sync_cmd(cfg))
+    sluice_log = os.path.join(env.dir, "sluice.log")
+    p = b.spawn([b.SLUICE_BIN, "run", "--config", cfg], sluice_log, env={**os.environ, "SLUICE_LOG": "warn"})
     b.wait_port(env.sluice_port, "sluice", p)
+    # Builds with freshness tracking send lookups to the node until their
+    # first refresh since start has checked the copy: wait for it.
+    wait_copy_current(metrics_port, p, sluice_log, timeout=300, old_build_grace=10)
 
-    classes = tempfile.mkdtemp(prefix="sluice-burst-")
-    b.run(["javac", "-d", classes, os.path.join(b.ROOT, "bench", "MetadataBurst.java")])
-
-    def burst(port):
-        out = b.run(["java", "-cp", f"{classes}:{JAR}", "MetadataBurst",
-                     f"jdbc:postgresql://127.0.0.1:{port}/postgres?sslmode=disable", "burst"])
-        fields = dict(kv.split("=") for kv in out.split())
-        return int(fields["ms"]), int(fields["calls"])
+    classes = compile_burst()
 
     # "copy": the same calls straight to the catalog copy, which tells the
     # copy's own answer time from what sluice's path adds to it.
@@ -95,14 +205,16 @@ dsn = "host=127.0.0.1 port={copy_port} user=postgres"
     for rnd in range(b.ROUNDS):
         for target in ports:
             before = os.path.getsize(node_log)
-            ms, calls = burst(ports[target])
+            ms, calls = run_burst(classes, ports[target])
             times[target].append(ms)
             if target == "sluice":
                 with open(node_log, errors="replace") as f:
                     f.seek(before)
                     lines = [line for line in f if "statement:" in line or "execute " in line]
-                # Health checks (SELECT 1) and JDBC's connection SETs are not lookups.
-                reached.append(sum(1 for line in lines if "pg_catalog" in line or "information_schema" in line))
+                # Health checks (SELECT 1), JDBC's connection SETs and sluice's
+                # own change probe are not lookups.
+                reached.append(sum(1 for line in lines if ("pg_catalog" in line or "information_schema" in line)
+                                   and "sluice catalog probe" not in line))
             b.log(f"round {rnd + 1} {target}: {ms} ms")
 
     def row(target):

@@ -9,6 +9,11 @@
 #   BENCH_WORKLOADS="1 2" bash bench/run.sh # some workloads only
 #   bash bench/run.sh profile               # perf profile of sluice under workload 1
 #   bash bench/run.sh catalog               # workload 5: DBeaver-style metadata burst, direct vs sluice
+#   bash bench/run.sh catalog-busy          # workload 5b: the same burst while the node is saturated
+#                                           # (bench/catalog_busy.py; --direct-only: without sluice)
+#   bash bench/run.sh catalog-scale         # catalog copy at 2,000 / 20,000 / 100,000 tables: full sync
+#                                           # time and RSS, freshness after DDL, probe cost (bench/catalog_scale.py;
+#                                           # --without-sluice: schema, pg_dump floor, probe SQL by hand)
 #   bash bench/run.sh classify              # classification cost per query, cached and uncached
 #   bash bench/run.sh rules                 # workload 7 only: pgbench -S with 50 rules loaded vs none
 #   bash bench/run.sh instructions          # callgrind: user-space instructions per transaction, per proxy
@@ -26,6 +31,11 @@
 #   BENCH_TXNS        transactions per client counted by `instructions` (2000)
 #   BENCH_SLUICE_BIN  another sluice binary to measure (an older build, for an A/B run)
 #   BENCH_PROBE_ROUNDS transactions per target per run of the workload-2 probe (5000)
+#   catalog-scale:    BENCH_SCALE_TABLES ("2000 20000 100000"), BENCH_SCALE_COPY (managed | external),
+#                     BENCH_PROBE_INTERVAL ("10s"), BENCH_PROBE_SECONDS (60), BENCH_SCALE_BASELINE (1),
+#                     BENCH_SCALE_TIMEOUT (3600)
+#   catalog-busy:     BENCH_ROUNDS (3), BENCH_BUSY_QUERIES (cores), BENCH_BUSY_COPY (managed | external),
+#                     BENCH_NODE_CPUS (pin the node, e.g. "1"), BENCH_BUSY_TIMEOUT (900), BENCH_TABLES (200)
 #
 # Needs: PostgreSQL server binaries (/usr/lib/postgresql/*/bin), pgbench, psql,
 # pgbouncer, python3. Missing Debian packages are installed when run as root.
@@ -38,6 +48,11 @@ command -v pgbench >/dev/null || missing+=(postgresql-contrib)
 command -v psql >/dev/null || missing+=(postgresql-client)
 command -v python3 >/dev/null || missing+=(python3)
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || missing+=(postgresql)
+case "${1:-}" in
+    catalog | catalog-busy)
+        command -v javac >/dev/null || missing+=(default-jdk-headless)
+        [ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java) ;;
+esac
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}" >&2
     sudo=""
@@ -47,6 +62,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 # Debian's pgbouncer package may start its own service; the suite runs its own.
 
+# The parts of the catalog drivers that run without sluice need no build.
+case " $* " in *" --without-sluice "* | *" --direct-only "*) BENCH_SKIP_BUILD=1 ;; esac
 if [ "${BENCH_SKIP_BUILD:-0}" != 1 ]; then
     cargo build --release --locked --bin sluice --example relay_floor --example latency_probe
 fi
@@ -56,6 +73,8 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 case "${1:-}" in
     catalog) exec python3 bench/catalog_burst.py ;;
+    catalog-busy) shift; exec python3 bench/catalog_busy.py "$@" ;;
+    catalog-scale) shift; exec python3 bench/catalog_scale.py "$@" ;;
     rules) BENCH_WORKLOADS=7 BENCH_UPDATE_DOC=0 exec python3 bench/bench.py ;;
     instructions) exec python3 bench/bench.py instructions ;;
     classify) exec cargo run --release --locked --example classify_cost ;;

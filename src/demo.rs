@@ -1,8 +1,9 @@
 //! `sluice demo`: a whole warehouse on this machine, for trying sluice.
 //!
 //! Starts two PostgreSQL warehouse nodes with a small sample schema
-//! (`dwh.sales`), a catalog copy, and sluice in front of the nodes; prints how
-//! to connect; Ctrl-C stops everything it started.
+//! (`dwh.sales`) and sluice in front of the nodes, with a managed catalog
+//! copy (`[catalog]` without `dsn`: sluice runs it, exactly as in
+//! production); prints how to connect; Ctrl-C stops everything it started.
 
 use std::path::PathBuf;
 
@@ -54,26 +55,31 @@ fn cache_dir() -> PathBuf {
 
 struct Clusters {
     nodes: Vec<LocalCluster>,
-    catalog: LocalCluster,
+    /// The managed catalog copy's data directory (removed at the end).
+    catalog_dir: tempfile::TempDir,
 }
 
 fn start_clusters() -> Result<Clusters, String> {
     let opts = |name: &str| ClusterOptions::new(cache_dir()).with_name(name);
     let start = |name: &str| LocalCluster::start(&opts(name)).map_err(|e| e.to_string());
-    eprintln!("starting two warehouse nodes and a catalog copy ...");
+    eprintln!("starting two warehouse nodes ...");
     let nodes = vec![start("demo-node-1")?, start("demo-node-2")?];
-    // Binary-upgrade mode lets the sync keep the warehouse's OIDs (docs/catalog.md).
-    let catalog = LocalCluster::start(&opts("demo-catalog").with_server_option("-b"))
-        .map_err(|e| e.to_string())?;
     for node in &nodes {
         node.psql("postgres", "CREATE DATABASE dwh")
             .map_err(|e| e.to_string())?;
         node.psql("dwh", SAMPLE_SCHEMA).map_err(|e| e.to_string())?;
     }
-    catalog
-        .psql("postgres", "CREATE DATABASE dwh")
-        .map_err(|e| e.to_string())?;
-    Ok(Clusters { nodes, catalog })
+    // Under the temp dir: as root the copy runs as `postgres`, which must
+    // be able to enter every directory above its data directory.
+    let catalog_dir = tempfile::Builder::new()
+        .prefix("sluice-demo-catalog-")
+        .tempdir()
+        .map_err(|e| format!("cannot make a directory for the catalog copy: {e}"))?;
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(catalog_dir.path(), std::fs::Permissions::from_mode(0o755));
+    }
+    Ok(Clusters { nodes, catalog_dir })
 }
 
 /// Runs the demo until Ctrl-C.
@@ -89,9 +95,9 @@ pub async fn run(port: u16) -> Result<(), String> {
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:0\"\n\n\
          [warehouse]\nnodes = [{}]\nservice_user = \"postgres\"\nhealth_check_interval = \"1s\"\n\n\
-         [catalog]\ndsn = \"host=127.0.0.1 port={} user=postgres\"\nsync_interval = \"10m\"\n",
+         [catalog]\ndata_dir = {:?}\n",
         nodes.join(", "),
-        clusters.catalog.port()
+        clusters.catalog_dir.path().join("data").display().to_string()
     );
     let config = Config::parse(&text, "(demo config)", std::path::Path::new("."))
         .map_err(|e| e.to_string())?;
@@ -110,7 +116,13 @@ pub async fn run(port: u16) -> Result<(), String> {
         "  warehouse nodes: {} (database dwh, schema sales)",
         nodes.join(", ")
     );
-    println!("  catalog copy:    {}", clusters.catalog.addr());
+    if let Some(copy) = &running.sluice.catalog_copy.managed {
+        println!(
+            "  catalog copy:    127.0.0.1:{} (managed by sluice, in {})",
+            copy.port(),
+            copy.data_dir().display()
+        );
+    }
     println!("  sluice:          {listen}");
     if let Some(m) = running.metrics_addr {
         println!("  health:          http://{m}/healthz  http://{m}/readyz");
@@ -125,7 +137,9 @@ pub async fn run(port: u16) -> Result<(), String> {
     println!("and try (twice, to see round robin):");
     println!("  SELECT inet_server_port() AS node_port, count(*) FROM sales.orders;");
     println!("Catalog lookups (\\d sales.orders, \\dt sales.*) are answered by the catalog copy,");
-    println!("synced from a node at start and every 10 minutes; the nodes never see them.");
+    println!("synced from a node at start; the nodes never see them. Create a table through sluice");
+    println!("and \\dt shows it at once; create one on a node directly (psql -p <node port>) and it");
+    println!("shows within the change probe's 10 s. The admin console (dbname=sluice) shows SHOW CATALOG.");
     println!();
     println!("Ctrl-C stops sluice and the local servers.");
 

@@ -57,7 +57,11 @@ fn respond(sluice: &Sluice, req: &Request<Incoming>) -> Response<Full<Bytes>> {
         "/metrics" => Response::builder()
             .status(StatusCode::OK)
             .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
-            .body(Full::new(Bytes::from(sluice.metrics.render())))
+            .body(Full::new(Bytes::from({
+                let mut text = sluice.metrics.render();
+                sluice.catalog_copy.freshness.render(&mut text);
+                text
+            })))
             .expect("static response parts are valid"),
         "/queries" => match queries_params(req.uri().query().unwrap_or("")) {
             Ok((top, order)) => {

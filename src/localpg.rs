@@ -66,7 +66,7 @@ pub enum Error {
     },
 }
 
-fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error {
+pub(crate) fn io_err(action: &'static str, path: &Path) -> impl FnOnce(io::Error) -> Error {
     let path = path.to_owned();
     move |source| Error::Io {
         action,
@@ -119,7 +119,7 @@ fn is_root() -> bool {
 
 /// The uid and gid to give directories the server writes: `None` when we are not root,
 /// because then the server runs as ourselves.
-fn server_owner() -> Result<Option<(u32, u32)>, Error> {
+pub(crate) fn server_owner() -> Result<Option<(u32, u32)>, Error> {
     if !is_root() {
         return Ok(None);
     }
@@ -137,7 +137,7 @@ fn server_owner() -> Result<Option<(u32, u32)>, Error> {
     owner.map(Some).ok_or(Error::NoServerUser)
 }
 
-fn chown_to_server(path: &Path, owner: Option<(u32, u32)>) -> Result<(), Error> {
+pub(crate) fn chown_to_server(path: &Path, owner: Option<(u32, u32)>) -> Result<(), Error> {
     match owner {
         Some((uid, gid)) => chown(path, Some(uid), Some(gid)).map_err(io_err("chown", path)),
         None => Ok(()),
@@ -147,7 +147,7 @@ fn chown_to_server(path: &Path, owner: Option<(u32, u32)>) -> Result<(), Error> 
 /// A command that runs `program` as the server user: through `runuser -u postgres --`
 /// when we are root, directly otherwise. Call [`server_owner`] first so a missing user
 /// gives a clear error rather than a runuser failure.
-fn server_command(program: &Path) -> Command {
+pub(crate) fn server_command(program: &Path) -> Command {
     let mut cmd = if is_root() {
         let mut cmd = Command::new("runuser");
         cmd.args(["-u", SERVER_USER, "--"]).arg(program);
@@ -162,7 +162,7 @@ fn server_command(program: &Path) -> Command {
 }
 
 /// Runs `cmd` to completion and returns its stdout; `what` names it in errors.
-fn run(mut cmd: Command, what: &str) -> Result<String, Error> {
+pub(crate) fn run(mut cmd: Command, what: &str) -> Result<String, Error> {
     let out = cmd.output().map_err(|source| Error::Spawn {
         cmd: what.to_owned(),
         source,
@@ -252,7 +252,7 @@ fn prepare_cache_dir(dir: &Path, owner: Option<(u32, u32)>) -> Result<(), Error>
 }
 
 /// The major version from `postgres --version`, e.g. "15" from "postgres (PostgreSQL) 15.18".
-fn server_major_version(bindir: &Path) -> Result<String, Error> {
+pub(crate) fn server_major_version(bindir: &Path) -> Result<String, Error> {
     let mut cmd = server_command(&bindir.join("postgres"));
     cmd.arg("--version");
     let out = run(cmd, "postgres --version")?;
@@ -276,7 +276,7 @@ fn unique_suffix() -> String {
     )
 }
 
-fn free_port() -> Result<u16, Error> {
+pub(crate) fn free_port() -> Result<u16, Error> {
     // The port is free only until we drop the listener; `start` retries if it is lost.
     TcpListener::bind("127.0.0.1:0")
         .and_then(|listener| listener.local_addr())
@@ -285,7 +285,7 @@ fn free_port() -> Result<u16, Error> {
 }
 
 /// Quotes a value for postgresql.conf.
-fn conf_quote(value: &str) -> String {
+pub(crate) fn conf_quote(value: &str) -> String {
     format!("'{}'", value.replace('\'', "''"))
 }
 

@@ -48,10 +48,14 @@ enum Command {
         #[arg(long)]
         client_addr: Option<std::net::IpAddr>,
     },
-    /// Copy the warehouse's schema into the catalog copy once, and exit.
+    /// Bring the catalog copy up to date once, and exit: only what changed,
+    /// or with --full every database copied whole.
     CatalogSync {
         #[arg(long, short)]
         config: PathBuf,
+        /// Copy every database whole (pg_dump --schema-only), not only what changed.
+        #[arg(long)]
+        full: bool,
     },
     /// Start local PostgreSQL nodes with sample data and sluice in front of them.
     Demo {
@@ -78,6 +82,16 @@ fn main() -> ExitCode {
                         None => {
                             eprintln!("{}: {}: warning: {}", config.display(), w.key, w.message)
                         }
+                    }
+                }
+                match runtime().block_on(sluice::catalog::managed::check(&c)) {
+                    sluice::catalog::managed::Verdict::Fine(note) => println!("{note}"),
+                    sluice::catalog::managed::Verdict::Unsure(note) => {
+                        eprintln!("{}: catalog: warning: {note}", config.display())
+                    }
+                    sluice::catalog::managed::Verdict::Refused(why) => {
+                        eprintln!("{}: catalog: {why}", config.display());
+                        return ExitCode::FAILURE;
                     }
                 }
                 println!(
@@ -148,27 +162,58 @@ fn main() -> ExitCode {
                 }
             })
         }
-        Command::CatalogSync { config } => {
-            let loaded = match Config::load(&config) {
+        Command::CatalogSync { config, full } => {
+            let mut loaded = match Config::load(&config) {
                 Ok(c) => c,
                 Err(e) => {
                     eprintln!("{e}");
                     return ExitCode::FAILURE;
                 }
             };
-            match runtime().block_on(sluice::catalog::sync::sync_once(&loaded, None)) {
-                Ok(report) => {
-                    println!(
-                        "catalog copy synced from {} in {:.1?}: {}",
-                        report.node,
-                        report.elapsed,
-                        report.databases.join(", ")
-                    );
-                    ExitCode::SUCCESS
+            if let Some(catalog) = loaded.catalog.as_mut()
+                && let Some(managed) = &catalog.managed
+            {
+                match sluice::catalog::managed::running_port(&managed.data_dir) {
+                    Some(port) => catalog.port = port,
+                    None => {
+                        eprintln!(
+                            "sluice catalog-sync: no managed catalog copy runs in {}; `sluice run` with this configuration starts it",
+                            managed.data_dir.display()
+                        );
+                        return ExitCode::FAILURE;
+                    }
                 }
-                Err(e) => {
-                    eprintln!("sluice catalog-sync: {e}");
-                    ExitCode::FAILURE
+            }
+            if full {
+                match runtime().block_on(sluice::catalog::sync::sync_once(&loaded, None)) {
+                    Ok(report) => {
+                        println!(
+                            "catalog copy synced from {} in {:.1?}: {}",
+                            report.node,
+                            report.elapsed,
+                            report.databases.join(", ")
+                        );
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("sluice catalog-sync: {e}");
+                        ExitCode::FAILURE
+                    }
+                }
+            } else {
+                let started = std::time::Instant::now();
+                match runtime().block_on(sluice::catalog::refresh::refresh_once(&loaded)) {
+                    Ok(done) => {
+                        for (database, kind, relations) in done {
+                            println!("{database}: {} ({relations} relations)", kind.as_str());
+                        }
+                        println!("catalog copy refreshed in {:.1?}", started.elapsed());
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => {
+                        eprintln!("sluice catalog-sync: {e}");
+                        ExitCode::FAILURE
+                    }
                 }
             }
         }

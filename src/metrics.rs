@@ -528,6 +528,24 @@ impl Metrics {
         }
     }
 
+    /// One refresh of the catalog copy ended (`kind`: what it did, see
+    /// [`crate::catalog::RefreshKind`]; "failed" runs have the kind they
+    /// attempted). Rare: handles are made per call.
+    pub fn catalog_refresh(&self, kind: &'static str, ok: bool, elapsed: Duration) {
+        let result = if ok { "ok" } else { "failed" };
+        metrics::with_local_recorder(&*self.recorder, || {
+            metrics::counter!("sluice_catalog_refreshes_total", "kind" => kind, "result" => result)
+                .increment(1);
+            if ok {
+                metrics::histogram!("sluice_catalog_refresh_seconds", "kind" => kind)
+                    .record(elapsed.as_secs_f64());
+            }
+        });
+        if kind == "full" {
+            self.catalog_sync(ok);
+        }
+    }
+
     /// A catalog query that the catalog copy could not answer went to a node.
     pub fn catalog_fallback(&self) {
         self.catalog_fallbacks.increment(1);
@@ -600,6 +618,15 @@ fn describe() {
     describe_gauge!(
         "sluice_catalog_sync_last_success_timestamp_seconds",
         "Unix time of the last successful catalog sync."
+    );
+    describe_counter!(
+        "sluice_catalog_refreshes_total",
+        "Refreshes of the catalog copy by kind (unchanged, incremental, full) and result."
+    );
+    describe_histogram!(
+        "sluice_catalog_refresh_seconds",
+        Unit::Seconds,
+        "Duration of successful catalog copy refreshes, by kind."
     );
     describe_counter!(
         "sluice_catalog_fallbacks_total",

@@ -31,7 +31,8 @@ use crate::alerts::Alerts;
 use crate::backend::connect::NodeConnector;
 use crate::backend::{Node, NodeSet, health};
 use crate::cancel::CancelRegistry;
-use crate::catalog::CatalogPool;
+use crate::catalog::managed::ManagedCopy;
+use crate::catalog::{CatalogPool, Freshness};
 use crate::classify::{CatalogPolicy, ClassificationCache};
 use crate::cluster::TokenBucket;
 use crate::config::{ClientTlsMode, Config};
@@ -62,8 +63,30 @@ pub struct Generation {
     pub cancel_to_nodes: TokenBucket,
 }
 
+/// The catalog copy's parts that outlive a configuration: whether each
+/// database is current, and the copy sluice runs itself, if it does.
+#[derive(Debug, Default)]
+pub struct CatalogCopy {
+    pub freshness: Arc<Freshness>,
+    pub managed: Option<Arc<ManagedCopy>>,
+}
+
 impl Generation {
-    pub fn new(config: Config) -> Result<Generation, TlsError> {
+    pub fn new(mut config: Config, copy: &CatalogCopy) -> Result<Generation, TlsError> {
+        if let Some(catalog) = config.catalog.as_mut()
+            && catalog.managed.is_some()
+        {
+            match &copy.managed {
+                Some(managed) => catalog.port = managed.port(),
+                None => {
+                    tracing::warn!(
+                        "[catalog] without dsn asks for a managed catalog copy, which starts only with sluice: \
+                         catalog lookups go to the nodes until sluice is restarted"
+                    );
+                    config.catalog = None;
+                }
+            }
+        }
         let client_tls = match &config.server.tls {
             Some(t) if t.mode != ClientTlsMode::Disable => Some(tls::acceptor(&t.cert, &t.key)?),
             _ => None,
@@ -86,7 +109,7 @@ impl Generation {
         let catalog = config
             .catalog
             .clone()
-            .map(|c| Arc::new(CatalogPool::new(c)));
+            .map(|c| Arc::new(CatalogPool::new(c, copy.freshness.clone())));
         Ok(Generation {
             classifier,
             catalog,
@@ -115,6 +138,8 @@ pub enum StartError {
     },
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error("the catalog copy cannot be used: {0}")]
+    Catalog(String),
 }
 
 /// State shared by every task of one running sluice.
@@ -135,6 +160,8 @@ pub struct Sluice {
     /// at start (`stats.max_fingerprints` takes effect on restart).
     pub stats: Arc<QueryStats>,
     pub alerts: Arc<Alerts>,
+    /// The catalog copy's freshness and the managed copy.
+    pub catalog_copy: CatalogCopy,
     /// Session tasks, waited for when draining.
     pub sessions: TaskTracker,
     /// Set when draining starts: new sessions are refused.
@@ -144,6 +171,44 @@ pub struct Sluice {
     /// Ends background tasks (health checks, HTTP).
     stop: CancellationToken,
     config_path: Option<PathBuf>,
+    /// The managed copy's supervisor, awaited at stop (it stops the copy).
+    copy_supervisor: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// The refresher's view of the configuration in effect.
+struct Generations(watch::Receiver<Arc<Generation>>);
+
+impl crate::catalog::refresh::Current for Generations {
+    fn config(&self) -> Arc<Config> {
+        self.0.borrow().config.clone()
+    }
+    fn pool(&self) -> Option<Arc<CatalogPool>> {
+        self.0.borrow().catalog.clone()
+    }
+}
+
+/// Starts the managed catalog copy when `[catalog]` names no `dsn`, after
+/// checking that its binaries can hold the warehouse's catalog; checks an
+/// external copy for a PostgreSQL warehouse is in binary-upgrade mode.
+async fn start_catalog_copy(config: &Config) -> Result<CatalogCopy, StartError> {
+    let mut copy = CatalogCopy::default();
+    let Some(catalog) = &config.catalog else {
+        return Ok(copy);
+    };
+    match crate::catalog::managed::check(config).await {
+        crate::catalog::managed::Verdict::Fine(note) => tracing::info!("{note}"),
+        crate::catalog::managed::Verdict::Unsure(note) => tracing::warn!("{note}"),
+        crate::catalog::managed::Verdict::Refused(why) => return Err(StartError::Catalog(why)),
+    }
+    if let Some(settings) = catalog.managed.clone() {
+        let dialect = catalog.dialect;
+        let started = tokio::task::spawn_blocking(move || ManagedCopy::start(&settings, dialect))
+            .await
+            .map_err(|e| StartError::Catalog(e.to_string()))?
+            .map_err(|e| StartError::Catalog(format!("the managed catalog copy did not start: {e}")))?;
+        copy.managed = Some(Arc::new(started));
+    }
+    Ok(copy)
 }
 
 impl Sluice {
@@ -205,7 +270,7 @@ impl Sluice {
                 );
             }
         }
-        let generation = Generation::new(config)?;
+        let generation = Generation::new(config, &self.catalog_copy)?;
         let joined = self.nodes.replace(&generation.config.warehouse.nodes);
         let nodes = generation.config.warehouse.nodes.len();
         self.generations.send_replace(Arc::new(generation));
@@ -306,7 +371,8 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     let listen_addr = listener
         .local_addr()
         .expect("bound listener has an address");
-    let generation = Arc::new(Generation::new(config)?);
+    let catalog_copy = start_catalog_copy(&config).await?;
+    let generation = Arc::new(Generation::new(config, &catalog_copy)?);
     let (generations, _) = watch::channel(generation.clone());
     let metrics = Arc::new(Metrics::new());
     let alerts = Arc::new(Alerts::new(
@@ -324,25 +390,36 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         metrics,
         stats: Arc::new(QueryStats::new(generation.config.stats.max_fingerprints)),
         alerts,
+        catalog_copy,
         sessions: TaskTracker::new(),
         draining: CancellationToken::new(),
         kill: CancellationToken::new(),
         stop: CancellationToken::new(),
         config_path,
+        copy_supervisor: std::sync::Mutex::new(None),
     });
     let joined = sluice.nodes.replace(&generation.config.warehouse.nodes);
     sluice.start_health_checks(joined);
-    if generation
-        .config
-        .catalog
-        .as_ref()
-        .is_some_and(|c| c.sync_interval.is_some())
-    {
-        tokio::spawn(crate::catalog::sync::run_periodically(
-            sluice.clone(),
-            sluice.generations.subscribe(),
+    if generation.config.catalog.is_some() {
+        let ctx = crate::catalog::refresh::Context {
+            freshness: sluice.catalog_copy.freshness.clone(),
+            metrics: sluice.metrics.clone(),
+            alerts: sluice.alerts.clone(),
+        };
+        tokio::spawn(crate::catalog::refresh::Refresher::new().run(
+            ctx,
+            Generations(sluice.generations.subscribe()),
             sluice.stop.clone(),
         ));
+    }
+    if let Some(managed) = &sluice.catalog_copy.managed {
+        let supervised = tokio::spawn(crate::catalog::managed::supervise(
+            managed.clone(),
+            sluice.catalog_copy.freshness.clone(),
+            sluice.alerts.clone(),
+            sluice.stop.clone(),
+        ));
+        sluice.copy_supervisor.lock().expect("supervisor lock").replace(supervised);
     }
     tokio::spawn(crate::alerts::run(
         sluice.clone(),
@@ -444,6 +521,11 @@ impl Running {
         s.sessions.close();
         let _ = tokio::time::timeout(Duration::from_secs(2), s.sessions.wait()).await;
         s.stop.cancel();
+        let supervisor = s.copy_supervisor.lock().expect("supervisor lock").take();
+        if let Some(supervisor) = supervisor {
+            // It stops the managed catalog copy on its way out.
+            let _ = tokio::time::timeout(Duration::from_secs(70), supervisor).await;
+        }
         tracing::info!("sluice stopped");
     }
 }

@@ -57,6 +57,7 @@ pub fn execute(sluice: &Arc<Sluice>, command: Command) -> Result<Reply, ErrorFie
         Command::ShowQueries => Ok(show_queries(sluice)),
         Command::ShowRules => Ok(show_rules(sluice)),
         Command::ShowAlerts => Ok(show_alerts(sluice)),
+        Command::ShowCatalog => Ok(show_catalog(sluice)),
         Command::ShowConfig => Ok(Reply::rows(
             &["key", "value"],
             config_rows(&sluice.generation().config)
@@ -330,6 +331,70 @@ fn show_alerts(sluice: &Sluice) -> Reply {
         &["state", "at", "alert", "summary", "events", "delivery"],
         rows,
     )
+}
+
+/// The catalog copy, database by database: whether lookups may use it,
+/// its last refresh, and the lookups the nodes took while it was stale.
+fn show_catalog(sluice: &Sluice) -> Reply {
+    let generation = sluice.generation();
+    let Some(catalog) = &generation.config.catalog else {
+        return Reply::rows(&["database"], Vec::new())
+            .notice("no [catalog] is configured: every query goes to the nodes");
+    };
+    let copy = match &sluice.catalog_copy.managed {
+        Some(m) => format!(
+            "managed, PostgreSQL {} in {}, 127.0.0.1:{}{}",
+            m.major,
+            m.data_dir().display(),
+            m.port(),
+            if m.is_running() { "" } else { " (down: being restarted)" }
+        ),
+        None => format!("{}:{}", catalog.host, catalog.port),
+    };
+    let rows = sluice
+        .catalog_copy
+        .freshness
+        .snapshot()
+        .into_iter()
+        .map(|d| {
+            vec![
+                s(&d.database),
+                s(if d.stale { "stale" } else { "current" }),
+                d.stale_for
+                    .map(|t| format!("{:.1}", t.as_secs_f64())),
+                d.last_refresh.and_then(time),
+                d.last_kind.map(|k| k.as_str().to_string()),
+                d.last_elapsed.map(|t| format!("{:.3}", t.as_secs_f64())),
+                s(d.last_relations),
+                s(d.refreshes),
+                s(d.failures),
+                s(d.stale_lookups),
+                d.last_error,
+            ]
+        })
+        .collect();
+    Reply::rows(
+        &[
+            "database",
+            "state",
+            "stale_seconds",
+            "last_refresh",
+            "last_kind",
+            "last_seconds",
+            "last_relations",
+            "refreshes",
+            "failures",
+            "stale_lookups",
+            "last_error",
+        ],
+        rows,
+    )
+    .notice(format!(
+        "catalog copy: {copy}; change probe every {}",
+        catalog
+            .probe_interval
+            .map_or("(off)".to_string(), |d| humantime::format_duration(d).to_string())
+    ))
 }
 
 fn pause(sluice: &Sluice, addr: &str, paused: bool) -> Result<Reply, ErrorFields> {

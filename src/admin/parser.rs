@@ -13,6 +13,7 @@ pub enum Command {
     ShowQueries,
     ShowRules,
     ShowAlerts,
+    ShowCatalog,
     ShowConfig,
     ShowVersion,
     ShowHelp,
@@ -26,7 +27,7 @@ pub enum Command {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParseError(pub String);
 
-pub const COMMANDS: &str = "SHOW NODES | CLIENTS | SERVERS | QUERIES | RULES | ALERTS | CONFIG | VERSION | HELP, RELOAD, PAUSE NODE 'host:port', RESUME NODE 'host:port', KILL CLIENT id";
+pub const COMMANDS: &str = "SHOW NODES | CLIENTS | SERVERS | QUERIES | RULES | ALERTS | CATALOG | CONFIG | VERSION | HELP, RELOAD, PAUSE NODE 'host:port', RESUME NODE 'host:port', KILL CLIENT id";
 
 /// Splits a query text into its statements and parses each; blank
 /// statements are skipped.
@@ -131,6 +132,7 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
             "QUERIES" => Ok(Command::ShowQueries),
             "RULES" => Ok(Command::ShowRules),
             "ALERTS" => Ok(Command::ShowAlerts),
+            "CATALOG" => Ok(Command::ShowCatalog),
             "CONFIG" => Ok(Command::ShowConfig),
             "VERSION" => Ok(Command::ShowVersion),
             "HELP" => Ok(Command::ShowHelp),

@@ -139,6 +139,26 @@ impl Dispatcher {
                 detail: "the last catalog sync run succeeded".into(),
                 one_off: false,
             },
+            AlertEvent::CatalogCopyDown { reason } if on.catalog_sync_failed => Notice {
+                id: "catalog_copy".into(),
+                group: "catalog_copy".into(),
+                state: State::Firing,
+                title: "the managed catalog copy is down".into(),
+                folded_title: "the managed catalog copy is down".into(),
+                detail: format!(
+                    "{reason}; catalog lookups go to the warehouse nodes while sluice restarts it"
+                ),
+                one_off: false,
+            },
+            AlertEvent::CatalogCopyUp => Notice {
+                id: "catalog_copy".into(),
+                group: "catalog_copy".into(),
+                state: State::Resolved,
+                title: "the managed catalog copy runs again".into(),
+                folded_title: "the managed catalog copy runs again".into(),
+                detail: "sluice restarted it; lookups return to it once it is checked against the warehouse".into(),
+                one_off: false,
+            },
             AlertEvent::QueryCancelled {
                 user,
                 application,

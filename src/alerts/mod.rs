@@ -42,6 +42,10 @@ pub enum AlertEvent {
     CatalogSyncFailed { error: String },
     /// A catalog sync run succeeded (resolves a failure).
     CatalogSyncSucceeded,
+    /// The managed catalog copy's server stopped; sluice restarts it.
+    CatalogCopyDown { reason: String },
+    /// The managed catalog copy runs again (resolves `CatalogCopyDown`).
+    CatalogCopyUp,
     /// A rule cancelled a running query.
     QueryCancelled {
         user: String,

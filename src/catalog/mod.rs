@@ -6,8 +6,16 @@
 //!   answers byte for byte, so it cannot go through a client library).
 //! * [`pool`]: connections by database, leased per lookup, with a breaker
 //!   that sends lookups to the nodes while the copy is failing.
+//! * [`freshness`]: which databases of the copy may answer now; a
+//!   database is stale from the commit of a catalog change until a
+//!   refresh covers it.
+//! * [`refresh`]: the refresher, which probes the warehouse for catalog
+//!   changes and copies what changed ([`shape`] says what), or the whole
+//!   database when that is simpler.
 //! * [`sync`]: rebuilding the copy from a warehouse node and swapping it in;
 //!   [`vertica_sync`] for Vertica's `v_catalog` tables.
+//! * [`managed`]: the copy sluice runs itself when `[catalog]` names no
+//!   `dsn`: initialised, started, watched and stopped by sluice.
 //!
 //! For a PostgreSQL warehouse the copy runs in binary-upgrade mode (`postgres -b`) and is loaded with
 //! `pg_dump --binary-upgrade`, so every object keeps the OID it has on the
@@ -19,7 +27,11 @@
 //! object ids are plain int8 columns, and no OIDs cross between lookups.
 
 pub mod conn;
+pub mod freshness;
+pub mod managed;
 pub mod pool;
+pub mod refresh;
+pub mod shape;
 pub mod sync;
 pub mod vertica_sync;
 
@@ -27,4 +39,5 @@ mod error;
 
 pub use conn::{CatalogConn, Login};
 pub use error::CatalogError;
+pub use freshness::{Freshness, RefreshKind};
 pub use pool::{CatalogPool, Lease};

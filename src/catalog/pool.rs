@@ -12,11 +12,14 @@ use std::time::Instant;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::{CatalogConn, CatalogError};
+use super::{CatalogConn, CatalogError, Freshness};
 use crate::config::Catalog;
 
 pub struct CatalogPool {
     settings: Catalog,
+    /// Whether each database of the copy may answer (shared by every
+    /// generation of one running sluice).
+    freshness: Arc<Freshness>,
     idle: Mutex<HashMap<String, Vec<CatalogConn>>>,
     permits: Arc<Semaphore>,
     resting_until: Mutex<Option<Instant>>,
@@ -29,8 +32,9 @@ pub struct Lease {
 }
 
 impl CatalogPool {
-    pub fn new(settings: Catalog) -> CatalogPool {
+    pub fn new(settings: Catalog, freshness: Arc<Freshness>) -> CatalogPool {
         CatalogPool {
+            freshness,
             permits: Arc::new(Semaphore::new(settings.pool_size)),
             settings,
             idle: Mutex::new(HashMap::new()),
@@ -40,6 +44,10 @@ impl CatalogPool {
 
     pub fn settings(&self) -> &Catalog {
         &self.settings
+    }
+
+    pub fn freshness(&self) -> &Arc<Freshness> {
+        &self.freshness
     }
 
     /// False while the pool rests after a failure.

@@ -2,13 +2,16 @@
 //! in, so clients never see a half-built copy.
 //!
 //! For dialect `postgres`, per database: `pg_dump --schema-only
-//! --binary-upgrade` from the first node that answers, restored into a fresh
-//! staging database on the copy; then one transaction renames the live
-//! database away and the staging one into its place, while the pool holds
-//! lookups off; then the old one is dropped. Roles come first, from
-//! `pg_dumpall --roles-only --no-role-passwords`, and are made NOLOGIN: the
-//! copy only ever runs lookups under `SET ROLE`. A failed sync leaves the
-//! previous copy serving.
+//! --binary-upgrade` from the first node that answers, streamed straight
+//! into psql restoring a fresh staging database on the copy (sluice holds
+//! none of the dump: its memory does not grow with the catalog); then one
+//! transaction renames the live database away and the staging one into
+//! its place, while the pool holds lookups off; then the old one is
+//! dropped. Roles come first, from `pg_dumpall --roles-only
+//! --no-role-passwords`, and are made NOLOGIN: the copy only ever runs
+//! lookups under `SET ROLE`. A failed sync leaves the previous copy
+//! serving. [`super::refresh`] uses the same pieces to copy only the
+//! relations that changed.
 //!
 //! For dialect `vertica`, see [`super::vertica_sync`]: v_catalog tables
 //! copied row by row into a copy started normally.
@@ -17,14 +20,25 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::AsyncWriteExt;
+use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 use super::CatalogPool;
 use crate::config::Config;
 
-const STAGING: &str = "sluice_staging";
-const RETIRED: &str = "sluice_retired";
+/// The staging and retired databases of a full sync carry the process id,
+/// so a `sluice catalog-sync` run beside a running sluice's refresher
+/// never builds into the other's staging database.
+fn staging() -> String {
+    format!("sluice_staging_{}", std::process::id())
+}
+
+fn retired() -> String {
+    format!("sluice_retired_{}", std::process::id())
+}
+
+/// How much of a tool's stderr is kept for the error message.
+const STDERR_KEPT: usize = 16 * 1024;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyncError {
@@ -60,9 +74,13 @@ pub struct SyncReport {
     pub elapsed: Duration,
 }
 
-/// Where pg_dump, pg_dumpall and psql are: next to the server binaries when
-/// they are installed, else on the PATH.
-fn tool(name: &str) -> PathBuf {
+/// Where pg_dump, pg_dumpall and psql are: in `catalog.postgres_bin` when
+/// set, else next to the server binaries when they are installed, else on
+/// the PATH.
+fn tool(dir: Option<&std::path::Path>, name: &str) -> PathBuf {
+    if let Some(dir) = dir {
+        return dir.join(name);
+    }
     crate::localpg::find_bindir()
         .map(|dir| dir.join(name))
         .ok()
@@ -70,74 +88,242 @@ fn tool(name: &str) -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(name))
 }
 
-struct Endpoint<'a> {
-    host: &'a str,
-    port: String,
-    user: &'a str,
-    password: &'a str,
+/// A server the sync's tools connect to: a warehouse node or the copy.
+#[derive(Debug, Clone)]
+pub(super) struct Endpoint {
+    pub host: String,
+    pub port: String,
+    pub user: String,
+    pub password: String,
+    /// `catalog.postgres_bin`, where the tools are.
+    pub tools: Option<PathBuf>,
 }
 
-impl Endpoint<'_> {
-    fn command(&self, program: &str, database: &str) -> Command {
-        let mut cmd = Command::new(tool(program));
+impl Endpoint {
+    /// The warehouse node `addr` ("host:port"), as the service user.
+    pub fn node(config: &Config, addr: &str) -> Endpoint {
+        let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "5432"));
+        Endpoint {
+            host: host.to_string(),
+            port: port.to_string(),
+            user: config.warehouse.service_user.clone(),
+            password: config.warehouse.service_password.expose().to_string(),
+            tools: config.catalog.as_ref().and_then(|c| c.tools.clone()),
+        }
+    }
+
+    /// The catalog copy, as its superuser.
+    pub fn copy(catalog: &crate::config::Catalog) -> Endpoint {
+        Endpoint {
+            host: catalog.host.clone(),
+            port: catalog.port.to_string(),
+            user: catalog.user.clone(),
+            password: catalog.password.expose().to_string(),
+            tools: catalog.tools.clone(),
+        }
+    }
+
+    pub fn command(&self, program: &str, database: &str) -> Command {
+        let mut cmd = Command::new(tool(self.tools.as_deref(), program));
         cmd.arg("-h")
-            .arg(self.host)
+            .arg(&self.host)
             .arg("-p")
             .arg(&self.port)
             .arg("-U")
-            .arg(self.user);
+            .arg(&self.user);
         if program == "psql" {
             cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", database]);
         } else if program == "pg_dump" {
             cmd.arg("-d").arg(database);
         }
-        cmd.env("PGPASSWORD", self.password)
+        cmd.env("PGPASSWORD", &self.password)
             .env("PGCONNECT_TIMEOUT", "10")
             .stdin(Stdio::null());
         cmd
     }
+
+    /// A tokio-postgres connection to `database`, for the refresher's
+    /// questions (sluice relays no rows of these, so a client library is
+    /// fine here).
+    pub async fn client(
+        &self,
+        database: &str,
+        timeout: Duration,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let mut pg = tokio_postgres::Config::new();
+        pg.host(&self.host)
+            .port(self.port.parse().unwrap_or(5432))
+            .user(&self.user)
+            .dbname(database)
+            .application_name("sluice catalog refresh")
+            .connect_timeout(timeout);
+        if !self.password.is_empty() {
+            pg.password(&self.password);
+        }
+        let (client, conn) = pg.connect(tokio_postgres::NoTls).await?;
+        tokio::spawn(conn);
+        Ok(client)
+    }
 }
 
-async fn run(mut cmd: Command, what: &str, stdin: Option<&[u8]>) -> Result<Vec<u8>, SyncError> {
-    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
-    if stdin.is_some() {
-        cmd.stdin(Stdio::piped());
-    }
+/// Runs a command that reads nothing and prints little (psql -c).
+async fn run(mut cmd: Command, what: &str) -> Result<(), SyncError> {
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|source| SyncError::Spawn {
         cmd: what.to_string(),
         source,
     })?;
-    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
-        let input = input.to_vec();
+    let stderr = kept_stderr(child.stderr.take());
+    let status = child.wait().await.map_err(|source| SyncError::Spawn {
+        cmd: what.to_string(),
+        source,
+    })?;
+    let stderr = stderr.await;
+    if !status.success() {
+        return Err(SyncError::Command {
+            cmd: what.to_string(),
+            stderr,
+        });
+    }
+    Ok(())
+}
+
+/// Runs a command with `input` on its standard input (a short script).
+async fn run_script(mut cmd: Command, what: &str, input: &str) -> Result<(), SyncError> {
+    cmd.args(["-f", "-"]).stdin(Stdio::piped());
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|source| SyncError::Spawn {
+        cmd: what.to_string(),
+        source,
+    })?;
+    let stderr = kept_stderr(child.stderr.take());
+    if let Some(mut pipe) = child.stdin.take() {
+        use tokio::io::AsyncWriteExt;
+        let input = input.as_bytes().to_vec();
         tokio::spawn(async move {
             let _ = pipe.write_all(&input).await;
         });
     }
-    let out = child
-        .wait_with_output()
-        .await
-        .map_err(|source| SyncError::Spawn {
-            cmd: what.to_string(),
-            source,
-        })?;
-    if !out.status.success() {
+    let status = child.wait().await.map_err(|source| SyncError::Spawn {
+        cmd: what.to_string(),
+        source,
+    })?;
+    let stderr = stderr.await;
+    if !status.success() {
         return Err(SyncError::Command {
             cmd: what.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            stderr,
         });
     }
-    Ok(out.stdout)
+    Ok(())
+}
+
+/// Runs `dump | restore` with the dump flowing from one process to the
+/// other through an OS pipe: sluice never holds it, so its memory does not
+/// grow with the catalog. Both must succeed.
+pub(super) async fn pipe(
+    mut dump: Command,
+    dump_what: &str,
+    mut restore: Command,
+    restore_what: &str,
+) -> Result<(), SyncError> {
+    dump.stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut producer = dump.spawn().map_err(|source| SyncError::Spawn {
+        cmd: dump_what.to_string(),
+        source,
+    })?;
+    let dump_err = kept_stderr(producer.stderr.take());
+    let output: Stdio = producer
+        .stdout
+        .take()
+        .expect("stdout is piped")
+        .try_into()
+        .map_err(|source| SyncError::Spawn {
+            cmd: dump_what.to_string(),
+            source,
+        })?;
+    restore.args(["-f", "-"]).stdin(output);
+    restore.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut consumer = match restore.spawn() {
+        Ok(c) => c,
+        Err(source) => {
+            let _ = producer.kill().await;
+            return Err(SyncError::Spawn {
+                cmd: restore_what.to_string(),
+                source,
+            });
+        }
+    };
+    let restore_err = kept_stderr(consumer.stderr.take());
+    let restored = consumer.wait().await;
+    // A restore that stopped early closes the pipe; the dump then fails
+    // with a broken pipe, which says nothing the restore's error does not.
+    let restored_ok = restored.as_ref().is_ok_and(|s| s.success());
+    if !restored_ok {
+        let _ = producer.kill().await;
+    }
+    let dumped = producer.wait().await;
+    let (dump_err, restore_err) = (dump_err.await, restore_err.await);
+    match dumped {
+        Ok(s) if s.success() || !restored_ok => {}
+        Ok(_) => {
+            return Err(SyncError::Command {
+                cmd: dump_what.to_string(),
+                stderr: dump_err,
+            });
+        }
+        Err(source) => {
+            return Err(SyncError::Spawn {
+                cmd: dump_what.to_string(),
+                source,
+            });
+        }
+    }
+    match restored {
+        Ok(s) if s.success() => Ok(()),
+        Ok(_) => Err(SyncError::Command {
+            cmd: restore_what.to_string(),
+            stderr: if restore_err.is_empty() { dump_err } else { restore_err },
+        }),
+        Err(source) => Err(SyncError::Spawn {
+            cmd: restore_what.to_string(),
+            source,
+        }),
+    }
+}
+
+/// Reads a child's stderr in the background, keeping its first
+/// [`STDERR_KEPT`] bytes (a tool that fails prints its reason first).
+fn kept_stderr(
+    stderr: Option<tokio::process::ChildStderr>,
+) -> impl std::future::Future<Output = String> {
+    let task = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        if let Some(mut pipe) = stderr {
+            let mut chunk = [0u8; 4096];
+            while let Ok(n) = pipe.read(&mut chunk).await {
+                if n == 0 {
+                    break;
+                }
+                let room = STDERR_KEPT.saturating_sub(kept.len());
+                kept.extend_from_slice(&chunk[..n.min(room)]);
+            }
+        }
+        String::from_utf8_lossy(&kept).trim().to_string()
+    });
+    async move { task.await.unwrap_or_default() }
 }
 
 fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
+    super::shape::quote_ident(name)
 }
 
 fn quote_literal(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
 }
 
-/// One full sync. With `pool`, lookups are held off during each swap.
+/// One full sync of every database. With `pool`, lookups are held off
+/// during each swap.
 pub async fn sync_once(
     config: &Config,
     pool: Option<&CatalogPool>,
@@ -148,19 +334,8 @@ pub async fn sync_once(
         return super::vertica_sync::sync(config, catalog, pool).await;
     }
     let (node, databases) = pick_node(config).await?;
-    let (node_host, node_port) = node.rsplit_once(':').unwrap_or((node.as_str(), "5432"));
-    let source = Endpoint {
-        host: node_host,
-        port: node_port.to_string(),
-        user: &config.warehouse.service_user,
-        password: config.warehouse.service_password.expose(),
-    };
-    let copy = Endpoint {
-        host: &catalog.host,
-        port: catalog.port.to_string(),
-        user: &catalog.user,
-        password: catalog.password.expose(),
-    };
+    let source = Endpoint::node(config, &node);
+    let copy = Endpoint::copy(catalog);
     sync_roles(&source, &copy).await?;
     let mut names = Vec::new();
     for db in &databases {
@@ -176,34 +351,24 @@ pub async fn sync_once(
     Ok(report)
 }
 
-struct Database {
-    name: String,
+/// A warehouse database, as a full sync recreates it.
+#[derive(Debug, Clone)]
+pub(super) struct Database {
+    pub name: String,
     encoding: String,
     collate: String,
     ctype: String,
 }
 
 /// The first node that answers, and its databases.
-async fn pick_node(config: &Config) -> Result<(String, Vec<Database>), SyncError> {
+pub(super) async fn pick_node(config: &Config) -> Result<(String, Vec<Database>), SyncError> {
     let w = &config.warehouse;
     let mut errors = Vec::new();
     for node in &w.nodes {
-        let Some((host, port)) = node.rsplit_once(':') else {
-            continue;
-        };
-        let mut pg = tokio_postgres::Config::new();
-        pg.host(host)
-            .port(port.parse().unwrap_or(5432))
-            .user(&w.service_user)
-            .dbname(&w.service_database)
-            .application_name("sluice catalog sync")
-            .connect_timeout(w.connect_timeout);
-        if !w.service_password.is_empty() {
-            pg.password(w.service_password.expose());
-        }
         let listed = async {
-            let (client, conn) = pg.connect(tokio_postgres::NoTls).await?;
-            tokio::spawn(conn);
+            let client = Endpoint::node(config, node)
+                .client(&w.service_database, w.connect_timeout)
+                .await?;
             client
                 .query(
                     "SELECT datname, pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database \
@@ -231,75 +396,133 @@ async fn pick_node(config: &Config) -> Result<(String, Vec<Database>), SyncError
     Err(SyncError::NoNode(errors.join("; ")))
 }
 
-async fn sync_roles(source: &Endpoint<'_>, copy: &Endpoint<'_>) -> Result<(), SyncError> {
+/// Copies the warehouse's roles into the copy (existing ones are kept)
+/// and makes them NOLOGIN.
+pub(super) async fn sync_roles(source: &Endpoint, copy: &Endpoint) -> Result<(), SyncError> {
     let mut dump = source.command("pg_dumpall", "");
     dump.args(["--roles-only", "--binary-upgrade", "--no-role-passwords"]);
-    let roles = run(dump, "pg_dumpall --roles-only", None).await?;
     // Roles that exist already make CREATE ROLE fail; the ALTERs after it still apply.
     let mut apply = copy.command("psql", "template1");
-    apply.args(["-v", "ON_ERROR_STOP=0", "-f", "-"]);
-    run(apply, "psql (restore roles)", Some(&roles)).await?;
+    apply.args(["-v", "ON_ERROR_STOP=0"]);
+    pipe(dump, "pg_dumpall --roles-only", apply, "psql (restore roles)").await?;
     let nologin = "DO $$DECLARE r record; BEGIN \
         FOR r IN SELECT rolname FROM pg_roles WHERE rolcanlogin AND NOT rolsuper AND rolname <> current_user LOOP \
         EXECUTE format('ALTER ROLE %I NOLOGIN', r.rolname); END LOOP; END$$";
     let mut cmd = copy.command("psql", "template1");
     cmd.args(["-c", nologin]);
-    run(cmd, "psql (roles NOLOGIN)", None).await?;
-    Ok(())
+    run(cmd, "psql (roles NOLOGIN)").await
 }
 
-async fn sync_database(
-    source: &Endpoint<'_>,
-    copy: &Endpoint<'_>,
+fn in_binary_upgrade_terms(e: SyncError) -> SyncError {
+    match e {
+        SyncError::Command { cmd, stderr } if stderr.contains("binary upgrade mode") => {
+            SyncError::Command {
+                cmd,
+                stderr: format!(
+                    "{stderr} (the catalog copy must run in binary-upgrade mode, `postgres -b`, so that OIDs match the warehouse; \
+                     drop catalog.dsn to let sluice run its own copy; see docs/catalog.md)"
+                ),
+            }
+        }
+        other => other,
+    }
+}
+
+/// Copies one database whole into a staging database and swaps it in.
+pub(super) async fn sync_database(
+    source: &Endpoint,
+    copy: &Endpoint,
     db: &Database,
     pool: Option<&CatalogPool>,
 ) -> Result<(), SyncError> {
+    let (staging, retired) = (staging(), retired());
     let admin = |sql: String| {
         let mut cmd = copy.command("psql", "template1");
         cmd.args(["-c", &sql]);
         cmd
     };
     run(
-        admin(format!("DROP DATABASE IF EXISTS {STAGING} WITH (FORCE)")),
+        admin(format!("DROP DATABASE IF EXISTS {staging} WITH (FORCE)")),
         "psql (drop staging)",
-        None,
     )
     .await?;
     run(
         admin(format!(
-            "CREATE DATABASE {STAGING} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}",
+            "CREATE DATABASE {staging} TEMPLATE template0 ENCODING {} LC_COLLATE {} LC_CTYPE {}",
             quote_literal(&db.encoding),
             quote_literal(&db.collate),
             quote_literal(&db.ctype)
         )),
         "psql (create staging)",
-        None,
     )
     .await?;
     let mut dump = source.command("pg_dump", &db.name);
     dump.args(["--schema-only", "--binary-upgrade"]);
-    let schema = run(dump, &format!("pg_dump of {}", db.name), None).await?;
-    let mut restore = copy.command("psql", STAGING);
-    restore.args(["-f", "-"]);
-    run(restore, &format!("psql (restore {} into the catalog copy)", db.name), Some(&schema))
-        .await
-        .map_err(|e| match e {
-            SyncError::Command { cmd, stderr } if stderr.contains("binary upgrade mode") => SyncError::Command {
-                cmd,
-                stderr: format!(
-                    "{stderr} (the catalog copy must run in binary-upgrade mode, `postgres -b`, so that OIDs match the warehouse; see docs/catalog.md)"
-                ),
-            },
-            other => other,
-        })?;
-    swap(copy, &db.name, pool).await?;
+    let restore = copy.command("psql", &staging);
+    pipe(
+        dump,
+        &format!("pg_dump of {}", db.name),
+        restore,
+        &format!("psql (restore {} into the catalog copy)", db.name),
+    )
+    .await
+    .map_err(in_binary_upgrade_terms)?;
+    swap(copy, &db.name, &staging, &retired, pool).await?;
     let _ = run(
-        admin(format!("DROP DATABASE IF EXISTS {RETIRED} WITH (FORCE)")),
+        admin(format!("DROP DATABASE IF EXISTS {retired} WITH (FORCE)")),
         "psql (drop retired)",
-        None,
     )
     .await;
     Ok(())
+}
+
+/// Copies the given relations of `database` again: drops `drop` from the
+/// copy (with whatever depends on them there, which the caller lists in
+/// `copy` too), then restores `copy` from `pg_dump -t` of each. The
+/// database is stale meanwhile, so no lookup reads it half done.
+pub(super) async fn copy_relations(
+    source: &Endpoint,
+    copy: &Endpoint,
+    database: &str,
+    drop: &[super::shape::Relation],
+    copied: &[super::shape::Relation],
+) -> Result<(), SyncError> {
+    if !drop.is_empty() {
+        let mut script = String::from("BEGIN;\n");
+        for rel in drop {
+            script.push_str(&rel.drop_statement());
+            script.push_str(";\n");
+        }
+        // A dropped relation's file is only truncated until the next
+        // checkpoint, and the restore gives the new relation the same
+        // file number (binary-upgrade keeps the warehouse's): without the
+        // checkpoint it would find the file there.
+        script.push_str("COMMIT;\nCHECKPOINT;\n");
+        run_script(
+            copy.command("psql", database),
+            &format!("psql (drop changed relations of {database})"),
+            &script,
+        )
+        .await?;
+    }
+    if copied.is_empty() {
+        return Ok(());
+    }
+    let mut dump = source.command("pg_dump", database);
+    dump.args(["--schema-only", "--binary-upgrade"]);
+    for rel in copied {
+        dump.arg("-t").arg(rel.qualified());
+    }
+    let mut restore = copy.command("psql", database);
+    restore.arg("-1");
+    pipe(
+        dump,
+        &format!("pg_dump -t of {} relations of {database}", copied.len()),
+        restore,
+        &format!("psql (restore changed relations of {database})"),
+    )
+    .await
+    .map_err(in_binary_upgrade_terms)
 }
 
 /// Renames staging into place in one transaction, so a lookup sees either
@@ -309,8 +532,10 @@ async fn sync_database(
 /// fall back to the nodes), then its sessions are closed, then both renames
 /// commit together.
 async fn swap(
-    copy: &Endpoint<'_>,
+    copy: &Endpoint,
     name: &str,
+    staging: &str,
+    retired: &str,
     pool: Option<&CatalogPool>,
 ) -> Result<(), SyncError> {
     let live = quote_ident(name);
@@ -321,13 +546,13 @@ async fn swap(
     let close = format!(
         "DO $$BEGIN IF {exists} THEN ALTER DATABASE {live} ALLOW_CONNECTIONS false; END IF; END$$;\n\
          SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname IN ({}, '{STAGING}') AND pid <> pg_backend_pid();\n",
+         WHERE datname IN ({}, '{staging}') AND pid <> pg_backend_pid();\n",
         quote_literal(name)
     );
     let rename = format!(
         "BEGIN;\n\
-         DO $$BEGIN IF {exists} THEN ALTER DATABASE {live} RENAME TO {RETIRED}; END IF; END$$;\n\
-         ALTER DATABASE {STAGING} RENAME TO {live};\n\
+         DO $$BEGIN IF {exists} THEN ALTER DATABASE {live} RENAME TO {retired}; END IF; END$$;\n\
+         ALTER DATABASE {staging} RENAME TO {live};\n\
          COMMIT;\n"
     );
     let reopen = format!(
@@ -339,68 +564,25 @@ async fn swap(
             Some(p) => Some(p.exclusive().await),
             None => None,
         };
-        let mut cmd = copy.command("psql", "template1");
-        cmd.args(["-f", "-"]);
-        let _ = run(
-            cmd,
+        let _ = run_script(
+            copy.command("psql", "template1"),
             "psql (close the live database)",
-            Some(close.as_bytes()),
+            &close,
         )
         .await;
         // pg_terminate_backend signals; the sessions take a moment to exit.
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let mut cmd = copy.command("psql", "template1");
-        cmd.args(["-f", "-"]);
-        let result = run(cmd, "psql (swap)", Some(rename.as_bytes())).await;
+        let result = run_script(copy.command("psql", "template1"), "psql (swap)", &rename).await;
         drop(guard);
         match result {
-            Ok(_) => return Ok(()),
+            Ok(()) => return Ok(()),
             Err(e) => {
                 last = e.to_string();
                 let mut cmd = copy.command("psql", "template1");
                 cmd.args(["-c", &reopen]);
-                let _ = run(cmd, "psql (reopen the live database)", None).await;
+                let _ = run(cmd, "psql (reopen the live database)").await;
             }
         }
     }
     Err(SyncError::Swap(last))
-}
-
-/// Runs the sync every `catalog.sync_interval` until `stop`; each result is
-/// counted, and a failure raises an alert event.
-pub async fn run_periodically(
-    sluice: std::sync::Arc<crate::server::Sluice>,
-    generations: tokio::sync::watch::Receiver<std::sync::Arc<crate::server::Generation>>,
-    stop: tokio_util::sync::CancellationToken,
-) {
-    loop {
-        let generation = generations.borrow().clone();
-        let Some(interval) = generation
-            .config
-            .catalog
-            .as_ref()
-            .and_then(|c| c.sync_interval)
-        else {
-            return;
-        };
-        let result = sync_once(&generation.config, generation.catalog.as_deref()).await;
-        sluice.metrics.catalog_sync(result.is_ok());
-        match result {
-            Ok(_) => sluice
-                .alerts
-                .raise(crate::alerts::AlertEvent::CatalogSyncSucceeded),
-            Err(e) => {
-                tracing::error!(error = %e, "catalog sync failed; the previous catalog copy keeps serving");
-                sluice
-                    .alerts
-                    .raise(crate::alerts::AlertEvent::CatalogSyncFailed {
-                        error: e.to_string(),
-                    });
-            }
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
-            _ = stop.cancelled() => return,
-        }
-    }
 }

@@ -56,7 +56,11 @@ pub const TABLES: &[&str] = &[
     "users",
 ];
 
-const STAGING: &str = "sluice_v_catalog_staging";
+/// The schema a sync builds v_catalog in: per process, so a `sluice
+/// catalog-sync` beside a running sluice's refresher builds its own.
+fn staging() -> String {
+    format!("sluice_v_catalog_staging_{}", std::process::id())
+}
 
 /// A CopyData message is sent once this much is gathered.
 const COPY_CHUNK: usize = 64 * 1024;
@@ -139,7 +143,7 @@ fn quote_literal(text: &str) -> String {
 type Answer = Result<Vec<Vec<Option<String>>>, (String, String)>;
 
 /// Runs a simple query on a whole-rows connection and reads up to ReadyForQuery.
-async fn simple(conn: &mut CatalogConn, sql: &str) -> Result<Answer, CatalogError> {
+pub(super) async fn simple(conn: &mut CatalogConn, sql: &str) -> Result<Answer, CatalogError> {
     conn.send(crate::protocol::frontend::encode_query(sql).raw())
         .await?;
     let mut rows = Vec::new();
@@ -194,6 +198,7 @@ pub async fn sync(
     pool: Option<&CatalogPool>,
 ) -> Result<SyncReport, SyncError> {
     let started = Instant::now();
+    let staging = staging();
     let w = &config.warehouse;
     let (node, mut source) = open_source(config).await?;
     let layout = match w.dialect {
@@ -239,7 +244,7 @@ pub async fn sync(
     copy.set_whole_rows(true);
     on_copy(
         &mut copy,
-        &format!("DROP SCHEMA IF EXISTS {STAGING} CASCADE; CREATE SCHEMA {STAGING}"),
+        &format!("DROP SCHEMA IF EXISTS {staging} CASCADE; CREATE SCHEMA {staging}"),
         "creating the staging schema",
     )
     .await?;
@@ -261,7 +266,7 @@ pub async fn sync(
         // Lookups run under SET ROLE <session user>: the users must exist.
         let create = format!(
             "DO $$DECLARE r record; BEGIN \
-             FOR r IN SELECT DISTINCT user_name::text AS u FROM {STAGING}.users \
+             FOR r IN SELECT DISTINCT user_name::text AS u FROM {staging}.users \
              WHERE user_name IS NOT NULL AND user_name::text NOT IN (SELECT rolname FROM pg_roles) LOOP \
              EXECUTE format('CREATE ROLE %I NOLOGIN', r.u); END LOOP; END$$"
         );
@@ -275,7 +280,7 @@ pub async fn sync(
     let swap = format!(
         "BEGIN; SET LOCAL lock_timeout = '30s'; \
          DROP SCHEMA IF EXISTS v_catalog CASCADE; \
-         ALTER SCHEMA {STAGING} RENAME TO v_catalog; \
+         ALTER SCHEMA {staging} RENAME TO v_catalog; \
          GRANT USAGE ON SCHEMA v_catalog TO PUBLIC; \
          GRANT SELECT ON ALL TABLES IN SCHEMA v_catalog TO PUBLIC; \
          COMMIT"
@@ -300,7 +305,7 @@ pub async fn sync(
 }
 
 /// The first node that lets the sync user in.
-async fn open_source(config: &Config) -> Result<(String, CatalogConn), SyncError> {
+pub(super) async fn open_source(config: &Config) -> Result<(String, CatalogConn), SyncError> {
     let w = &config.warehouse;
     let mut errors = Vec::new();
     for node in &w.nodes {
@@ -331,6 +336,7 @@ async fn copy_table(
     table: &str,
     layout: Layout,
 ) -> Result<Option<u64>, SyncError> {
+    let staging = staging();
     let failed = |message: String| SyncError::Source {
         node: node.to_string(),
         table: table.to_string(),
@@ -361,7 +367,7 @@ async fn copy_table(
                     .iter()
                     .map(|c| format!("{} {}", quote_ident(&c.name), c.pg_type))
                     .collect();
-                let target = format!("{STAGING}.{}", quote_ident(table));
+                let target = format!("{staging}.{}", quote_ident(table));
                 on_copy(
                     copy,
                     &format!("CREATE TABLE {target} ({})", defs.join(", ")),

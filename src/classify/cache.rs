@@ -65,8 +65,9 @@ pub struct ClassificationCache {
     policy: CatalogPolicy,
     /// Longest text, in bytes, that is parsed.
     max_parse_size: usize,
-    /// The one answer for every text over the limit.
-    oversized: Arc<Classification>,
+    /// The one answer for every text over the limit, and for those that
+    /// start like DDL.
+    oversized: [Arc<Classification>; 2],
     hits: AtomicU64,
     misses: AtomicU64,
     oversized_count: AtomicU64,
@@ -81,7 +82,7 @@ impl ClassificationCache {
             hasher: foldhash::fast::RandomState::default(),
             policy,
             max_parse_size: DEFAULT_MAX_PARSE_SIZE,
-            oversized: Arc::new(oversized(DEFAULT_MAX_PARSE_SIZE)),
+            oversized: [false, true].map(|ddl| Arc::new(oversized(DEFAULT_MAX_PARSE_SIZE, ddl))),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
             oversized_count: AtomicU64::new(0),
@@ -91,7 +92,7 @@ impl ClassificationCache {
     /// Sets the longest text, in bytes, that is parsed; longer ones go to the node.
     pub fn with_max_parse_size(mut self, bytes: usize) -> ClassificationCache {
         self.max_parse_size = bytes;
-        self.oversized = Arc::new(oversized(bytes));
+        self.oversized = [false, true].map(|ddl| Arc::new(oversized(bytes, ddl)));
         self
     }
 
@@ -105,7 +106,8 @@ impl ClassificationCache {
     pub fn lookup(&self, sql: &str) -> (Arc<Classification>, bool) {
         if sql.len() > self.max_parse_size {
             self.oversized_count.fetch_add(1, Ordering::Relaxed);
-            return (self.oversized.clone(), false);
+            let ddl = super::classifier::starts_like_ddl(sql);
+            return (self.oversized[usize::from(ddl)].clone(), false);
         }
         let key = self.hasher.hash_one(sql);
         if let Some(entry) = self.entries.get(&key)
@@ -187,7 +189,7 @@ fn insert_bounded(
     map.insert(key, (text, classification.clone()));
 }
 
-fn oversized(limit: usize) -> Classification {
+fn oversized(limit: usize, unparsed_ddl: bool) -> Classification {
     Classification {
         route: Route::Node,
         reason: format!(
@@ -201,6 +203,7 @@ fn oversized(limit: usize) -> Classification {
         // Texts too long to parse are too long to fingerprint cheaply:
         // statistics keep them together under one fingerprint.
         fingerprint: super::fingerprint::text_fingerprint("(text over the parse limit)"),
+        unparsed_ddl,
     }
 }
 

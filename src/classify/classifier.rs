@@ -118,6 +118,10 @@ pub struct Facts {
     pub functions: BTreeSet<String>,
     /// A query locks rows (FOR UPDATE/SHARE) or creates a table (SELECT INTO).
     pub writes_from_select: bool,
+    /// A statement changes what catalog lookups show: DDL other than
+    /// creating a temporary table (Tableau makes one per extract; the copy
+    /// never holds them, so they need no refresh), or SELECT INTO.
+    pub changes_catalog: bool,
     /// String literals compared with a column called `name` (`name = 'x'`),
     /// to tell which pg_settings rows a query reads.
     pub names_compared: BTreeSet<String>,
@@ -163,6 +167,9 @@ pub struct Classification {
     pub fingerprint: Fingerprint,
     /// Which rules this classification can meet (see [`RuleMemo`]).
     pub rule_memo: RuleMemo,
+    /// The text was not parsed, and its first word says it changes the
+    /// catalog (Vertica's CREATE PROJECTION, DDL sqlparser does not know).
+    pub unparsed_ddl: bool,
 }
 
 impl Facts {
@@ -174,11 +181,14 @@ impl Facts {
 }
 
 impl Classification {
-    /// The query changes what catalog lookups would show (DDL).
+    /// The query changes what catalog lookups would show: DDL, `SELECT
+    /// INTO` (and, with it, `FOR UPDATE`, which costs only a refresh that
+    /// finds nothing), or unparsed text that starts like DDL.
     pub fn is_ddl(&self) -> bool {
-        self.facts
-            .as_ref()
-            .is_some_and(|f| f.kinds.contains(&StatementKind::Ddl))
+        match &self.facts {
+            Some(f) => f.changes_catalog,
+            None => self.unparsed_ddl,
+        }
     }
 
     fn node(reason: impl Into<String>, facts: Option<Facts>) -> Classification {
@@ -195,6 +205,7 @@ impl Classification {
             rule_memo: Default::default(),
             scanned_relations: BTreeSet::new(),
             fingerprint,
+            unparsed_ddl: false,
         }
     }
 }
@@ -302,11 +313,33 @@ pub fn classify(sql: &str, policy: &CatalogPolicy) -> Classification {
                 rule_memo: Default::default(),
                 scanned_relations: super::scan::scanned_relations(sql),
                 fingerprint: text_fingerprint(sql),
+                unparsed_ddl: starts_like_ddl(sql),
             };
         }
     };
     let facts = facts_of(&statements);
     decide(facts, policy)
+}
+
+/// Whether the first word of `sql` (after comments) begins a statement
+/// that changes the catalog: for text that was not parsed, where a wrong
+/// "yes" costs a catalog refresh that finds nothing, and a wrong "no" a
+/// stale lookup until the change probe notices.
+pub fn starts_like_ddl(sql: &str) -> bool {
+    let mut first = None;
+    crate::lex::each_piece(sql, |kind, range| {
+        if first.is_none() && !matches!(kind, crate::lex::Kind::Comment | crate::lex::Kind::Whitespace) {
+            first = Some(range);
+        }
+    });
+    let Some(range) = first else { return false };
+    let word: String = sql[range]
+        .chars()
+        .take_while(|c| c.is_ascii_alphabetic())
+        .collect();
+    ["CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE", "TRUNCATE", "RENAME"]
+        .iter()
+        .any(|k| word.eq_ignore_ascii_case(k))
 }
 
 fn decide(facts: Facts, policy: &CatalogPolicy) -> Classification {
@@ -376,7 +409,10 @@ fn facts_of(statements: &[Statement]) -> Facts {
     let mut facts = Facts::default();
     for statement in statements {
         let mut collector = Collector::default();
-        collector.kinds.push(kind_of(statement));
+        let kind = kind_of(statement);
+        collector.kinds.push(kind);
+        let temporary = matches!(statement, Statement::CreateTable(t) if t.temporary);
+        facts.changes_catalog |= kind == StatementKind::Ddl && !temporary;
         let _ = statement.visit(&mut collector);
         collector.statement_end(statement);
         let ctes = std::mem::take(&mut collector.ctes);
@@ -408,6 +444,7 @@ fn facts_of(statements: &[Statement]) -> Facts {
         facts.relations.extend(relations);
         facts.functions.extend(collector.functions);
         facts.writes_from_select |= collector.writes_from_select;
+        facts.changes_catalog |= collector.writes_from_select;
         facts.names_compared.extend(collector.names_compared);
         facts.statements.push(one);
     }
@@ -794,6 +831,18 @@ mod tests {
         assert!(c.reason.contains("sales.orders"), "{}", c.reason);
         assert!(classify("CREATE TABLE x (a int)", &CatalogPolicy::default()).is_ddl());
         assert!(classify("COMMENT ON TABLE x IS 'y'", &CatalogPolicy::default()).is_ddl());
+        assert!(classify("SELECT * INTO t2 FROM t", &CatalogPolicy::default()).is_ddl());
+        assert!(classify("CREATE ROLE r", &CatalogPolicy::default()).is_ddl());
+        assert!(classify("GRANT SELECT ON t TO r", &CatalogPolicy::default()).is_ddl());
+        let projection = classify(
+            "/* vsql */ CREATE PROJECTION p AS SELECT a FROM t ORDER BY a SEGMENTED BY HASH(a) ALL NODES KSAFE 1",
+            &CatalogPolicy::default(),
+        );
+        assert!(projection.facts.is_none() && projection.is_ddl());
+        assert!(!classify("SELECT 1 // 2", &CatalogPolicy::default()).is_ddl());
+        assert!(!classify("SELECT a FROM t", &CatalogPolicy::default()).is_ddl());
+        assert!(!classify("CREATE TEMP TABLE x (a int)", &CatalogPolicy::default()).is_ddl());
+        assert!(!classify("CREATE LOCAL TEMPORARY TABLE x AS SELECT 1", &CatalogPolicy::default()).is_ddl());
         let bad = classify("SELEC 1", &CatalogPolicy::default());
         assert!(bad.parse_error.is_some());
         assert_eq!(bad.route, Route::Node);

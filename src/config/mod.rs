@@ -58,6 +58,18 @@ pub struct Catalog {
     pub port: u16,
     /// A superuser of the catalog copy: it must `SET ROLE` to each client's role.
     pub user: String,
+    /// `Some` when sluice runs the copy itself (no `dsn`); `host` and
+    /// `port` are then filled in once it has started.
+    pub managed: Option<ManagedCatalog>,
+    /// The change probe's period; `None` ("0s"): changes made elsewhere
+    /// are only seen by `sync_interval`'s full syncs.
+    pub probe_interval: Option<Duration>,
+    /// How long sessions must report no catalog change before a refresh.
+    pub refresh_debounce: Duration,
+    /// More changed relations than this: the database is copied whole.
+    pub max_incremental: usize,
+    /// Where pg_dump, pg_dumpall and psql come from (`catalog.postgres_bin`).
+    pub tools: Option<std::path::PathBuf>,
     pub password: Secret,
     pub schemas: Vec<String>,
     pub allowed_functions: Vec<String>,
@@ -75,6 +87,14 @@ pub struct Catalog {
     pub cache_size: usize,
     /// Query texts longer than this (bytes) are not parsed: they go to the node.
     pub max_parse_size: usize,
+}
+
+/// The catalog copy sluice runs itself.
+#[derive(Debug, Clone)]
+pub struct ManagedCatalog {
+    pub data_dir: std::path::PathBuf,
+    /// The server binaries' directory; `None`: found on the machine.
+    pub postgres_bin: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -669,6 +689,46 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
+    /// `catalog.dsn`: host, port, user and password of an external copy.
+    fn catalog_dsn(&mut self, dsn: &Spanned<String>) -> Option<(String, u16, String, String)> {
+        let parsed: tokio_postgres::Config = match dsn.get_ref().parse() {
+            Ok(c) => c,
+            Err(e) => {
+                self.problem(
+                    dsn.span(),
+                    "catalog.dsn",
+                    format!("is not a libpq connection string: {e}"),
+                );
+                return None;
+            }
+        };
+        let host = match parsed.get_hosts().first() {
+            Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
+            _ => {
+                self.problem(
+                    dsn.span(),
+                    "catalog.dsn",
+                    "needs host=<address> (a TCP host, not a socket path)",
+                );
+                return None;
+            }
+        };
+        let port = parsed.get_ports().first().copied().unwrap_or(5432);
+        let Some(user) = parsed.get_user().map(str::to_string) else {
+            self.problem(
+                dsn.span(),
+                "catalog.dsn",
+                "needs user=<superuser of the catalog copy>",
+            );
+            return None;
+        };
+        let password = parsed
+            .get_password()
+            .map(|p| String::from_utf8_lossy(p).into_owned())
+            .unwrap_or_default();
+        Some((host, port, user, password))
+    }
+
     fn catalog(&mut self, raw: raw::RawCatalog, default_dialect: Dialect) -> Option<Catalog> {
         let dialect = match &raw.dialect {
             Some(d) => self.choice(
@@ -681,51 +741,66 @@ impl Validator<'_> {
             ),
             None => Some(default_dialect),
         };
-        let dsn: Option<tokio_postgres::Config> = match raw.dsn.get_ref().parse() {
-            Ok(c) => Some(c),
-            Err(e) => {
+        let endpoint = match &raw.dsn {
+            Some(dsn) => self.catalog_dsn(dsn),
+            None => Some((
+                // Filled in when the managed copy has started.
+                "127.0.0.1".to_string(),
+                0,
+                crate::catalog::managed::SUPERUSER.to_string(),
+                String::new(),
+            )),
+        };
+        let managed = match (&raw.dsn, raw.data_dir.get_ref().as_str()) {
+            (Some(_), _) => None,
+            (None, "") => {
                 self.problem(
-                    raw.dsn.span(),
-                    "catalog.dsn",
-                    format!("is not a libpq connection string: {e}"),
+                    raw.data_dir.span(),
+                    "catalog.data_dir",
+                    "is empty; name the directory sluice keeps its catalog copy in, or set catalog.dsn",
                 );
                 None
             }
+            (None, dir) => Some(ManagedCatalog {
+                data_dir: dir.into(),
+                postgres_bin: raw.postgres_bin.as_ref().map(|p| p.get_ref().into()),
+            }),
         };
-        let endpoint = dsn.as_ref().and_then(|c| {
-            let host = match c.get_hosts().first() {
-                Some(tokio_postgres::config::Host::Tcp(h)) => h.clone(),
-                _ => {
-                    self.problem(
-                        raw.dsn.span(),
-                        "catalog.dsn",
-                        "needs host=<address> (a TCP host, not a socket path)",
-                    );
-                    return None;
-                }
-            };
-            let port = c.get_ports().first().copied().unwrap_or(5432);
-            let Some(user) = c.get_user().map(str::to_string) else {
-                self.problem(
-                    raw.dsn.span(),
-                    "catalog.dsn",
-                    "needs user=<superuser of the catalog copy>",
-                );
-                return None;
-            };
-            let password = c
-                .get_password()
-                .map(|p| String::from_utf8_lossy(p).into_owned())
-                .unwrap_or_default();
-            Some((host, port, user, password))
-        });
+        if let Some(bin) = &raw.postgres_bin
+            && !std::path::Path::new(bin.get_ref()).join("postgres").is_file()
+            && !std::path::Path::new(bin.get_ref()).join("pg_dump").is_file()
+        {
+            self.problem(
+                bin.span(),
+                "catalog.postgres_bin",
+                format!(
+                    "{:?} holds neither postgres nor pg_dump; name the directory of the PostgreSQL server binaries (pg_config --bindir)",
+                    bin.get_ref()
+                ),
+            );
+        }
         if raw.schemas.is_empty() {
             self.problem(
-                raw.dsn.span(),
+                0..0,
                 "catalog.schemas",
                 "lists no schema; catalog lookups could never match",
             );
         }
+        let probe_interval = match humantime::parse_duration(raw.probe_interval.get_ref()) {
+            Ok(d) if d.is_zero() => Some(None),
+            Ok(d) => Some(Some(d)),
+            Err(e) => {
+                self.problem(
+                    raw.probe_interval.span(),
+                    "catalog.probe_interval",
+                    format!("is not a duration (\"10s\", or \"0s\" to turn the probe off): {e}"),
+                );
+                None
+            }
+        };
+        let refresh_debounce = self.duration("catalog.refresh_debounce", &raw.refresh_debounce);
+        let max_incremental =
+            self.count("catalog.max_incremental", &raw.max_incremental, 1, 1_000_000);
         let pool_size = self.count("catalog.pool_size", &raw.pool_size, 1, 10_000);
         let acquire_timeout = self.duration("catalog.acquire_timeout", &raw.acquire_timeout);
         let connect_timeout = self.duration("catalog.connect_timeout", &raw.connect_timeout);
@@ -744,6 +819,11 @@ impl Validator<'_> {
             host,
             port,
             user,
+            tools: raw.postgres_bin.as_ref().map(|p| p.get_ref().into()),
+            managed,
+            probe_interval: probe_interval?,
+            refresh_debounce: refresh_debounce?,
+            max_incremental: max_incremental?,
             password: Secret::new(password),
             schemas: raw.schemas.iter().map(|s| s.to_lowercase()).collect(),
             allowed_functions: raw

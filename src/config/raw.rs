@@ -243,7 +243,17 @@ pub struct RawNodeTls {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawCatalog {
-    pub dsn: Spanned<String>,
+    /// An external catalog copy; absent: sluice runs its own (`data_dir`).
+    pub dsn: Option<Spanned<String>>,
+    #[serde(default = "defaults::catalog_data_dir")]
+    pub data_dir: Spanned<String>,
+    pub postgres_bin: Option<Spanned<String>>,
+    #[serde(default = "defaults::catalog_probe_interval")]
+    pub probe_interval: Spanned<String>,
+    #[serde(default = "defaults::catalog_refresh_debounce")]
+    pub refresh_debounce: Spanned<String>,
+    #[serde(default = "defaults::catalog_max_incremental")]
+    pub max_incremental: Spanned<i64>,
     /// Which catalog the sync copies; `warehouse.dialect` when absent.
     pub dialect: Option<Spanned<String>>,
     #[serde(default = "defaults::catalog_schemas")]
@@ -417,6 +427,18 @@ mod defaults {
     }
     pub fn catalog_retry_after() -> Spanned<String> {
         s("5s")
+    }
+    pub fn catalog_data_dir() -> Spanned<String> {
+        s("sluice-catalog")
+    }
+    pub fn catalog_probe_interval() -> Spanned<String> {
+        s("10s")
+    }
+    pub fn catalog_refresh_debounce() -> Spanned<String> {
+        s("100ms")
+    }
+    pub fn catalog_max_incremental() -> Spanned<i64> {
+        n(1000)
     }
     pub fn classification_cache_size() -> Spanned<i64> {
         n(10_000)

@@ -23,7 +23,7 @@ use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use super::observe::SessionObserver;
 use super::router::{Batch, Router};
-use crate::catalog::{CatalogConn, CatalogError, CatalogPool, Lease};
+use crate::catalog::{CatalogConn, CatalogError, CatalogPool, Freshness, Lease};
 use crate::metrics::Metrics;
 use crate::protocol::frame::{Frame, Item};
 use crate::protocol::{ProtocolError, backend, frontend};
@@ -49,10 +49,14 @@ pub(super) struct NodeProgress {
     /// ParseCompletes to hide: (`answered` when their batch's answers begin, how many).
     pub(super) hidden: Mutex<VecDeque<(u64, usize)>>,
     answer: tokio::sync::Notify,
+    /// Where a committed catalog change is reported, and for which database.
+    catalog_changes: Option<(Arc<Freshness>, Arc<str>)>,
 }
 
 impl NodeProgress {
-    pub(super) fn new() -> NodeProgress {
+    /// `catalog_changes`: the catalog copy's freshness and the session's
+    /// database, told when a statement that changes the catalog commits.
+    pub(super) fn new(catalog_changes: Option<(Arc<Freshness>, Arc<str>)>) -> NodeProgress {
         NodeProgress {
             // The startup exchange ends with a ReadyForQuery nobody asked for.
             asked: AtomicU64::new(1),
@@ -62,6 +66,7 @@ impl NodeProgress {
             last_ddl: AtomicU64::new(0),
             hidden: Mutex::new(VecDeque::new()),
             answer: tokio::sync::Notify::new(),
+            catalog_changes,
         }
     }
 
@@ -93,11 +98,24 @@ impl NodeProgress {
         status != b'E' && !ddl_pending
     }
 
+    /// The node's ReadyForQuery, before the client sees it.
     pub(super) fn ready(&self, status: u8) {
         let answered = self.answered.fetch_add(1, Ordering::AcqRel) + 1;
         self.status.store(status, Ordering::Release);
         if status == b'I' {
-            self.last_idle.store(answered, Ordering::Release);
+            let idle_before = self.last_idle.swap(answered, Ordering::AcqRel);
+            let ddl = self.last_ddl.load(Ordering::Acquire);
+            // A batch that changes the catalog has been answered and no
+            // transaction is open: its change is committed (or rolled
+            // back, which costs a refresh that finds nothing). Every
+            // session's lookups go to the node before this client can
+            // send its next one.
+            if ddl > idle_before
+                && ddl <= answered
+                && let Some((freshness, database)) = &self.catalog_changes
+            {
+                freshness.changed(database);
+            }
         }
         self.hidden
             .lock()
@@ -163,20 +181,29 @@ impl CatalogMiss {
 pub(super) fn copy_for(
     batch: &Batch,
     catalog: Option<&Arc<CatalogPool>>,
+    database: &str,
     metrics: &Metrics,
 ) -> Option<Arc<CatalogPool>> {
     if !batch.catalog_ok {
         return None;
     }
     let pool = catalog?;
-    if pool.is_available() {
-        return Some(pool.clone());
+    if !pool.is_available() {
+        tracing::debug!(
+            "a catalog lookup goes to the node: the catalog copy is resting after a failure"
+        );
+        metrics.catalog_fallback();
+        return None;
     }
-    tracing::debug!(
-        "a catalog lookup goes to the node: the catalog copy is resting after a failure"
-    );
-    metrics.catalog_fallback();
-    None
+    // Counted by the freshness, per database, as a stale lookup.
+    if pool.freshness().stale_for_lookup(database) {
+        tracing::debug!(
+            database,
+            "a catalog lookup goes to the node: the catalog copy may lag behind it"
+        );
+        return None;
+    }
+    Some(pool.clone())
 }
 
 /// Waits until the node has answered everything sent before a lookup (the

@@ -148,7 +148,12 @@ pub async fn run(
         node_buf: first_answer,
         greeting: Greeting::Recording(BytesMut::new()),
     };
-    let progress = NodeProgress::new();
+    let progress = NodeProgress::new(
+        generation
+            .catalog
+            .as_ref()
+            .map(|pool| (pool.freshness().clone(), Arc::from(startup.database()))),
+    );
     let guard = QueryGuard::for_session(&sluice, &generation, &startup, peer);
     let upstream = Upstream {
         guard: &guard,

@@ -438,7 +438,12 @@ pub async fn run(
     let protocol = vertica::negotiated_protocol(startup.vertica_protocol());
     let token = registered.entry().token.clone();
     let mut registration = None;
-    let progress = NodeProgress::new();
+    let progress = NodeProgress::new(
+        generation
+            .catalog
+            .as_ref()
+            .map(|pool| (pool.freshness().clone(), Arc::from(startup.database()))),
+    );
     let guard = QueryGuard::for_session(&sluice, &generation, &startup, peer);
     let upstream = Upstream {
         guard: &guard,

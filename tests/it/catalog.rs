@@ -6,7 +6,7 @@ use std::process::Command;
 
 use crate::support::*;
 
-const SCHEMA: &str = "
+pub const SCHEMA: &str = "
 CREATE ROLE analyst NOLOGIN;
 CREATE SCHEMA shop;
 CREATE TYPE shop.order_status AS ENUM ('new', 'paid', 'shipped');
@@ -27,19 +27,19 @@ INSERT INTO shop.orders VALUES (1, 1, 'paid', 120.50);
 
 /// Two warehouse nodes with the same schema, a catalog copy in
 /// binary-upgrade mode, and sluice in front, synced once.
-struct Offload {
-    nodes: Vec<LocalCluster>,
-    copy: LocalCluster,
-    sluice: Sluice,
+pub struct Offload {
+    pub nodes: Vec<LocalCluster>,
+    pub copy: LocalCluster,
+    pub sluice: Sluice,
 }
 
 impl Offload {
-    fn start(name: &str) -> Offload {
+    pub fn start(name: &str) -> Offload {
         Offload::start_with(name, "")
     }
 
     /// With extra `[catalog]` keys.
-    fn start_with(name: &str, catalog_keys: &str) -> Offload {
+    pub fn start_with(name: &str, catalog_keys: &str) -> Offload {
         let node_opts = |n: &str| {
             ClusterOptions::new(cache_dir())
                 .with_name(format!("{name}-{n}"))
@@ -64,18 +64,19 @@ impl Offload {
                 ..Setup::default()
             },
         );
-        let offload = Offload {
+        // sluice copies the schema itself at start (the copy is empty).
+        sluice.wait_catalog_current("postgres", std::time::Duration::from_secs(60));
+        Offload {
             nodes,
             copy,
             sluice,
-        };
-        offload.sync();
-        offload
+        }
     }
 
+    /// A full sync by `sluice catalog-sync --full`, beside the running sluice.
     fn sync(&self) {
         let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args(["catalog-sync", "--config"])
+            .args(["catalog-sync", "--full", "--config"])
             .arg(self.sluice.config_path())
             .output()
             .unwrap();
@@ -87,11 +88,11 @@ impl Offload {
     }
 
     /// The nodes' statement logs from here on.
-    fn log_marks(&self) -> Vec<usize> {
+    pub fn log_marks(&self) -> Vec<usize> {
         self.nodes.iter().map(|n| n.read_log().len()).collect()
     }
 
-    fn statements_since(&self, marks: &[usize]) -> String {
+    pub fn statements_since(&self, marks: &[usize]) -> String {
         self.nodes
             .iter()
             .zip(marks)
@@ -100,10 +101,12 @@ impl Offload {
     }
 }
 
-/// Catalog names that must not appear in a node's statement log.
-fn catalog_statements(log: &str) -> Vec<&str> {
+/// Catalog names that must not appear in a node's statement log (sluice's
+/// own change probe and refresh aside).
+pub fn catalog_statements(log: &str) -> Vec<&str> {
     log.lines()
         .filter(|l| l.contains("statement:") || l.contains("execute"))
+        .filter(|l| !l.contains("sluice catalog probe"))
         .filter(|l| {
             [
                 "pg_catalog",
@@ -317,18 +320,9 @@ async fn lookups_during_twenty_syncs_never_fail_or_come_back_empty() {
     assert!(answers > 20, "only {answers} lookups ran during the syncs");
 }
 
-fn jdbc_jar() -> PathBuf {
-    let jar = PathBuf::from("/usr/share/java/postgresql.jar");
-    assert!(
-        jar.exists(),
-        "PgJDBC is missing: apt-get install -y libpostgresql-jdbc-java (scripts/setup.sh does it)"
-    );
-    jar
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pgjdbc_database_metadata_matches_direct_without_touching_the_nodes() {
-    let o = Offload::start("cat-jdbc");
+/// What MetaData.java (DBeaver's DatabaseMetaData calls over schema
+/// `shop`) prints through each port, compiled once.
+pub fn jdbc_metadata(ports: &[u16]) -> Vec<String> {
     let jar = jdbc_jar();
     let build = tempfile::tempdir().unwrap();
     let src = concat!(
@@ -347,37 +341,55 @@ async fn pgjdbc_database_metadata_matches_direct_without_touching_the_nodes() {
         String::from_utf8_lossy(&out.stderr)
     );
     let cp = format!("{}:{}", build.path().display(), jar.display());
-    let run = |port: u16| {
-        let out = Command::new("java")
-            .args([
-                "-cp",
-                &cp,
-                "MetaData",
-                &format!("jdbc:postgresql://127.0.0.1:{port}/postgres?sslmode=disable"),
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "java: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
-    let direct = run(o.nodes[0].port());
+    ports
+        .iter()
+        .map(|port| {
+            let out = Command::new("java")
+                .args([
+                    "-cp",
+                    &cp,
+                    "MetaData",
+                    &format!("jdbc:postgresql://127.0.0.1:{port}/postgres?sslmode=disable"),
+                ])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "java: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        })
+        .collect()
+}
+
+/// MetaData.java's output with getTypeInfo's rows sorted: it orders by
+/// type code only, and rows with equal codes come in heap order, which a
+/// restored copy need not share.
+pub fn comparable_metadata(text: &str) -> Vec<String> {
+    let mut v: Vec<String> = text.lines().map(str::to_string).collect();
+    v.sort();
+    v
+}
+
+fn jdbc_jar() -> PathBuf {
+    let jar = PathBuf::from("/usr/share/java/postgresql.jar");
+    assert!(
+        jar.exists(),
+        "PgJDBC is missing: apt-get install -y libpostgresql-jdbc-java (scripts/setup.sh does it)"
+    );
+    jar
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgjdbc_database_metadata_matches_direct_without_touching_the_nodes() {
+    let o = Offload::start("cat-jdbc");
+    let direct = jdbc_metadata(&[o.nodes[0].port()]).remove(0);
     let marks = o.log_marks();
-    let through = run(o.sluice.port);
-    // getTypeInfo orders by type code only; rows with equal codes come in
-    // heap order, which a restored copy need not share. Compare as sets,
-    // and everything else line by line.
-    let sorted = |s: &str| {
-        let mut v: Vec<String> = s.lines().map(str::to_string).collect();
-        v.sort();
-        v
-    };
+    let through = jdbc_metadata(&[o.sluice.port]).remove(0);
     assert_eq!(
-        sorted(&through),
-        sorted(&direct),
+        comparable_metadata(&through),
+        comparable_metadata(&direct),
         "DatabaseMetaData through sluice differs from direct"
     );
     let not_types = |s: &str| {

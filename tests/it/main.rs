@@ -8,6 +8,7 @@
 mod support;
 
 mod catalog;
+mod catalog_fresh;
 mod cluster;
 mod failover;
 mod hardening;

@@ -69,6 +69,7 @@ impl Fixture {
                 ..Setup::default()
             },
         );
+        sluice.wait_catalog_current("postgres", std::time::Duration::from_secs(60));
         Fixture { node, copy, sluice }
     }
 
@@ -223,14 +224,38 @@ fn catalog_sync_copies_v_catalog_and_swaps_it_whole() {
 
 #[test]
 fn a_copy_in_binary_upgrade_mode_is_refused_with_a_clear_message() {
-    let f = Fixture::start("vcat-binup", &["-b"]);
-    let out = f.sync();
-    assert!(!out.status.success());
-    let text = stderr(&out);
-    assert!(
-        text.contains("binary-upgrade mode") && text.contains("started normally"),
-        "{text}"
+    let node = node_with(ClusterOptions::new(cache_dir()).with_name("vcat-binup-node"));
+    let copy = node_with(
+        ClusterOptions::new(cache_dir())
+            .with_name("vcat-binup-copy")
+            .with_server_option("-b"),
     );
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"\"\n[warehouse]\nnodes = [{:?}]\nservice_user = \"postgres\"\n\
+             [catalog]\ndsn = \"host=127.0.0.1 port={} user=postgres\"\ndialect = \"vertica\"\n",
+            node.addr(),
+            copy.port()
+        ),
+    )
+    .unwrap();
+    // `sluice check` refuses it, and so does `sluice run`, before serving.
+    for command in ["check", "run"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args([command, "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "sluice {command} accepted it");
+        let text = stderr(&out);
+        assert!(
+            text.contains("binary-upgrade mode") && text.contains("start it normally"),
+            "{text}"
+        );
+    }
 }
 
 #[test]

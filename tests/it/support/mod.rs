@@ -221,10 +221,40 @@ impl Sluice {
     pub fn http_get(&self, path: &str) -> (u16, String) {
         http_get(self.metrics_port, path)
     }
+
+    /// One metric's value as /metrics shows it (`name{labels}` exactly).
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = self.http_get("/metrics");
+        body.lines()
+            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Waits until sluice says the catalog copy of `database` is current
+    /// (its first refresh since start is done), or fails the test.
+    pub fn wait_catalog_current(&self, database: &str, timeout: Duration) {
+        let series = format!("sluice_catalog_stale{{database=\"{database}\"}}");
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.metric(&series) == Some(0.0) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!(
+            "the catalog copy of {database} was not current within {timeout:?}:\n{}",
+            self.log()
+        );
+    }
 }
 
 impl Drop for Sluice {
     fn drop(&mut self) {
+        // SIGINT first: sluice stops what it runs (a managed catalog copy).
+        if let Ok(None) = self.child.try_wait() {
+            self.signal("INT");
+            let _ = self.wait_exit(Duration::from_secs(15));
+        }
         let _ = self.child.kill();
         let _ = self.child.wait();
         if std::thread::panicking() {
