@@ -434,7 +434,7 @@ def baseline(env, copy_port, n):
     node_sql(copy_port, "CREATE DATABASE bench_floor TEMPLATE template0")
     pipe = (f"set -o pipefail; {env.bindir}/pg_dump --schema-only --binary-upgrade -h 127.0.0.1 "
             f"-p {env.pg_port} -U postgres -d postgres | psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 "
-            f"-p {copy_port} -U postgres -d bench_floor")
+            f"-p {copy_port} -U postgres -d bench_floor -o /dev/null")
     r = measure(["bash", "-c", pipe], os.path.join(env.dir, f"floor-{n}.log"), SYNC_TIMEOUT)
     if r["code"] != 0:
         r["error"] = r.get("error") or f"exit {r['code']}: " + cb.tail(os.path.join(env.dir, f"floor-{n}.log"), 5)

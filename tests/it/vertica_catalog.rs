@@ -48,6 +48,11 @@ struct Fixture {
 
 impl Fixture {
     fn start(name: &str, copy_options: &[&str]) -> Fixture {
+        Fixture::start_with(name, copy_options, "")
+    }
+
+    /// With extra `[catalog]` keys.
+    fn start_with(name: &str, copy_options: &[&str], catalog_keys: &str) -> Fixture {
         let node = node_with(
             ClusterOptions::new(cache_dir())
                 .with_name(format!("{name}-node"))
@@ -63,7 +68,7 @@ impl Fixture {
             &[&node],
             &Setup {
                 tail: format!(
-                    "[catalog]\ndsn = \"host=127.0.0.1 port={} user=postgres\"\ndialect = \"vertica\"\n",
+                    "[catalog]\ndsn = \"host=127.0.0.1 port={} user=postgres\"\ndialect = \"vertica\"\n{catalog_keys}\n",
                     copy.port()
                 ),
                 ..Setup::default()
@@ -126,6 +131,7 @@ impl Fixture {
 fn v_catalog_statements(log: &str) -> Vec<&str> {
     log.lines()
         .filter(|l| l.contains("statement:") || l.contains("execute"))
+        .filter(|l| !l.contains("sluice catalog probe"))
         .filter(|l| l.contains("v_catalog"))
         .collect()
 }
@@ -288,4 +294,34 @@ fn vertica_python_lookups_are_answered_by_the_copy_and_data_by_the_node() {
     f.python_scenario("customers,late,orders");
     let log = f.node.read_log()[mark..].to_string();
     assert!(!v_catalog_statements(&log).is_empty(), "{log}");
+}
+
+#[test]
+fn the_change_probe_sees_a_new_vertica_table_and_the_copy_follows() {
+    let f = Fixture::start_with("vcat-probe", &[], "probe_interval = \"1s\"");
+    let count = "SELECT count(*) FROM v_catalog.tables";
+    assert_eq!(f.on_copy(count).trim(), "2");
+    f.node
+        .psql(
+            "postgres",
+            "INSERT INTO v_catalog.tables VALUES \
+             (1, 'public', 45035996273704990, 'made_by_etl', 'dbadmin', false, false, now(), NULL)",
+        )
+        .unwrap();
+    let made = std::time::Instant::now();
+    while f.on_copy(count).trim() != "3" {
+        assert!(
+            made.elapsed() < std::time::Duration::from_secs(15),
+            "the copy did not follow the warehouse:\n{}",
+            f.sluice.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    // The probe is one statement per period, marked as sluice's own.
+    let log = f.node.read_log();
+    let probes = log
+        .lines()
+        .filter(|l| l.contains("statement: /* sluice catalog probe */ SELECT (SELECT COUNT(*)"))
+        .count();
+    assert!(probes >= 1, "no probe in the node's log");
 }
