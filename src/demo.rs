@@ -77,7 +77,8 @@ fn start_clusters() -> Result<Clusters, String> {
         .map_err(|e| format!("cannot make a directory for the catalog copy: {e}"))?;
     {
         use std::os::unix::fs::PermissionsExt;
-        let _ = std::fs::set_permissions(catalog_dir.path(), std::fs::Permissions::from_mode(0o755));
+        let _ =
+            std::fs::set_permissions(catalog_dir.path(), std::fs::Permissions::from_mode(0o755));
     }
     Ok(Clusters { nodes, catalog_dir })
 }
@@ -97,7 +98,12 @@ pub async fn run(port: u16) -> Result<(), String> {
          [warehouse]\nnodes = [{}]\nservice_user = \"postgres\"\nhealth_check_interval = \"1s\"\n\n\
          [catalog]\ndata_dir = {:?}\n",
         nodes.join(", "),
-        clusters.catalog_dir.path().join("data").display().to_string()
+        clusters
+            .catalog_dir
+            .path()
+            .join("data")
+            .display()
+            .to_string()
     );
     let config = Config::parse(&text, "(demo config)", std::path::Path::new("."))
         .map_err(|e| e.to_string())?;
@@ -137,9 +143,15 @@ pub async fn run(port: u16) -> Result<(), String> {
     println!("and try (twice, to see round robin):");
     println!("  SELECT inet_server_port() AS node_port, count(*) FROM sales.orders;");
     println!("Catalog lookups (\\d sales.orders, \\dt sales.*) are answered by the catalog copy,");
-    println!("synced from a node at start; the nodes never see them. Create a table through sluice");
-    println!("and \\dt shows it at once; create one on a node directly (psql -p <node port>) and it");
-    println!("shows within the change probe's 10 s. The admin console (dbname=sluice) shows SHOW CATALOG.");
+    println!(
+        "synced from a node at start; the nodes never see them. Create a table through sluice"
+    );
+    println!(
+        "and \\dt shows it at once; create one on a node directly (psql -p <node port>) and it"
+    );
+    println!(
+        "shows within the change probe's 10 s. The admin console (dbname=sluice) shows SHOW CATALOG."
+    );
     println!();
     println!("Ctrl-C stops sluice and the local servers.");
 

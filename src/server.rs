@@ -205,7 +205,9 @@ async fn start_catalog_copy(config: &Config) -> Result<CatalogCopy, StartError> 
         let started = tokio::task::spawn_blocking(move || ManagedCopy::start(&settings, dialect))
             .await
             .map_err(|e| StartError::Catalog(e.to_string()))?
-            .map_err(|e| StartError::Catalog(format!("the managed catalog copy did not start: {e}")))?;
+            .map_err(|e| {
+                StartError::Catalog(format!("the managed catalog copy did not start: {e}"))
+            })?;
         copy.managed = Some(Arc::new(started));
     }
     Ok(copy)
@@ -419,7 +421,11 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
             sluice.alerts.clone(),
             sluice.stop.clone(),
         ));
-        sluice.copy_supervisor.lock().expect("supervisor lock").replace(supervised);
+        sluice
+            .copy_supervisor
+            .lock()
+            .expect("supervisor lock")
+            .replace(supervised);
     }
     tokio::spawn(crate::alerts::run(
         sluice.clone(),

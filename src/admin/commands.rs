@@ -347,7 +347,11 @@ fn show_catalog(sluice: &Sluice) -> Reply {
             m.major,
             m.data_dir().display(),
             m.port(),
-            if m.is_running() { "" } else { " (down: being restarted)" }
+            if m.is_running() {
+                ""
+            } else {
+                " (down: being restarted)"
+            }
         ),
         None => format!("{}:{}", catalog.host, catalog.port),
     };
@@ -360,8 +364,7 @@ fn show_catalog(sluice: &Sluice) -> Reply {
             vec![
                 s(&d.database),
                 s(if d.stale { "stale" } else { "current" }),
-                d.stale_for
-                    .map(|t| format!("{:.1}", t.as_secs_f64())),
+                d.stale_for.map(|t| format!("{:.1}", t.as_secs_f64())),
                 d.last_refresh.and_then(time),
                 d.last_kind.map(|k| k.as_str().to_string()),
                 d.last_elapsed.map(|t| format!("{:.3}", t.as_secs_f64())),
@@ -393,7 +396,8 @@ fn show_catalog(sluice: &Sluice) -> Reply {
         "catalog copy: {copy}; change probe every {}",
         catalog
             .probe_interval
-            .map_or("(off)".to_string(), |d| humantime::format_duration(d).to_string())
+            .map_or("(off)".to_string(), |d| humantime::format_duration(d)
+                .to_string())
     ))
 }
 

@@ -211,12 +211,20 @@ impl Freshness {
     }
 }
 
+/// A per-database series: name, type, help, and its value for a database.
+type Series = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&DatabaseState) -> Option<f64>,
+);
+
 impl Freshness {
     /// Appends the per-database metrics in Prometheus' text format.
     pub fn render(&self, out: &mut String) {
         use std::fmt::Write;
         let states = self.snapshot();
-        let metrics: [(&str, &str, &str, fn(&DatabaseState) -> Option<f64>); 4] = [
+        let metrics: [Series; 4] = [
             (
                 "sluice_catalog_stale",
                 "gauge",
@@ -307,7 +315,10 @@ mod tests {
         f.changed("a\"b");
         let mut text = String::new();
         f.render(&mut text);
-        assert!(text.contains("sluice_catalog_stale{database=\"a\\\"b\"} 1"), "{text}");
+        assert!(
+            text.contains("sluice_catalog_stale{database=\"a\\\"b\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("# TYPE sluice_catalog_stale_lookups_total counter"));
     }
 

@@ -83,7 +83,8 @@ impl ManagedCopy {
             });
         }
         let log = data_dir.join("sluice-catalog.log");
-        let mut options = String::from("-c listen_addresses=127.0.0.1 -c unix_socket_directories=''");
+        let mut options =
+            String::from("-c listen_addresses=127.0.0.1 -c unix_socket_directories=''");
         if dialect == Dialect::Postgres {
             // OIDs as on the warehouse (docs/catalog.md).
             options.push_str(" -b");
@@ -182,10 +183,15 @@ fn initialise(bindir: &Path, data_dir: &Path, owner: Option<(u32, u32)>) -> Resu
     localpg::chown_to_server(data_dir, owner)?;
     tracing::info!(data_dir = %data_dir.display(), "initialising the managed catalog copy");
     let mut initdb = localpg::server_command(&bindir.join("initdb"));
-    initdb
-        .arg("-D")
-        .arg(data_dir)
-        .args(["-U", SUPERUSER, "-A", "trust", "-E", "UTF8", "--no-instructions"]);
+    initdb.arg("-D").arg(data_dir).args([
+        "-U",
+        SUPERUSER,
+        "-A",
+        "trust",
+        "-E",
+        "UTF8",
+        "--no-instructions",
+    ]);
     localpg::run(initdb, "initdb of the managed catalog copy").map_err(|e| match e {
         Error::Failed { cmd, stderr } => Error::Failed {
             cmd,
@@ -366,7 +372,9 @@ pub async fn check(config: &crate::config::Config) -> Verdict {
             }
         };
         return match warehouse {
-            Some((node, w_major)) if needs_same_major && major.parse::<u32>().ok() != Some(w_major) => {
+            Some((node, w_major))
+                if needs_same_major && major.parse::<u32>().ok() != Some(w_major) =>
+            {
                 Verdict::Refused(format!(
                     "the managed catalog copy would run PostgreSQL {major} ({}), but warehouse node {node} runs PostgreSQL {w_major}: \
                      a binary-upgrade restore needs the same major version. Install PostgreSQL {w_major}'s server and point \
@@ -413,8 +421,7 @@ pub async fn check(config: &crate::config::Config) -> Verdict {
     {
         Ok(_) => true,
         Err(e)
-            if e
-                .as_db_error()
+            if e.as_db_error()
                 .is_some_and(|d| d.message().contains("binary upgrade mode")) =>
         {
             false
@@ -442,22 +449,32 @@ pub async fn check(config: &crate::config::Config) -> Verdict {
         ));
     }
     match warehouse {
-        Some((node, w_major)) if needs_same_major && copy_major != w_major => Verdict::Refused(format!(
-            "the catalog copy at {}:{} runs PostgreSQL {copy_major}, but warehouse node {node} runs PostgreSQL {w_major}: \
+        Some((node, w_major)) if needs_same_major && copy_major != w_major => {
+            Verdict::Refused(format!(
+                "the catalog copy at {}:{} runs PostgreSQL {copy_major}, but warehouse node {node} runs PostgreSQL {w_major}: \
              a binary-upgrade restore needs the same major version",
-            catalog.host, catalog.port
-        )),
+                catalog.host, catalog.port
+            ))
+        }
         Some((node, w_major)) => Verdict::Fine(format!(
             "catalog copy: {}:{}, PostgreSQL {copy_major}{}; warehouse node {node} runs PostgreSQL {w_major}",
             catalog.host,
             catalog.port,
-            if binary_upgrade { " in binary-upgrade mode" } else { "" }
+            if binary_upgrade {
+                " in binary-upgrade mode"
+            } else {
+                ""
+            }
         )),
         None => Verdict::Fine(format!(
             "catalog copy: {}:{}, PostgreSQL {copy_major}{}",
             catalog.host,
             catalog.port,
-            if binary_upgrade { " in binary-upgrade mode" } else { "" }
+            if binary_upgrade {
+                " in binary-upgrade mode"
+            } else {
+                ""
+            }
         )),
     }
 }
@@ -482,7 +499,8 @@ fn alive(pid: i32) -> bool {
     }
     // SAFETY: kill with signal 0 only checks that the process exists.
     let exists = unsafe {
-        libc::kill(pid, 0) == 0 || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+        libc::kill(pid, 0) == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
     };
     exists
         && fs::read_to_string(format!("/proc/{pid}/stat")).map_or(true, |stat| {

@@ -45,14 +45,23 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
 /// The Vertica probe, per v_catalog table: what moves when its rows do.
 pub const VERTICA_PROBE: &[(&str, &str)] = &[
-    ("tables", "COUNT(*) || ':' || COALESCE(MAX(create_time)::VARCHAR, '')"),
-    ("views", "COUNT(*) || ':' || COALESCE(MAX(create_time)::VARCHAR, '')"),
+    (
+        "tables",
+        "COUNT(*) || ':' || COALESCE(MAX(create_time)::VARCHAR, '')",
+    ),
+    (
+        "views",
+        "COUNT(*) || ':' || COALESCE(MAX(create_time)::VARCHAR, '')",
+    ),
     (
         "columns",
         "COUNT(*) || ':' || COALESCE(SUM(LENGTH(column_name) + LENGTH(data_type) + ordinal_position), 0)",
     ),
     ("schemata", "COUNT(*)"),
-    ("comments", "COUNT(*) || ':' || COALESCE(SUM(LENGTH(comment)), 0)"),
+    (
+        "comments",
+        "COUNT(*) || ':' || COALESCE(SUM(LENGTH(comment)), 0)",
+    ),
     ("projections", "COUNT(*)"),
     ("users", "COUNT(*)"),
 ];
@@ -273,7 +282,9 @@ impl Refresher {
         };
         let source = Endpoint::node(config, &node);
         let databases = {
-            let client = self.probe_client(&source, &w.service_database, w.connect_timeout).await?;
+            let client = self
+                .probe_client(&source, &w.service_database, w.connect_timeout)
+                .await?;
             client
                 .query(DATABASES, &[])
                 .await
@@ -284,7 +295,9 @@ impl Refresher {
         };
         self.probe_clients.retain(|db, _| databases.contains(db));
         for database in &databases {
-            let client = self.probe_client(&source, database, w.connect_timeout).await?;
+            let client = self
+                .probe_client(&source, database, w.connect_timeout)
+                .await?;
             let answer: String = client
                 .query_one(shape::PROBE, &[])
                 .await
@@ -299,7 +312,10 @@ impl Refresher {
             self.roles = Some(roles);
             if self.probed.get(database) != Some(&answer) {
                 if self.probed.contains_key(database) {
-                    tracing::info!(database, "the warehouse's catalog changed; refreshing the catalog copy");
+                    tracing::info!(
+                        database,
+                        "the warehouse's catalog changed; refreshing the catalog copy"
+                    );
                 }
                 freshness.changed(database);
                 self.probed.insert(database.clone(), answer);
@@ -420,7 +436,10 @@ impl Refresher {
         let copy_client = match copy.client(database, timeout).await {
             Ok(c) => c,
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME) => {
-                tracing::info!(database, "the catalog copy has no such database yet; copying it whole");
+                tracing::info!(
+                    database,
+                    "the catalog copy has no such database yet; copying it whole"
+                );
                 sync::sync_database(&source, &copy, db, pool).await?;
                 return Ok((RefreshKind::Full, 0));
             }
@@ -585,7 +604,8 @@ async fn verify(
         Ok((copy_shapes, copy_other)) => {
             copy_other == node_other
                 && copied.iter().all(|r| {
-                    copy_shapes.get(&r.oid).map(|(_, s)| s) == node_shapes.get(&r.oid).map(|(_, s)| s)
+                    copy_shapes.get(&r.oid).map(|(_, s)| s)
+                        == node_shapes.get(&r.oid).map(|(_, s)| s)
                 })
         }
         Err(e) => {

@@ -283,7 +283,11 @@ pub(super) async fn pipe(
         Ok(s) if s.success() => Ok(()),
         Ok(_) => Err(SyncError::Command {
             cmd: restore_what.to_string(),
-            stderr: if restore_err.is_empty() { dump_err } else { restore_err },
+            stderr: if restore_err.is_empty() {
+                dump_err
+            } else {
+                restore_err
+            },
         }),
         Err(source) => Err(SyncError::Spawn {
             cmd: restore_what.to_string(),
@@ -404,7 +408,13 @@ pub(super) async fn sync_roles(source: &Endpoint, copy: &Endpoint) -> Result<(),
     // Roles that exist already make CREATE ROLE fail; the ALTERs after it still apply.
     let mut apply = copy.command("psql", "template1");
     apply.args(["-v", "ON_ERROR_STOP=0"]);
-    pipe(dump, "pg_dumpall --roles-only", apply, "psql (restore roles)").await?;
+    pipe(
+        dump,
+        "pg_dumpall --roles-only",
+        apply,
+        "psql (restore roles)",
+    )
+    .await?;
     let nologin = "DO $$DECLARE r record; BEGIN \
         FOR r IN SELECT rolname FROM pg_roles WHERE rolcanlogin AND NOT rolsuper AND rolname <> current_user LOOP \
         EXECUTE format('ALTER ROLE %I NOLOGIN', r.rolname); END LOOP; END$$";

@@ -328,7 +328,12 @@ pub fn classify(sql: &str, policy: &CatalogPolicy) -> Classification {
 pub fn starts_like_ddl(sql: &str) -> bool {
     let mut first = None;
     crate::lex::each_piece(sql, |kind, range| {
-        if first.is_none() && !matches!(kind, crate::lex::Kind::Comment | crate::lex::Kind::Whitespace) {
+        if first.is_none()
+            && !matches!(
+                kind,
+                crate::lex::Kind::Comment | crate::lex::Kind::Whitespace
+            )
+        {
             first = Some(range);
         }
     });
@@ -337,9 +342,11 @@ pub fn starts_like_ddl(sql: &str) -> bool {
         .chars()
         .take_while(|c| c.is_ascii_alphabetic())
         .collect();
-    ["CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE", "TRUNCATE", "RENAME"]
-        .iter()
-        .any(|k| word.eq_ignore_ascii_case(k))
+    [
+        "CREATE", "ALTER", "DROP", "COMMENT", "GRANT", "REVOKE", "TRUNCATE", "RENAME",
+    ]
+    .iter()
+    .any(|k| word.eq_ignore_ascii_case(k))
 }
 
 fn decide(facts: Facts, policy: &CatalogPolicy) -> Classification {
@@ -842,7 +849,13 @@ mod tests {
         assert!(!classify("SELECT 1 // 2", &CatalogPolicy::default()).is_ddl());
         assert!(!classify("SELECT a FROM t", &CatalogPolicy::default()).is_ddl());
         assert!(!classify("CREATE TEMP TABLE x (a int)", &CatalogPolicy::default()).is_ddl());
-        assert!(!classify("CREATE LOCAL TEMPORARY TABLE x AS SELECT 1", &CatalogPolicy::default()).is_ddl());
+        assert!(
+            !classify(
+                "CREATE LOCAL TEMPORARY TABLE x AS SELECT 1",
+                &CatalogPolicy::default()
+            )
+            .is_ddl()
+        );
         let bad = classify("SELEC 1", &CatalogPolicy::default());
         assert!(bad.parse_error.is_some());
         assert_eq!(bad.route, Route::Node);

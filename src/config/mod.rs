@@ -767,8 +767,12 @@ impl Validator<'_> {
             }),
         };
         if let Some(bin) = &raw.postgres_bin
-            && !std::path::Path::new(bin.get_ref()).join("postgres").is_file()
-            && !std::path::Path::new(bin.get_ref()).join("pg_dump").is_file()
+            && !std::path::Path::new(bin.get_ref())
+                .join("postgres")
+                .is_file()
+            && !std::path::Path::new(bin.get_ref())
+                .join("pg_dump")
+                .is_file()
         {
             self.problem(
                 bin.span(),
@@ -799,8 +803,12 @@ impl Validator<'_> {
             }
         };
         let refresh_debounce = self.duration("catalog.refresh_debounce", &raw.refresh_debounce);
-        let max_incremental =
-            self.count("catalog.max_incremental", &raw.max_incremental, 1, 1_000_000);
+        let max_incremental = self.count(
+            "catalog.max_incremental",
+            &raw.max_incremental,
+            1,
+            1_000_000,
+        );
         let pool_size = self.count("catalog.pool_size", &raw.pool_size, 1, 10_000);
         let acquire_timeout = self.duration("catalog.acquire_timeout", &raw.acquire_timeout);
         let connect_timeout = self.duration("catalog.connect_timeout", &raw.connect_timeout);

@@ -182,7 +182,9 @@ impl<C: ClientSide> Upstream<'_, C> {
                             Ok(None) => continue,
                             Err(stop) => return stop,
                         };
-                        if let Some(pool) = copy_for(&batch, self.catalog.as_ref(), self.database, self.metrics) {
+                        if let Some(pool) =
+                            copy_for(&batch, self.catalog.as_ref(), self.database, self.metrics)
+                        {
                             match self
                                 .answered_by_catalog(&pool, &batch, &mut out, wr, client_wr)
                                 .await

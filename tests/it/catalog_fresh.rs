@@ -26,7 +26,10 @@ async fn ddl_through_sluice_is_visible_to_every_session_at_once() {
     let via = o.sluice.url("postgres");
     let direct = o.nodes[0].conn_string("postgres");
     let steps: &[(&str, &[&str])] = &[
-        ("CREATE TABLE shop.fresh_one (id int)", &["\\dt shop.*", "\\d shop.fresh_one"]),
+        (
+            "CREATE TABLE shop.fresh_one (id int)",
+            &["\\dt shop.*", "\\d shop.fresh_one"],
+        ),
         (
             "ALTER TABLE shop.orders ADD COLUMN note text",
             &["\\d shop.orders", "\\d+ shop.big_orders"],
@@ -39,7 +42,10 @@ async fn ddl_through_sluice_is_visible_to_every_session_at_once() {
             "CREATE VIEW shop.fresh_view AS SELECT id FROM shop.fresh_one",
             &["\\dv shop.*", "\\d shop.fresh_view"],
         ),
-        ("GRANT SELECT ON shop.fresh_one TO analyst", &["\\dp shop.fresh_one"]),
+        (
+            "GRANT SELECT ON shop.fresh_one TO analyst",
+            &["\\dp shop.fresh_one"],
+        ),
         ("DROP VIEW shop.fresh_view", &["\\dv shop.*"]),
     ];
     let writer = o.sluice.client().await;
@@ -67,21 +73,27 @@ async fn ddl_through_sluice_is_visible_to_every_session_at_once() {
         assert_eq!(tables, 1, "after {ddl:?} another session lost fresh_one");
     }
     for node in &o.nodes {
-        node.psql("postgres", "INSERT INTO shop.orders VALUES (2, 1, 'new', 5)")
-            .unwrap();
+        node.psql(
+            "postgres",
+            "INSERT INTO shop.orders VALUES (2, 1, 'new', 5)",
+        )
+        .unwrap();
     }
-    let [direct_md, through_md] = <[String; 2]>::try_from(jdbc_metadata(&[
-        o.nodes[0].port(),
-        o.sluice.port,
-    ]))
-    .unwrap();
+    let [direct_md, through_md] =
+        <[String; 2]>::try_from(jdbc_metadata(&[o.nodes[0].port(), o.sluice.port])).unwrap();
     assert_eq!(
         comparable_metadata(&through_md),
         comparable_metadata(&direct_md),
         "DatabaseMetaData through sluice differs from direct after the DDL"
     );
-    assert!(through_md.contains("columns: orders note text"), "{through_md}");
-    assert!(through_md.contains("tables: fresh_one TABLE made through sluice"), "{through_md}");
+    assert!(
+        through_md.contains("columns: orders note text"),
+        "{through_md}"
+    );
+    assert!(
+        through_md.contains("tables: fresh_one TABLE made through sluice"),
+        "{through_md}"
+    );
 
     // Once refreshed, the copy answers again: nothing reaches the nodes.
     o.sluice
@@ -100,10 +112,15 @@ async fn ddl_through_sluice_is_visible_to_every_session_at_once() {
     assert!(
         metrics
             .lines()
-            .any(|l| l.starts_with("sluice_catalog_refreshes_total") && l.contains("kind=\"incremental\"") && l.contains("result=\"ok\"")),
+            .any(|l| l.starts_with("sluice_catalog_refreshes_total")
+                && l.contains("kind=\"incremental\"")
+                && l.contains("result=\"ok\"")),
         "{metrics}"
     );
-    assert!(metrics.contains("sluice_catalog_stale{database=\"postgres\"} 0"), "{metrics}");
+    assert!(
+        metrics.contains("sluice_catalog_stale{database=\"postgres\"} 0"),
+        "{metrics}"
+    );
     // SHOW CATALOG on the admin console tells the same.
     let console = psql(
         &format!(
@@ -127,7 +144,10 @@ async fn ddl_made_on_the_warehouse_is_seen_within_the_probe_interval() {
     let o = Offload::start_with("fresh-probe", "probe_interval = \"1s\"");
     let client = o.sluice.client().await;
     let count = "SELECT count(*) FROM pg_catalog.pg_class WHERE relname = 'made_elsewhere'";
-    assert_eq!(client.query_one(count, &[]).await.unwrap().get::<_, i64>(0), 0);
+    assert_eq!(
+        client.query_one(count, &[]).await.unwrap().get::<_, i64>(0),
+        0
+    );
     for node in &o.nodes {
         node.psql(
             "postgres",
@@ -165,7 +185,8 @@ async fn ddl_made_on_the_warehouse_is_seen_within_the_probe_interval() {
     assert!(catalog_statements(&o.statements_since(&marks)).is_empty());
     // A dropped table goes too.
     for node in &o.nodes {
-        node.psql("postgres", "DROP TABLE shop.made_elsewhere").unwrap();
+        node.psql("postgres", "DROP TABLE shop.made_elsewhere")
+            .unwrap();
     }
     let dropped = Instant::now();
     loop {
@@ -232,7 +253,10 @@ async fn the_managed_copy_answers_restarts_and_stops_with_sluice() {
         assert_eq!(&describe(&via, command), expected, "{command}");
     }
     let through_md = jdbc_metadata(&[sluice.port]).remove(0);
-    assert_eq!(comparable_metadata(&through_md), comparable_metadata(&direct_md));
+    assert_eq!(
+        comparable_metadata(&through_md),
+        comparable_metadata(&direct_md)
+    );
     assert!(
         through_md.contains("enum column: \"shop\".\"order_status\" = paid"),
         "{through_md}"
@@ -252,11 +276,20 @@ async fn the_managed_copy_answers_restarts_and_stops_with_sluice() {
         .unwrap()
         .trim()
         .to_string();
-    assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    assert!(
+        Command::new("kill")
+            .args(["-KILL", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
     let client = sluice.client().await;
     let q = "SELECT count(*) FROM pg_catalog.pg_class WHERE relname = 'orders'";
     assert_eq!(client.query_one(q, &[]).await.unwrap().get::<_, i64>(0), 1);
-    sluice.wait_for_log("the managed catalog copy is running again", Duration::from_secs(30));
+    sluice.wait_for_log(
+        "the managed catalog copy is running again",
+        Duration::from_secs(30),
+    );
     let new_pid = std::fs::read_to_string(data_dir.join("postmaster.pid")).unwrap();
     assert_ne!(new_pid.lines().next().unwrap().trim(), pid);
     sluice.wait_catalog_current("postgres", Duration::from_secs(30));
@@ -264,17 +297,33 @@ async fn the_managed_copy_answers_restarts_and_stops_with_sluice() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let marks: Vec<usize> = nodes.iter().map(|n| n.read_log().len()).collect();
     assert_eq!(describe(&via, "\\d shop.orders"), expected[0]);
-    assert!(catalog_statements(&since(&marks)).is_empty(), "{}", since(&marks));
+    assert!(
+        catalog_statements(&since(&marks)).is_empty(),
+        "{}",
+        since(&marks)
+    );
 
     // sluice stops: so does its copy.
     drop(client);
     let postmaster = new_pid.lines().next().unwrap().trim().to_string();
     sluice.signal("TERM");
-    assert!(sluice.wait_exit(Duration::from_secs(60)).is_some(), "sluice did not stop");
+    assert!(
+        sluice.wait_exit(Duration::from_secs(60)).is_some(),
+        "sluice did not stop"
+    );
     // Exited: gone, or a zombie until the machine's init reaps it.
-    let alive = std::fs::read_to_string(format!("/proc/{postmaster}/stat"))
-        .is_ok_and(|stat| !stat.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'));
-    assert!(!alive, "the managed copy's postmaster {postmaster} outlived sluice");
+    let alive = std::fs::read_to_string(format!("/proc/{postmaster}/stat")).is_ok_and(|stat| {
+        !stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z')
+    });
+    assert!(
+        !alive,
+        "the managed copy's postmaster {postmaster} outlived sluice"
+    );
     assert!(!data_dir.join("postmaster.pid").exists());
 }
 
