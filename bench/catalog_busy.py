@@ -26,7 +26,9 @@ an external `postgres -b` server synced by `sluice catalog-sync --full`
    statements that reached the node (pg_stat_statements, reset before each
    burst; sluice's probe statements, marked '/* sluice catalog probe */',
    the saturating queries and this driver's own are left out), of them the
-   catalog statements (naming pg_catalog or information_schema), and the
+   catalog statements (naming pg_catalog or information_schema; not
+   PgJDBC's read of pg_settings at connect, which describes the node's live
+   state and stays on the node by design), and the
    cores the saturating backends used meanwhile (their utime+stime from
    /proc), which shows the node really was busy.
 
@@ -154,7 +156,7 @@ def node_statements(port):
     out = node_sql(port, f"""{OWN} SELECT coalesce(sum(calls) FILTER (WHERE NOT probe), 0),
         coalesce(sum(calls) FILTER (WHERE NOT probe AND catalog), 0), coalesce(sum(calls) FILTER (WHERE probe), 0)
       FROM (SELECT calls, position('sluice catalog probe' in query) > 0 AS probe,
-                   query ~ '(pg_catalog|information_schema)' AS catalog
+                   query ~ '(pg_catalog|information_schema)' AND query !~ 'pg_settings' AS catalog
               FROM pg_stat_statements
              WHERE query NOT LIKE '%sluice bench%' AND query NOT LIKE '%pg_stat_statements%') s""")
     return tuple(int(x) for x in out.split("|"))
@@ -212,7 +214,7 @@ def report(runs, started, versions, busy, calls):
     add(f"Run {started:%Y-%m-%d %H:%M} UTC. " + "; ".join(f"{k}: {v}" for k, v in versions.items()) + ".")
     add("")
     add(f"Workload 5b: the DBeaver-style burst ({cb.TABLES} tables, {calls} DatabaseMetaData calls per run) "
-        f"while {busy} saturating quer{'y' if busy == 1 else 'ies'} run on the node "
+        f"while {busy} saturating quer{'y runs' if busy == 1 else 'ies run'} on the node "
         f"(`{SATURATE.split('*/ ')[1]}`, no parallel workers); {b.ROUNDS} interleaved round(s) per target on the "
         f"saturated node, one on the idle node first.")
     add("")

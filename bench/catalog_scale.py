@@ -49,7 +49,9 @@ Run:   bash bench/run.sh catalog-scale          (builds sluice first)
                                                          # run by hand: no sluice needed
 Environment: BENCH_SCALE_TABLES ("2000 20000 100000"), BENCH_SCALE_COPY
 (managed | external), BENCH_PROBE_INTERVAL ("10s"), BENCH_PROBE_SECONDS (60),
-BENCH_SCALE_BASELINE (1), BENCH_SCALE_TIMEOUT (3600), BENCH_SLUICE_BIN.
+BENCH_SCALE_BASELINE (1), BENCH_SCALE_TIMEOUT (3600), BENCH_NODE_MAX_LOCKS (the
+node's max_locks_per_transaction; default: enough for pg_dump of the biggest
+size, ~N/100), BENCH_SLUICE_BIN.
 """
 
 import datetime
@@ -75,6 +77,10 @@ PROBE_INTERVAL = os.environ.get("BENCH_PROBE_INTERVAL", "10s")
 PROBE_SECONDS = float(os.environ.get("BENCH_PROBE_SECONDS", "60"))
 BASELINE = os.environ.get("BENCH_SCALE_BASELINE", "1") == "1"
 SYNC_TIMEOUT = float(os.environ.get("BENCH_SCALE_TIMEOUT", "3600"))
+# pg_dump locks every table it dumps in one transaction: with PostgreSQL's
+# default (64) it fails past ~12,800 tables ("out of shared memory"). The node
+# gets enough for the biggest size unless this sets it (e.g. 64, to show that).
+NODE_LOCKS = int(os.environ.get("BENCH_NODE_MAX_LOCKS", "0"))
 WITHOUT_SLUICE = "--without-sluice" in sys.argv[1:]
 MARKER = "sluice catalog probe"
 # Leads every statement this driver sends to the node itself, so that
@@ -523,7 +529,16 @@ def via_sluice_change(s, res):
 
 
 def probe_cost(env, s, res):
-    """(d) sluice idle for PROBE_SECONDS; the probe's statements on the node."""
+    """(d) sluice idle for PROBE_SECONDS; the probe's statements on the node.
+    The window starts one probe interval after (c), once the copy is current:
+    the probe's next reading after a change sluice refreshed itself may start
+    one more refresh, which is (c)'s, not the idle cost."""
+    settle = time.monotonic() + 1.5 * seconds_of(PROBE_INTERVAL)
+    while time.monotonic() < settle:
+        if s.proc.poll() is not None:
+            raise RuntimeError("sluice exited:\n" + cb.tail(s.log))
+        time.sleep(0.5)
+    s.wait_current(SYNC_TIMEOUT)
     refreshes0 = cb.ok_refreshes(s.samples())
     reset_statements(env.pg_port)
     t0 = time.monotonic()
@@ -627,23 +642,31 @@ def report(results, started, versions):
     add(f"### Change probe on the node ({'probe SQL run 5 times by hand' if WITHOUT_SLUICE else f'sluice idle for {PROBE_SECONDS:.0f} s'}, "
         "pg_stat_statements)")
     add("")
-    add("| tables | probe statements | ms per statement (mean) | per hour: calls | per hour: node exec s "
+    add("| tables | probe statements | rounds | exec ms per round | per hour: calls | per hour: node exec s "
         "| other statements from sluice per hour | refreshes during the window |")
-    add("|---|---|---|---|---|---|---|")
+    add("|---|---|---|---|---|---|---|---|")
     for r in results:
         w = r.get("d_window_s")
         if r.get("d_error") or not w:
             add(f"| {r['tables']:,} | {('failed: ' + r['d_error'].splitlines()[0][:80]) if r.get('d_error') else '—'} "
-                "| | | | | |")
+                "| | | | | | |")
             continue
         calls, ms = r["d_probe_calls"], r["d_probe_ms"]
+        # A round sends each of its statements once: as many rounds as the most-called one's calls.
+        rounds = max((c for c, _, _ in r.get("d_probe_statements", [])), default=0)
         per_h = 3600 / w
-        add(f"| {r['tables']:,} | {calls} | {fmt(ms / calls if calls else None, 2)} "
+        add(f"| {r['tables']:,} | {calls} | {rounds} | {fmt(ms / rounds if rounds else None, 2)} "
             f"| {'—' if r.get('d_emulated') else fmt(calls * per_h, 0)} "
             f"| {'—' if r.get('d_emulated') else fmt(ms * per_h / 1000, 2)} "
             f"| {'—' if r.get('d_emulated') else fmt(r['d_other_calls'] * per_h, 0)} "
-            f"| {r.get('d_refreshes_during', '—')} |")
+            f"| {fmt(r.get('d_refreshes_during'), 0)} |")
     add("")
+    texts = [f"{r['tables']:,}: " + ", ".join(f"{c} × `{t[27:75].strip()}…` ({ms:.1f} ms)"
+                                             for c, ms, t in r.get("d_probe_statements", []))
+             for r in results if r.get("d_probe_statements")]
+    if texts:
+        add("Probe statements in the window, by text (calls, total exec time): " + "; ".join(texts) + ".")
+        add("")
     return "\n".join(lines) + "\n"
 
 
@@ -682,7 +705,7 @@ def main():
     versions = versions_of(env)
     biggest = max(SIZES)
     node_conf = ("shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = 'top'\n"
-                 f"max_locks_per_transaction = {locks_for(biggest)}\nmax_wal_size = '8GB'\n"
+                 f"max_locks_per_transaction = {NODE_LOCKS or locks_for(biggest)}\nmax_wal_size = '8GB'\n"
                  "checkpoint_timeout = '30min'\nshared_buffers = '256MB'\n")
     cb.start_cluster(env, "node", env.pg_port, conf=node_conf)
     node_sql(env.pg_port, f"{OWN} CREATE EXTENSION IF NOT EXISTS pg_stat_statements; CREATE SCHEMA anchors")

@@ -33,7 +33,7 @@
 #   BENCH_PROBE_ROUNDS transactions per target per run of the workload-2 probe (5000)
 #   catalog-scale:    BENCH_SCALE_TABLES ("2000 20000 100000"), BENCH_SCALE_COPY (managed | external),
 #                     BENCH_PROBE_INTERVAL ("10s"), BENCH_PROBE_SECONDS (60), BENCH_SCALE_BASELINE (1),
-#                     BENCH_SCALE_TIMEOUT (3600)
+#                     BENCH_SCALE_TIMEOUT (3600), BENCH_NODE_MAX_LOCKS (node's max_locks_per_transaction)
 #   catalog-busy:     BENCH_ROUNDS (3), BENCH_BUSY_QUERIES (cores), BENCH_BUSY_COPY (managed | external),
 #                     BENCH_NODE_CPUS (pin the node, e.g. "1"), BENCH_BUSY_TIMEOUT (900), BENCH_TABLES (200)
 #

@@ -3,10 +3,12 @@
 //!
 //! Inside `sluice run` one task does it all, so refreshes never overlap:
 //!
-//! 1. every `catalog.probe_interval` it runs the change probe
-//!    ([`shape::PROBE`]) on each warehouse database over connections it
-//!    keeps open (no backend start per probe); an answer that moved marks
-//!    the database changed — stale — as a session's committed DDL does;
+//! 1. every `catalog.probe_interval` it runs the change probe on each
+//!    warehouse database over connections it keeps open (no backend start
+//!    per probe): the statistics gate ([`shape::PROBE_GATE`]), and when it
+//!    moved or every [`shape::FULL_PROBE_EVERY`] periods the probe proper
+//!    ([`shape::PROBE`]); an answer that moved marks the database changed —
+//!    stale — as a session's committed DDL does;
 //! 2. a stale database is refreshed once sessions stop reporting changes
 //!    for `catalog.refresh_debounce` (at most 20 debounce periods), so a
 //!    script of 500 CREATEs costs one or two refreshes, not 500;
@@ -87,6 +89,9 @@ pub struct Refresher {
     probe_clients: HashMap<String, tokio_postgres::Client>,
     /// The last probe answer per database.
     probed: HashMap<String, String>,
+    /// The last gate answer per database, and how many periods ago the
+    /// full probe last ran there.
+    gated: HashMap<String, (String, u32)>,
     /// The probe's roles part, last seen.
     roles: Option<String>,
     /// Roles must be copied again before the next database refresh.
@@ -294,7 +299,28 @@ impl Refresher {
                 .collect::<Vec<_>>()
         };
         self.probe_clients.retain(|db, _| databases.contains(db));
+        self.gated.retain(|db, _| databases.contains(db));
         for database in &databases {
+            let gate: String = self
+                .probe_client(&source, database, w.connect_timeout)
+                .await?
+                .query_one(shape::PROBE_GATE, &[])
+                .await
+                .map_err(|e| query_failed(&node, "the change probe", e))?
+                .get(0);
+            let probed_before = self.probed.contains_key(database);
+            let (last_gate, periods) = self
+                .gated
+                .entry(database.clone())
+                .or_insert_with(|| (String::new(), shape::FULL_PROBE_EVERY));
+            *periods += 1;
+            // Counting off ("off ..."): the gate never moves; probe always.
+            let moved = *last_gate != gate || gate.starts_with("off");
+            if !moved && *periods < shape::FULL_PROBE_EVERY && probed_before {
+                continue;
+            }
+            *last_gate = gate;
+            *periods = 0;
             let client = self
                 .probe_client(&source, database, w.connect_timeout)
                 .await?;
@@ -433,6 +459,42 @@ impl Refresher {
             .client(database, timeout)
             .await
             .map_err(|e| SyncError::NoNode(format!("{node}: {e}")))?;
+        // The probe's answers now: what this refresh covers, so the next
+        // probe does not take the change it copies for a new one.
+        let gate: String = node_client
+            .query_one(shape::PROBE_GATE, &[])
+            .await
+            .map_err(|e| query_failed(&node, "the change probe", e))?
+            .get(0);
+        let probe: String = node_client
+            .query_one(shape::PROBE, &[])
+            .await
+            .map_err(|e| query_failed(&node, "the change probe", e))?
+            .get(0);
+        let result = self
+            .refresh_relations(&source, &copy, &node, &node_client, db, catalog, pool)
+            .await;
+        if result.is_ok() {
+            self.gated.insert(database.to_string(), (gate, 0));
+            self.probed.insert(database.to_string(), probe);
+        }
+        result
+    }
+
+    /// The comparison and the copying of one database's relations.
+    #[allow(clippy::too_many_arguments)]
+    async fn refresh_relations(
+        &mut self,
+        source: &Endpoint,
+        copy: &Endpoint,
+        node: &str,
+        node_client: &tokio_postgres::Client,
+        db: &sync::Database,
+        catalog: &Catalog,
+        pool: Option<&CatalogPool>,
+    ) -> Result<(RefreshKind, usize), SyncError> {
+        let database = db.name.as_str();
+        let timeout = catalog.connect_timeout;
         let copy_client = match copy.client(database, timeout).await {
             Ok(c) => c,
             Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME) => {
@@ -440,24 +502,25 @@ impl Refresher {
                     database,
                     "the catalog copy has no such database yet; copying it whole"
                 );
-                sync::sync_database(&source, &copy, db, pool).await?;
+                sync::sync_database(source, copy, db, pool).await?;
                 return Ok((RefreshKind::Full, 0));
             }
             Err(e) => return Err(copy_failed("connecting", e)),
         };
-        let (node_shapes, node_other) = shapes_of(&node_client, None)
-            .await
-            .map_err(|e| query_failed(&node, "reading relation shapes", e))?;
-        let (copy_shapes, copy_other) = shapes_of(&copy_client, None)
-            .await
-            .map_err(|e| copy_failed("reading relation shapes", e))?;
+        // Both sides at once: each reads every relation's shape.
+        let (on_node, on_copy) =
+            tokio::join!(shapes_of(node_client, None), shapes_of(&copy_client, None));
+        let (node_shapes, node_other) =
+            on_node.map_err(|e| query_failed(node, "reading relation shapes", e))?;
+        let (copy_shapes, copy_other) =
+            on_copy.map_err(|e| copy_failed("reading relation shapes", e))?;
         let total = node_shapes.len();
         let whole = |why: &str| {
             tracing::info!(database, why, "copying the database whole");
         };
         if node_other != copy_other {
             whole("objects other than relations changed");
-            sync::sync_database(&source, &copy, db, pool).await?;
+            sync::sync_database(source, copy, db, pool).await?;
             return Ok((RefreshKind::Full, total));
         }
         let diff = shape::compare(&node_shapes, &copy_shapes);
@@ -466,14 +529,14 @@ impl Refresher {
         }
         if diff.len() > catalog.max_incremental {
             whole("more relations changed than catalog.max_incremental");
-            sync::sync_database(&source, &copy, db, pool).await?;
+            sync::sync_database(source, copy, db, pool).await?;
             return Ok((RefreshKind::Full, total));
         }
         let (drop, copied) = match plan(&copy_client, &node_shapes, &copy_shapes, diff).await {
             Ok(p) => p,
             Err(e) => return Err(copy_failed("reading dependencies", e)),
         };
-        let attempt = sync::copy_relations(&source, &copy, database, &drop, &copied).await;
+        let attempt = sync::copy_relations(source, copy, database, &drop, &copied).await;
         let verified = match attempt {
             Ok(()) => verify(&copy_client, &node_shapes, &node_other, &copied).await,
             Err(e) => {
@@ -483,7 +546,7 @@ impl Refresher {
         };
         if !verified {
             whole("the incremental copy did not come out equal to the warehouse");
-            sync::sync_database(&source, &copy, db, pool).await?;
+            sync::sync_database(source, copy, db, pool).await?;
             return Ok((RefreshKind::Full, total));
         }
         Ok((RefreshKind::Incremental, drop.len().max(copied.len())))

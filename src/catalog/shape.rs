@@ -1,9 +1,13 @@
 //! What the refresher asks a PostgreSQL warehouse node and the catalog copy
 //! to tell whether, and where, they differ.
 //!
-//! * The **probe** is one cheap statement run every `catalog.probe_interval`
-//!   on the node: counts and sums of the row versions (`xmin`) of the user
-//!   rows in the catalogs clients read. Any committed DDL inserts, updates
+//! * The **gate** ([`PROBE_GATE`]) runs every `catalog.probe_interval`: the
+//!   statistics collector's insert/update/delete counts of those catalogs,
+//!   a few lookups whatever the catalog's size. Only when it moved (or
+//!   every [`FULL_PROBE_EVERY`] periods, for changes not yet reported to
+//!   the collector) does the probe proper run.
+//! * The **probe** is one statement on the node: counts and sums of the
+//!   row versions (`xmin`) of the user rows in the catalogs clients read. Any committed DDL inserts, updates
 //!   or deletes such rows, so the answer moves; VACUUM and ANALYZE update
 //!   pg_class in place and leave it alone. It reads only rows with OIDs of
 //!   user objects (>= 16384, through the catalogs' OID indexes), so its
@@ -25,8 +29,23 @@
 
 use std::collections::HashMap;
 
+/// The full probe runs at least every this many probe periods, even when
+/// the gate did not move.
+pub const FULL_PROBE_EVERY: u32 = 6;
+
 /// Leads every statement the probe and the refresh send to a node.
 pub const MARKER: &str = "/* sluice catalog probe */";
+
+/// The probe's first stage, O(1) in the catalog's size: the statistics
+/// collector's counts of rows inserted, updated and deleted in each of the
+/// catalogs the probe reads, and whether counting is on at all. A backend
+/// reports its counts when it goes idle (at most about a second late), so
+/// a DDL whose session goes on to a long statement without going idle is
+/// only seen by the periodic full probe ([`PROBE`]).
+pub const PROBE_GATE: &str = "/* sluice catalog probe */ SELECT current_setting('track_counts') || ' ' ||
+ string_agg((pg_catalog.pg_stat_get_tuples_inserted(c) + pg_catalog.pg_stat_get_tuples_updated(c)
+   + pg_catalog.pg_stat_get_tuples_deleted(c))::text, ' ' ORDER BY c::oid)
+ FROM unnest('{pg_class,pg_attribute,pg_attrdef,pg_constraint,pg_trigger,pg_rewrite,pg_description,pg_namespace,pg_type,pg_proc,pg_enum,pg_extension,pg_default_acl,pg_sequence,pg_index,pg_inherits,pg_authid,pg_auth_members}'::pg_catalog.regclass[]) c";
 
 /// The probe: one row, one text column.
 pub const PROBE: &str = "/* sluice catalog probe */ SELECT concat_ws(' ',
@@ -263,7 +282,7 @@ mod tests {
 
     #[test]
     fn every_statement_carries_the_marker() {
-        for sql in [PROBE, RELATIONS, OTHER_OBJECTS, DEPENDENTS] {
+        for sql in [PROBE_GATE, PROBE, RELATIONS, OTHER_OBJECTS, DEPENDENTS] {
             assert!(sql.starts_with(MARKER));
         }
     }

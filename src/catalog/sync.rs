@@ -425,6 +425,19 @@ pub(super) async fn sync_roles(source: &Endpoint, copy: &Endpoint) -> Result<(),
 
 fn in_binary_upgrade_terms(e: SyncError) -> SyncError {
     match e {
+        // pg_dump locks every table it dumps in one transaction.
+        SyncError::Command { cmd, stderr }
+            if stderr.contains("out of shared memory") && cmd.starts_with("pg_dump") =>
+        {
+            SyncError::Command {
+                cmd,
+                stderr: format!(
+                    "{stderr} (pg_dump locks every table of the database at once: the warehouse node needs \
+                     max_locks_per_transaction * max_connections above its number of tables; raise \
+                     max_locks_per_transaction on the warehouse, see docs/catalog.md)"
+                ),
+            }
+        }
         SyncError::Command { cmd, stderr } if stderr.contains("binary upgrade mode") => {
             SyncError::Command {
                 cmd,
