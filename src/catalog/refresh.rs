@@ -45,6 +45,10 @@ use crate::config::{Catalog, Config, Dialect};
 /// (it stays stale meanwhile: its lookups go to the node).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
+/// With the probe off, the one probe at start (which lists the databases)
+/// is followed by the next after this long.
+const PROBE_OFF: Duration = Duration::from_secs(365 * 24 * 3600);
+
 /// The Vertica probe, per v_catalog table: what moves when its rows do.
 pub const VERTICA_PROBE: &[(&str, &str)] = &[
     (
@@ -129,7 +133,7 @@ impl Refresher {
             let now = Instant::now();
             if now >= next_probe {
                 self.probe(&config, &catalog, &ctx.freshness).await;
-                next_probe = Instant::now() + catalog.probe_interval.unwrap_or(Duration::MAX / 4);
+                next_probe = Instant::now() + catalog.probe_interval.unwrap_or(PROBE_OFF);
             }
             match (catalog.sync_interval, next_full) {
                 (Some(every), None) => next_full = Some(now + every),

@@ -208,16 +208,29 @@ pub(super) fn copy_for(
 
 /// Waits until the node has answered everything sent before a lookup (the
 /// caller has written it), then tells whether the copy may answer: not
-/// after the transaction failed or changed the schema.
-pub(super) async fn node_settled_for_copy(progress: &NodeProgress) -> bool {
+/// after the transaction failed or changed the schema, and not when what
+/// the node just answered made the copy stale (a DDL batch sent ahead of
+/// the lookup in the same write commits only now).
+pub(super) async fn node_settled_for_copy(
+    progress: &NodeProgress,
+    pool: &CatalogPool,
+    database: &str,
+) -> bool {
     progress.idle().await;
-    let may = progress.catalog_may_answer();
-    if !may {
+    if !progress.catalog_may_answer() {
         tracing::debug!(
             "a catalog lookup goes to the node: the transaction failed or changed the schema"
         );
+        return false;
     }
-    may
+    if pool.freshness().stale_for_lookup(database) {
+        tracing::debug!(
+            database,
+            "a catalog lookup goes to the node: the catalog copy may lag behind it"
+        );
+        return false;
+    }
+    true
 }
 
 /// How the copy's answer reaches the client.

@@ -260,7 +260,7 @@ impl<C: ClientSide> Upstream<'_, C> {
         client_wr: &tokio::sync::Mutex<WriteHalf>,
     ) -> Result<bool, Stop> {
         write_out(wr, out).await?;
-        if !node_settled_for_copy(self.progress).await {
+        if !node_settled_for_copy(self.progress, pool, self.database).await {
             return Ok(false);
         }
         // Only a Vertica client's router lets a batch up to Flush (a

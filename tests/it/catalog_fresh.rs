@@ -47,6 +47,11 @@ async fn ddl_through_sluice_is_visible_to_every_session_at_once() {
             &["\\dp shop.fresh_one"],
         ),
         ("DROP VIEW shop.fresh_view", &["\\dv shop.*"]),
+        (
+            "CREATE TABLE shop.doomed (id int REFERENCES shop.customers)",
+            &["\\dt shop.*", "\\d shop.customers"],
+        ),
+        ("DROP TABLE shop.doomed", &["\\dt shop.*", "\\d shop.customers"]),
     ];
     let writer = o.sluice.client().await;
     let reader = o.sluice.client().await;
