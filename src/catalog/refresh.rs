@@ -12,9 +12,11 @@
 //! 2. a stale database is refreshed once sessions stop reporting changes
 //!    for `catalog.refresh_debounce` (at most 20 debounce periods), so a
 //!    script of 500 CREATEs costs one or two refreshes, not 500;
-//! 3. a refresh compares the node's relations with the copy's
-//!    ([`shape::RELATIONS`], [`shape::OTHER_OBJECTS`]) and copies only the
-//!    relations that differ, with whatever depends on them in the copy
+//! 3. a refresh reads every relation's row versions on the node
+//!    ([`VERSIONS`]; one pass), compares the shapes of those that moved
+//!    since its last refresh (all of them after a start) on the node and
+//!    on the copy ([`shape::RELATIONS`], [`shape::OTHER_OBJECTS`]), and
+//!    copies only the relations that differ, with whatever depends on them in the copy
 //!    ([`sync::copy_relations`]); the whole database when something other
 //!    than relations changed, when more than `catalog.max_incremental`
 //!    relations did, when the copy lacks the database, or when the
@@ -104,6 +106,10 @@ pub struct Refresher {
     retry_at: HashMap<String, Instant>,
     /// A failure was alerted and not yet resolved.
     failing: bool,
+    /// Per database, each relation's versions ([`VERSIONS`]) on the node
+    /// as of the start of its last successful refresh: a baseline the copy
+    /// matched.
+    versions: HashMap<String, HashMap<u32, String>>,
     /// Vertica: which v_catalog tables the probe reads (found at the first probe).
     vertica_tables: Option<Vec<&'static str>>,
 }
@@ -475,14 +481,45 @@ impl Refresher {
             .await
             .map_err(|e| query_failed(&node, "the change probe", e))?
             .get(0);
+        let versions = versions_of(&node_client)
+            .await
+            .map_err(|e| query_failed(&node, "reading relation versions", e))?;
+        // Only relations whose versions moved since the last refresh can
+        // differ from the copy; without a last refresh, all are compared.
+        let candidates = self
+            .versions
+            .remove(database)
+            .map(|last| moved(&last, &versions));
+        let total = versions.len();
         let result = self
-            .refresh_relations(&source, &copy, &node, &node_client, db, catalog, pool)
+            .refresh_relations(
+                &source,
+                &copy,
+                &node,
+                &node_client,
+                db,
+                catalog,
+                pool,
+                candidates.as_deref(),
+            )
             .await;
-        if result.is_ok() {
-            self.gated.insert(database.to_string(), (gate, 0));
-            self.probed.insert(database.to_string(), probe);
-        }
-        result
+        let (kind, relations) = result?;
+        self.gated.insert(database.to_string(), (gate, 0));
+        self.probed.insert(database.to_string(), probe);
+        Ok(match kind {
+            // A full sync copied the node as of its dump, later than these
+            // versions: a relation created in between is in the copy but
+            // not in them, and its drop would go unnoticed. The next
+            // refresh compares every relation instead.
+            RefreshKind::Full => (kind, total),
+            // Every relation whose versions did not move since they were
+            // read is in the copy as it was then: those that moved since
+            // the last refresh were compared (and copied) after this read.
+            _ => {
+                self.versions.insert(database.to_string(), versions);
+                (kind, relations)
+            }
+        })
     }
 
     /// The comparison and the copying of one database's relations.
@@ -496,6 +533,7 @@ impl Refresher {
         db: &sync::Database,
         catalog: &Catalog,
         pool: Option<&CatalogPool>,
+        candidates: Option<&[u32]>,
     ) -> Result<(RefreshKind, usize), SyncError> {
         let database = db.name.as_str();
         let timeout = catalog.connect_timeout;
@@ -512,20 +550,21 @@ impl Refresher {
             Err(e) => return Err(copy_failed("connecting", e)),
         };
         // Both sides at once: each reads every relation's shape.
-        let (on_node, on_copy) =
-            tokio::join!(shapes_of(node_client, None), shapes_of(&copy_client, None));
+        let (on_node, on_copy) = tokio::join!(
+            shapes_of(node_client, candidates),
+            shapes_of(&copy_client, candidates)
+        );
         let (node_shapes, node_other) =
             on_node.map_err(|e| query_failed(node, "reading relation shapes", e))?;
         let (copy_shapes, copy_other) =
             on_copy.map_err(|e| copy_failed("reading relation shapes", e))?;
-        let total = node_shapes.len();
         let whole = |why: &str| {
             tracing::info!(database, why, "copying the database whole");
         };
         if node_other != copy_other {
             whole("objects other than relations changed");
             sync::sync_database(source, copy, db, pool).await?;
-            return Ok((RefreshKind::Full, total));
+            return Ok((RefreshKind::Full, 0));
         }
         let diff = shape::compare(&node_shapes, &copy_shapes);
         if diff.is_empty() {
@@ -534,7 +573,7 @@ impl Refresher {
         if diff.len() > catalog.max_incremental {
             whole("more relations changed than catalog.max_incremental");
             sync::sync_database(source, copy, db, pool).await?;
-            return Ok((RefreshKind::Full, total));
+            return Ok((RefreshKind::Full, 0));
         }
         let (drop, copied) = match plan(&copy_client, &node_shapes, &copy_shapes, diff).await {
             Ok(p) => p,
@@ -551,7 +590,7 @@ impl Refresher {
         if !verified {
             whole("the incremental copy did not come out equal to the warehouse");
             sync::sync_database(source, copy, db, pool).await?;
-            return Ok((RefreshKind::Full, total));
+            return Ok((RefreshKind::Full, 0));
         }
         Ok((RefreshKind::Incremental, drop.len().max(copied.len())))
     }
@@ -574,6 +613,54 @@ fn copy_failed(what: &str, e: tokio_postgres::Error) -> SyncError {
         what: what.to_string(),
         message: e.to_string(),
     }
+}
+
+/// Per relation on the node: its OID and the row versions (`xmin`, and
+/// sums and counts of them) of its pg_class row and of the catalog rows
+/// that describe it (columns, indexes, constraints, defaults, triggers,
+/// rules, comments, sequence parameters). Any DDL on a relation moves its
+/// versions; reading them is one pass over those catalogs, several times
+/// cheaper than the shapes ([`shape::RELATIONS`]), which are then read
+/// only for the relations that moved.
+const VERSIONS: &str = "/* sluice catalog probe */ WITH
+ a AS (SELECT attrelid AS r, sum(xmin::text::int8) || '/' || count(*) AS v FROM pg_catalog.pg_attribute
+        WHERE attrelid >= 16384 AND attnum > 0 GROUP BY 1),
+ i AS (SELECT x.indrelid AS r, sum(x.xmin::text::int8 + ic.xmin::text::int8) || '/' || count(*) AS v
+         FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class ic ON ic.oid = x.indexrelid WHERE x.indrelid >= 16384 GROUP BY 1),
+ o AS (SELECT r, sum(v) || '/' || count(*) AS v FROM (
+         SELECT conrelid AS r, xmin::text::int8 AS v FROM pg_catalog.pg_constraint WHERE conrelid >= 16384
+         UNION ALL SELECT adrelid, xmin::text::int8 FROM pg_catalog.pg_attrdef WHERE adrelid >= 16384
+         UNION ALL SELECT tgrelid, xmin::text::int8 FROM pg_catalog.pg_trigger WHERE tgrelid >= 16384
+         UNION ALL SELECT ev_class, xmin::text::int8 FROM pg_catalog.pg_rewrite WHERE ev_class >= 16384
+         UNION ALL SELECT objoid, xmin::text::int8 FROM pg_catalog.pg_description
+                    WHERE objoid >= 16384 AND classoid = 'pg_catalog.pg_class'::pg_catalog.regclass
+         UNION ALL SELECT seqrelid, xmin::text::int8 FROM pg_catalog.pg_sequence WHERE seqrelid >= 16384) u GROUP BY 1)
+SELECT c.oid::int8, concat_ws(' ', c.xmin, a.v, i.v, o.v)
+  FROM pg_catalog.pg_class c LEFT JOIN a ON a.r = c.oid LEFT JOIN i ON i.r = c.oid LEFT JOIN o ON o.r = c.oid
+ WHERE c.oid >= 16384 AND c.relkind NOT IN ('i', 'I', 't') AND c.relpersistence <> 't'";
+
+async fn versions_of(
+    client: &tokio_postgres::Client,
+) -> Result<HashMap<u32, String>, tokio_postgres::Error> {
+    Ok(client
+        .query(VERSIONS, &[])
+        .await?
+        .iter()
+        .map(|r| (r.get::<_, i64>(0) as u32, r.get::<_, String>(1)))
+        .collect())
+}
+
+/// The relations whose versions differ between `last` and `now`: changed,
+/// new, or gone.
+fn moved(last: &HashMap<u32, String>, now: &HashMap<u32, String>) -> Vec<u32> {
+    let mut oids: Vec<u32> = now
+        .iter()
+        .filter(|(oid, v)| last.get(oid) != Some(v))
+        .map(|(oid, _)| *oid)
+        .chain(last.keys().filter(|oid| !now.contains_key(oid)).copied())
+        .collect();
+    oids.sort_unstable();
+    oids
 }
 
 /// Relation shapes and the other objects' md5, of all relations or of
@@ -718,4 +805,21 @@ pub async fn refresh_once(config: &Config) -> Result<Vec<(String, RefreshKind, u
         done.push((database, kind, n));
     }
     Ok(done)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn moved_relations_are_the_changed_the_new_and_the_gone() {
+        let last: HashMap<u32, String> = [(1, "a"), (2, "b"), (3, "c")]
+            .map(|(o, v)| (o, v.to_string()))
+            .into();
+        let now: HashMap<u32, String> = [(1, "a"), (2, "b2"), (4, "d")]
+            .map(|(o, v)| (o, v.to_string()))
+            .into();
+        assert_eq!(moved(&last, &now), [2, 3, 4]);
+        assert!(moved(&now, &now).is_empty());
+    }
 }

@@ -51,7 +51,10 @@ async fn ddl_through_sluice_is_visible_to_every_session_at_once() {
             "CREATE TABLE shop.doomed (id int REFERENCES shop.customers)",
             &["\\dt shop.*", "\\d shop.customers"],
         ),
-        ("DROP TABLE shop.doomed", &["\\dt shop.*", "\\d shop.customers"]),
+        (
+            "DROP TABLE shop.doomed",
+            &["\\dt shop.*", "\\d shop.customers"],
+        ),
     ];
     let writer = o.sluice.client().await;
     let reader = o.sluice.client().await;
