@@ -96,7 +96,8 @@ pub async fn run(port: u16) -> Result<(), String> {
     let text = format!(
         "[server]\nlisten = \"127.0.0.1:{port}\"\nmetrics_listen = \"127.0.0.1:0\"\n\n\
          [warehouse]\nnodes = [{}]\nservice_user = \"postgres\"\nhealth_check_interval = \"1s\"\n\n\
-         [catalog]\ndata_dir = {:?}\n",
+         [catalog]\ndata_dir = {:?}\n\n\
+         [admin]\nauth = \"trust\"\n",
         nodes.join(", "),
         clusters
             .catalog_dir
@@ -149,8 +150,12 @@ pub async fn run(port: u16) -> Result<(), String> {
     println!(
         "and \\dt shows it at once; create one on a node directly (psql -p <node port>) and it"
     );
+    println!("shows within the change probe's 10 s. The admin console (no password: the demo");
+    println!("listens on loopback only) shows where each database's copy stands:");
     println!(
-        "shows within the change probe's 10 s. The admin console (dbname=sluice) shows SHOW CATALOG."
+        "  psql \"host={} port={} user=postgres dbname=sluice\" -c 'SHOW CATALOG'",
+        listen.ip(),
+        listen.port()
     );
     println!();
     println!("Ctrl-C stops sluice and the local servers.");

@@ -575,7 +575,16 @@ impl Refresher {
             sync::sync_database(source, copy, db, pool).await?;
             return Ok((RefreshKind::Full, 0));
         }
-        let (drop, copied) = match plan(&copy_client, &node_shapes, &copy_shapes, diff).await {
+        let mut node_shapes = node_shapes;
+        let (drop, copied) = match plan(
+            &copy_client,
+            node_client,
+            &mut node_shapes,
+            &copy_shapes,
+            diff,
+        )
+        .await
+        {
             Ok(p) => p,
             Err(e) => return Err(copy_failed("reading dependencies", e)),
         };
@@ -704,9 +713,14 @@ fn relation(row: &tokio_postgres::Row) -> Relation {
 /// What to drop from the copy and what to copy again: the difference,
 /// plus every relation of the copy that dropping it would drop too
 /// (copied again from the node where it still exists there).
+///
+/// The dependents did not move themselves, so the comparison may not have
+/// read their shapes: those are read from the node here (and added to
+/// `node_shapes`, against which the copy is verified).
 async fn plan(
     copy: &tokio_postgres::Client,
-    node_shapes: &Shapes,
+    node: &tokio_postgres::Client,
+    node_shapes: &mut Shapes,
     copy_shapes: &Shapes,
     diff: shape::Difference,
 ) -> Result<(Vec<Relation>, Vec<Relation>), tokio_postgres::Error> {
@@ -732,6 +746,15 @@ async fn plan(
         if dropped.insert(rel.oid) {
             drop.push(rel);
         }
+    }
+    let unread: Vec<u32> = drop
+        .iter()
+        .map(|r| r.oid)
+        .filter(|oid| !node_shapes.contains_key(oid))
+        .collect();
+    if !unread.is_empty() {
+        let (more, _) = shapes_of(node, Some(&unread)).await?;
+        node_shapes.extend(more);
     }
     let mut copied_oids: HashSet<u32> = diff.copy.iter().map(|r| r.oid).collect();
     let mut copied = diff.copy;

@@ -167,47 +167,39 @@ impl Endpoint {
 }
 
 /// Runs a command that reads nothing and prints little (psql -c).
-async fn run(mut cmd: Command, what: &str) -> Result<(), SyncError> {
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| SyncError::Spawn {
-        cmd: what.to_string(),
-        source,
-    })?;
-    let stderr = kept_stderr(child.stderr.take());
-    let status = child.wait().await.map_err(|source| SyncError::Spawn {
-        cmd: what.to_string(),
-        source,
-    })?;
-    let stderr = stderr.await;
-    if !status.success() {
-        return Err(SyncError::Command {
-            cmd: what.to_string(),
-            stderr,
-        });
-    }
-    Ok(())
+async fn run(cmd: Command, what: &str) -> Result<(), SyncError> {
+    run_with_input(cmd, what, None).await
 }
 
-/// Runs a command with `input` on its standard input (a short script).
-async fn run_script(mut cmd: Command, what: &str, input: &str) -> Result<(), SyncError> {
-    cmd.args(["-f", "-"]).stdin(Stdio::piped());
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|source| SyncError::Spawn {
+/// Runs psql with `script` on its standard input (a short script).
+async fn run_script(mut cmd: Command, what: &str, script: &str) -> Result<(), SyncError> {
+    cmd.args(["-f", "-"]);
+    run_with_input(cmd, what, Some(script)).await
+}
+
+async fn run_with_input(
+    mut cmd: Command,
+    what: &str,
+    input: Option<&str>,
+) -> Result<(), SyncError> {
+    let spawn_failed = |source| SyncError::Spawn {
         cmd: what.to_string(),
         source,
-    })?;
+    };
+    if input.is_some() {
+        cmd.stdin(Stdio::piped());
+    }
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(spawn_failed)?;
     let stderr = kept_stderr(child.stderr.take());
-    if let Some(mut pipe) = child.stdin.take() {
+    if let (Some(input), Some(mut pipe)) = (input, child.stdin.take()) {
         use tokio::io::AsyncWriteExt;
         let input = input.as_bytes().to_vec();
         tokio::spawn(async move {
             let _ = pipe.write_all(&input).await;
         });
     }
-    let status = child.wait().await.map_err(|source| SyncError::Spawn {
-        cmd: what.to_string(),
-        source,
-    })?;
+    let status = child.wait().await.map_err(spawn_failed)?;
     let stderr = stderr.await;
     if !status.success() {
         return Err(SyncError::Command {

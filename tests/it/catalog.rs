@@ -320,47 +320,58 @@ async fn lookups_during_twenty_syncs_never_fail_or_come_back_empty() {
     assert!(answers > 20, "only {answers} lookups ran during the syncs");
 }
 
-/// What MetaData.java (DBeaver's DatabaseMetaData calls over schema
-/// `shop`) prints through each port, compiled once.
-pub fn jdbc_metadata(ports: &[u16]) -> Vec<String> {
-    let jar = jdbc_jar();
-    let build = tempfile::tempdir().unwrap();
-    let src = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/tests/it/clients/MetaData.java"
-    );
-    let out = Command::new("javac")
-        .arg("-d")
-        .arg(build.path())
-        .arg(src)
-        .output()
-        .expect("javac runs (apt-get install -y default-jdk-headless)");
-    assert!(
-        out.status.success(),
-        "javac: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cp = format!("{}:{}", build.path().display(), jar.display());
-    ports
-        .iter()
-        .map(|port| {
-            let out = Command::new("java")
-                .args([
-                    "-cp",
-                    &cp,
-                    "MetaData",
-                    &format!("jdbc:postgresql://127.0.0.1:{port}/postgres?sslmode=disable"),
-                ])
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "java: {}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-            String::from_utf8_lossy(&out.stdout).into_owned()
-        })
-        .collect()
+/// MetaData.java (DBeaver's DatabaseMetaData calls over schema `shop`),
+/// compiled once, run against any port.
+pub struct Jdbc {
+    /// Holds the compiled class until the tests are done with it.
+    _build: tempfile::TempDir,
+    classpath: String,
+}
+
+impl Jdbc {
+    pub fn compile() -> Jdbc {
+        let jar = jdbc_jar();
+        let build = tempfile::tempdir().unwrap();
+        let src = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/it/clients/MetaData.java"
+        );
+        let out = Command::new("javac")
+            .arg("-d")
+            .arg(build.path())
+            .arg(src)
+            .output()
+            .expect("javac runs (apt-get install -y default-jdk-headless)");
+        assert!(
+            out.status.success(),
+            "javac: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let classpath = format!("{}:{}", build.path().display(), jar.display());
+        Jdbc {
+            _build: build,
+            classpath,
+        }
+    }
+
+    /// What it prints through `port`.
+    pub fn metadata(&self, port: u16) -> String {
+        let out = Command::new("java")
+            .args([
+                "-cp",
+                &self.classpath,
+                "MetaData",
+                &format!("jdbc:postgresql://127.0.0.1:{port}/postgres?sslmode=disable"),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "java: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
 }
 
 /// MetaData.java's output with getTypeInfo's rows sorted: it orders by
@@ -384,9 +395,10 @@ fn jdbc_jar() -> PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pgjdbc_database_metadata_matches_direct_without_touching_the_nodes() {
     let o = Offload::start("cat-jdbc");
-    let direct = jdbc_metadata(&[o.nodes[0].port()]).remove(0);
+    let jdbc = Jdbc::compile();
+    let direct = jdbc.metadata(o.nodes[0].port());
     let marks = o.log_marks();
-    let through = jdbc_metadata(&[o.sluice.port]).remove(0);
+    let through = jdbc.metadata(o.sluice.port);
     assert_eq!(
         comparable_metadata(&through),
         comparable_metadata(&direct),

@@ -6,7 +6,7 @@
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use crate::catalog::{Offload, SCHEMA, catalog_statements, comparable_metadata, jdbc_metadata};
+use crate::catalog::{Jdbc, Offload, SCHEMA, catalog_statements, comparable_metadata};
 use crate::support::*;
 
 fn describe(url: &str, command: &str) -> String {
@@ -58,6 +58,7 @@ async fn ddl_through_sluice_is_visible_to_every_session_at_once() {
     ];
     let writer = o.sluice.client().await;
     let reader = o.sluice.client().await;
+    let jdbc = Jdbc::compile();
     for (ddl, checks) in steps {
         writer.batch_execute(ddl).await.unwrap();
         // The warehouse's other node follows, as a real cluster would.
@@ -79,6 +80,29 @@ async fn ddl_through_sluice_is_visible_to_every_session_at_once() {
             .unwrap()
             .get(0);
         assert_eq!(tables, 1, "after {ddl:?} another session lost fresh_one");
+        // DBeaver's DatabaseMetaData (getTables, getColumns, ...) too.
+        let direct_md = comparable_metadata(&jdbc.metadata(o.nodes[0].port()));
+        let through = jdbc.metadata(o.sluice.port);
+        assert_eq!(
+            comparable_metadata(&through),
+            direct_md,
+            "after {ddl:?}, DatabaseMetaData through sluice differs from direct"
+        );
+        // And once the copy answers again (refreshed), from the copy.
+        o.sluice
+            .wait_catalog_current("postgres", Duration::from_secs(30));
+        for command in *checks {
+            assert_eq!(
+                describe(&via, command),
+                describe(&direct, command),
+                "after {ddl:?} and a refresh, {command} from the copy differs from direct"
+            );
+        }
+        assert_eq!(
+            comparable_metadata(&jdbc.metadata(o.sluice.port)),
+            direct_md,
+            "after {ddl:?} and a refresh, DatabaseMetaData from the copy differs from direct"
+        );
     }
     for node in &o.nodes {
         node.psql(
@@ -87,8 +111,10 @@ async fn ddl_through_sluice_is_visible_to_every_session_at_once() {
         )
         .unwrap();
     }
-    let [direct_md, through_md] =
-        <[String; 2]>::try_from(jdbc_metadata(&[o.nodes[0].port(), o.sluice.port])).unwrap();
+    let (direct_md, through_md) = (
+        jdbc.metadata(o.nodes[0].port()),
+        jdbc.metadata(o.sluice.port),
+    );
     assert_eq!(
         comparable_metadata(&through_md),
         comparable_metadata(&direct_md),
@@ -248,7 +274,8 @@ async fn the_managed_copy_answers_restarts_and_stops_with_sluice() {
     let direct = nodes[0].conn_string("postgres");
     let commands = ["\\d shop.orders", "\\dt shop.*", "\\dT shop.*"];
     let expected: Vec<String> = commands.iter().map(|c| describe(&direct, c)).collect();
-    let direct_md = jdbc_metadata(&[nodes[0].port()]).remove(0);
+    let jdbc = Jdbc::compile();
+    let direct_md = jdbc.metadata(nodes[0].port());
     let marks: Vec<usize> = nodes.iter().map(|n| n.read_log().len()).collect();
     let since = |marks: &[usize]| -> String {
         nodes
@@ -260,7 +287,7 @@ async fn the_managed_copy_answers_restarts_and_stops_with_sluice() {
     for (command, expected) in commands.iter().zip(&expected) {
         assert_eq!(&describe(&via, command), expected, "{command}");
     }
-    let through_md = jdbc_metadata(&[sluice.port]).remove(0);
+    let through_md = jdbc.metadata(sluice.port);
     assert_eq!(
         comparable_metadata(&through_md),
         comparable_metadata(&direct_md)
@@ -342,48 +369,18 @@ fn an_ordinary_server_as_the_copy_of_a_postgres_warehouse_is_refused() {
     let node = node_with(ClusterOptions::new(cache_dir()).with_name("plain-node"));
     let copy = node_with(ClusterOptions::new(cache_dir()).with_name("plain-copy"));
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sluice.toml");
-    std::fs::write(
+    let config = catalog_config(dir.path(), &node.addr(), copy.port(), "");
+    refused_by_check_and_run(
         &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"\"\n[warehouse]\nnodes = [{:?}]\nservice_user = \"postgres\"\n\
-             [catalog]\ndsn = \"host=127.0.0.1 port={} user=postgres\"\n",
-            node.addr(),
-            copy.port()
-        ),
-    )
-    .unwrap();
-    for command in ["check", "run"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args([command, "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "sluice {command} accepted it");
-        let text = stderr(&out);
-        assert!(
-            text.contains("ordinary PostgreSQL server")
-                && text.contains("Remove catalog.dsn")
-                && text.contains("-b"),
-            "{text}"
-        );
-    }
+        &["ordinary PostgreSQL server", "Remove catalog.dsn", "-b"],
+    );
     // `sluice check` names what it compared when all is well.
     let good = node_with(
         ClusterOptions::new(cache_dir())
             .with_name("good-copy")
             .with_server_option("-b"),
     );
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"\"\n[warehouse]\nnodes = [{:?}]\nservice_user = \"postgres\"\n\
-             [catalog]\ndsn = \"host=127.0.0.1 port={} user=postgres\"\n",
-            node.addr(),
-            good.port()
-        ),
-    )
-    .unwrap();
+    let config = catalog_config(dir.path(), &node.addr(), good.port(), "");
     let out = sluice_check(&config);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(

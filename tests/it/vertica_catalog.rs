@@ -237,31 +237,14 @@ fn a_copy_in_binary_upgrade_mode_is_refused_with_a_clear_message() {
             .with_server_option("-b"),
     );
     let dir = tempfile::tempdir().unwrap();
-    let config = dir.path().join("sluice.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "[server]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"\"\n[warehouse]\nnodes = [{:?}]\nservice_user = \"postgres\"\n\
-             [catalog]\ndsn = \"host=127.0.0.1 port={} user=postgres\"\ndialect = \"vertica\"\n",
-            node.addr(),
-            copy.port()
-        ),
-    )
-    .unwrap();
+    let config = catalog_config(
+        dir.path(),
+        &node.addr(),
+        copy.port(),
+        "dialect = \"vertica\"",
+    );
     // `sluice check` refuses it, and so does `sluice run`, before serving.
-    for command in ["check", "run"] {
-        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
-            .args([command, "--config"])
-            .arg(&config)
-            .output()
-            .unwrap();
-        assert!(!out.status.success(), "sluice {command} accepted it");
-        let text = stderr(&out);
-        assert!(
-            text.contains("binary-upgrade mode") && text.contains("start it normally"),
-            "{text}"
-        );
-    }
+    refused_by_check_and_run(&config, &["binary-upgrade mode", "start it normally"]);
 }
 
 #[test]

@@ -459,3 +459,34 @@ fn openssl(args: &[&str]) {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Writes a config with one node and `[catalog] dsn` pointing at `copy_port`
+/// (plus `catalog_keys`) into `dir`, for `sluice check` and `sluice run`
+/// that must refuse or accept it before serving.
+pub fn catalog_config(dir: &Path, node: &str, copy_port: u16, catalog_keys: &str) -> PathBuf {
+    let config = dir.join("sluice.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nmetrics_listen = \"\"\n[warehouse]\nnodes = [{node:?}]\nservice_user = \"postgres\"\n\
+             [catalog]\ndsn = \"host=127.0.0.1 port={copy_port} user=postgres\"\n{catalog_keys}\n"
+        ),
+    )
+    .unwrap();
+    config
+}
+
+/// Runs `sluice check` and `sluice run` on `config`: both must fail before
+/// serving, and their stderr must contain every one of `needles`.
+pub fn refused_by_check_and_run(config: &Path, needles: &[&str]) {
+    for command in ["check", "run"] {
+        let out = Command::new(env!("CARGO_BIN_EXE_sluice"))
+            .args([command, "--config"])
+            .arg(config)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "sluice {command} accepted it");
+        let text = stderr(&out);
+        assert!(needles.iter().all(|n| text.contains(n)), "{text}");
+    }
+}
