@@ -95,6 +95,36 @@ def has_full_sync():
     return "--full" in out.stdout + out.stderr
 
 
+def write_sluice_config(env, path, port, metrics_port, catalog):
+    """A sluice.toml in front of the node on env.pg_port; `catalog` is the
+    body of its [catalog] section. Returns `path`."""
+    with open(path, "w") as f:
+        f.write(f"""[server]
+listen = "127.0.0.1:{port}"
+metrics_listen = "127.0.0.1:{metrics_port}"
+
+[warehouse]
+nodes = ["127.0.0.1:{env.pg_port}"]
+service_user = "postgres"
+
+[catalog]
+{catalog}
+""")
+    return path
+
+
+def require_new_sluice(alternative):
+    """Exits, saying what to do, unless b.SLUICE_BIN exists and has the
+    managed copy and incremental refresh (`catalog-sync --full`);
+    `alternative` names this driver's way to run without sluice."""
+    if not os.path.exists(b.SLUICE_BIN):
+        sys.exit(f"{b.SLUICE_BIN} is missing: cargo build --release --bin sluice (or set BENCH_SLUICE_BIN); "
+                 f"{alternative}")
+    if not has_full_sync():
+        sys.exit(f"{b.SLUICE_BIN} has no `catalog-sync --full`: this driver needs the build with the "
+                 "managed copy and incremental refresh")
+
+
 def full_sync_cmd(cfg):
     return [b.SLUICE_BIN, "catalog-sync", "--config", cfg] + (["--full"] if has_full_sync() else [])
 
@@ -175,19 +205,8 @@ def main():
     node_log = start_cluster(env, "node", env.pg_port, log_statements=True)
     start_cluster(env, "copy", copy_port, extra_args=("-b",))
     create_burst_schema(env.pg_port)
-    cfg = os.path.join(env.dir, "sluice.toml")
-    with open(cfg, "w") as f:
-        f.write(f"""[server]
-listen = "127.0.0.1:{env.sluice_port}"
-metrics_listen = "127.0.0.1:{metrics_port}"
-
-[warehouse]
-nodes = ["127.0.0.1:{env.pg_port}"]
-service_user = "postgres"
-
-[catalog]
-dsn = "host=127.0.0.1 port={copy_port} user=postgres"
-""")
+    cfg = write_sluice_config(env, os.path.join(env.dir, "sluice.toml"), env.sluice_port, metrics_port,
+                              f'dsn = "host=127.0.0.1 port={copy_port} user=postgres"')
     b.run(full_sync_cmd(cfg))
     sluice_log = os.path.join(env.dir, "sluice.log")
     p = b.spawn([b.SLUICE_BIN, "run", "--config", cfg], sluice_log, env={**os.environ, "SLUICE_LOG": "warn"})

@@ -175,21 +175,8 @@ def start_sluice(env, copy_port):
         catalog = f'data_dir = "{os.path.join(env.dir, "managed")}"'  # sluice creates and initdb's it
     else:
         catalog = f'dsn = "host=127.0.0.1 port={copy_port} user=postgres"'
-    cfg = os.path.join(env.dir, "sluice.toml")
-    with open(cfg, "w") as f:
-        f.write(f"""[server]
-listen = "127.0.0.1:{env.sluice_port}"
-metrics_listen = "127.0.0.1:{metrics_port}"
-
-[warehouse]
-nodes = ["127.0.0.1:{env.pg_port}"]
-service_user = "postgres"
-
-[catalog]
-{catalog}
-postgres_bin = "{env.bindir}"
-probe_interval = "{PROBE_INTERVAL}"
-""")
+    cfg = cb.write_sluice_config(env, os.path.join(env.dir, "sluice.toml"), env.sluice_port, metrics_port,
+                                 f'{catalog}\npostgres_bin = "{env.bindir}"\nprobe_interval = "{PROBE_INTERVAL}"')
     if COPY_KIND == "external":
         b.log("sluice catalog-sync --full")
         out = subprocess.run(cb.full_sync_cmd(cfg), capture_output=True, text=True, timeout=TIMEOUT)
@@ -246,12 +233,7 @@ def report(runs, started, versions, busy, calls):
 
 def main():
     if not DIRECT_ONLY:
-        if not os.path.exists(b.SLUICE_BIN):
-            sys.exit(f"{b.SLUICE_BIN} is missing: cargo build --release --bin sluice (or set BENCH_SLUICE_BIN); "
-                     "python3 bench/catalog_busy.py --direct-only runs the direct side alone")
-        if not cb.has_full_sync():
-            sys.exit(f"{b.SLUICE_BIN} has no `catalog-sync --full`: this driver needs the build with the "
-                     "managed copy and incremental refresh")
+        cb.require_new_sluice("python3 bench/catalog_busy.py --direct-only runs the direct side alone")
     if COPY_KIND not in ("managed", "external"):
         sys.exit("BENCH_BUSY_COPY is managed or external")
     started = datetime.datetime.now(datetime.timezone.utc)

@@ -292,21 +292,8 @@ def sluice_config(env, port, metrics_port, copy):
     catalog = (f'dsn = "host=127.0.0.1 port={where} user=postgres"' if kind == "external"
                else f'data_dir = "{where}"')
     path = os.path.join(env.dir, f"sluice-{kind}-{port}.toml")
-    with open(path, "w") as f:
-        f.write(f"""[server]
-listen = "127.0.0.1:{port}"
-metrics_listen = "127.0.0.1:{metrics_port}"
-
-[warehouse]
-nodes = ["127.0.0.1:{env.pg_port}"]
-service_user = "postgres"
-
-[catalog]
-{catalog}
-postgres_bin = "{env.bindir}"
-probe_interval = "{PROBE_INTERVAL}"
-""")
-    return path
+    return cb.write_sluice_config(env, path, port, metrics_port,
+                                  f'{catalog}\npostgres_bin = "{env.bindir}"\nprobe_interval = "{PROBE_INTERVAL}"')
 
 
 class Sluice:
@@ -689,12 +676,7 @@ def versions_of(env):
 
 def main():
     if not WITHOUT_SLUICE:
-        if not os.path.exists(b.SLUICE_BIN):
-            sys.exit(f"{b.SLUICE_BIN} is missing: cargo build --release --bin sluice (or set BENCH_SLUICE_BIN); "
-                     "python3 bench/catalog_scale.py --without-sluice runs the parts that need no sluice")
-        if not cb.has_full_sync():
-            sys.exit(f"{b.SLUICE_BIN} has no `catalog-sync --full`: this driver needs the build with the "
-                     "managed copy and incremental refresh")
+        cb.require_new_sluice("python3 bench/catalog_scale.py --without-sluice runs the parts that need no sluice")
     if COPY_KIND not in ("managed", "external"):
         sys.exit("BENCH_SCALE_COPY is managed or external")
     started = datetime.datetime.now(datetime.timezone.utc)
