@@ -43,9 +43,11 @@ use super::sync::{self, Endpoint, SyncError};
 use super::{CatalogPool, Freshness, RefreshKind};
 use crate::config::{Catalog, Config, Dialect};
 
-/// After a failed refresh, the database is tried again after this long
-/// (it stays stale meanwhile: its lookups go to the node).
+/// After a failed refresh, the database is tried again after this long,
+/// doubling with each failure in a row up to [`RETRY_AT_MOST`] (it stays
+/// stale meanwhile: its lookups go to the node).
 const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
+const RETRY_AT_MOST: Duration = Duration::from_secs(300);
 
 /// With the probe off, the one probe at start (which lists the databases)
 /// is followed by the next after this long.
@@ -104,6 +106,8 @@ pub struct Refresher {
     roles_dirty: bool,
     /// Databases whose last refresh failed, and when to try again.
     retry_at: HashMap<String, Instant>,
+    /// Failures in a row per database, for the retry's backoff.
+    failures: HashMap<String, u32>,
     /// A failure was alerted and not yet resolved.
     failing: bool,
     /// Per database, each relation's versions ([`VERSIONS`]) on the node
@@ -201,6 +205,7 @@ impl Refresher {
                     .refreshed(database, mark, kind, relations, elapsed);
                 ctx.metrics.catalog_refresh(kind.as_str(), true, elapsed);
                 self.retry_at.remove(database);
+                self.failures.remove(database);
                 tracing::info!(database, kind = kind.as_str(), relations, elapsed = ?elapsed,
                     "catalog refresh finished");
                 if std::mem::take(&mut self.failing) {
@@ -211,8 +216,13 @@ impl Refresher {
             Err(e) => {
                 ctx.freshness.refresh_failed(database, &e.to_string());
                 ctx.metrics.catalog_refresh("full", false, elapsed);
+                let failures = self.failures.entry(database.to_string()).or_default();
+                *failures += 1;
+                let wait = RETRY_AFTER_FAILURE
+                    .saturating_mul(1 << (*failures - 1).min(6))
+                    .min(RETRY_AT_MOST);
                 self.retry_at
-                    .insert(database.to_string(), Instant::now() + RETRY_AFTER_FAILURE);
+                    .insert(database.to_string(), Instant::now() + wait);
                 tracing::error!(database, error = %e,
                     "catalog refresh failed; the database's lookups go to the nodes until one succeeds");
                 self.failing = true;
