@@ -416,8 +416,13 @@ impl QueryGuard {
     }
 
     /// A ReadyForQuery arrived at `now`: batches it ends are recorded.
-    pub fn ready(&self, now: Instant) {
+    ///
+    /// Returns whether a rule's watchdog cancelled a query this answer
+    /// ends: the query is then counted once, as `cancelled`, not also as
+    /// answered by the node.
+    pub fn ready(&self, now: Instant) -> bool {
         let answered = self.answered.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut cancelled = false;
         // The watchdog waits on the first batch's budget: it must look again
         // when a watched batch ends or a watched one comes first, and only then.
         let mut watched = false;
@@ -436,6 +441,7 @@ impl QueryGuard {
             };
             let Some(f) = f else { break };
             watched |= f.budget.is_some();
+            cancelled |= f.fired;
             let outcome = match (f.fired, f.error) {
                 (true, true) => Outcome::Cancelled,
                 (_, true) => Outcome::Error,
@@ -456,6 +462,7 @@ impl QueryGuard {
         if watched {
             self.changed.notify_waiters();
         }
+        cancelled
     }
 
     /// Cancels overrunning batches; runs for the whole session.
@@ -504,7 +511,6 @@ impl QueryGuard {
                 continue;
             };
             *self.cancel_notice.lock().expect("guard lock") = Some(rule.clone());
-            self.metrics.query_routed(Route::Cancelled);
             tracing::info!(rule = &*rule, user = self.user, %fingerprint,
                 budget = %humantime::format_duration(budget), "cancelling a query that overran its budget");
             self.alerts.raise(AlertEvent::QueryCancelled {

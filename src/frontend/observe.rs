@@ -56,10 +56,16 @@ impl SessionObserver {
         self.entry.set_state(ClientState::Active);
     }
 
-    /// At `now`, the node sent ReadyForQuery.
-    pub fn ready_for_query(&self, status: TransactionStatus, now: Instant) {
+    /// At `now`, the node sent ReadyForQuery; `cancelled`: it ends a query
+    /// a rule cancelled, counted under that route rather than the node's.
+    pub fn ready_for_query(&self, status: TransactionStatus, now: Instant, cancelled: bool) {
         if let Some(elapsed) = self.clock.ready(now) {
-            self.metrics.query_finished(Route::Node, elapsed);
+            let route = if cancelled {
+                Route::Cancelled
+            } else {
+                Route::Node
+            };
+            self.metrics.query_finished(route, elapsed);
             self.node.metrics().query();
         }
         if !self.clock.busy() {
@@ -104,8 +110,8 @@ impl Finished {
         observer.client_written(written);
         for (bytes, status, at) in self.ready.drain(..) {
             guard.bytes(bytes);
-            observer.ready_for_query(status, at);
-            guard.ready(at);
+            let cancelled = guard.ready(at);
+            observer.ready_for_query(status, at, cancelled);
         }
         guard.bytes(rest);
     }

@@ -847,7 +847,7 @@ async fn node_to_client(
                 if frame.tag() == backend::READY_FOR_QUERY {
                     s.hidden_begins -= 1;
                     // Counted as asked, like the batch that follows it.
-                    guard.ready(Instant::now());
+                    let _ = guard.ready(Instant::now());
                 }
                 if frame.tag() != backend::ERROR_RESPONSE {
                     return Ok(());

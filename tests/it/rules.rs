@@ -283,6 +283,16 @@ async fn a_cancel_rule_stops_an_overrunning_query() {
     client.simple_query("SELECT pg_sleep(0.05)").await.unwrap();
     let (_, metrics) = sluice.http_get("/metrics");
     assert!(metrics.contains("rule=\"sleepy\""), "{metrics}");
+    // Each cancelled query counts once, as cancelled, not also as answered
+    // by the node (the error-rate threshold divides by these).
+    assert!(
+        metrics.contains("sluice_queries_total{route=\"cancelled\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("sluice_queries_total{route=\"node\"} 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
