@@ -526,7 +526,7 @@ pub fn running_port(data_dir: &Path) -> Option<u16> {
 
 /// Whether process `pid` runs: it exists and has not exited (a zombie has,
 /// and stays until its parent, often the machine's init, reaps it).
-fn alive(pid: i32) -> bool {
+pub(crate) fn alive(pid: i32) -> bool {
     if pid <= 0 {
         return false;
     }

@@ -443,6 +443,42 @@ fn in_binary_upgrade_terms(e: SyncError) -> SyncError {
     }
 }
 
+/// Drops the staging and retired databases that syncs of processes no
+/// longer running left in the copy (killed mid-sync): their names carry
+/// the process id. A process on this machine is what runs a copy's syncs:
+/// the managed copy's sluice, or a `catalog-sync` beside it. Best effort.
+async fn drop_orphans(copy: &Endpoint) {
+    let Ok(client) = copy.client("template1", Duration::from_secs(10)).await else {
+        return;
+    };
+    let Ok(rows) = client
+        .query(
+            "SELECT datname::text FROM pg_catalog.pg_database \
+             WHERE datname LIKE 'sluice\\_staging\\_%' OR datname LIKE 'sluice\\_retired\\_%'",
+            &[],
+        )
+        .await
+    else {
+        return;
+    };
+    for row in rows {
+        let name: String = row.get(0);
+        let pid = name.rsplit('_').next().and_then(|p| p.parse::<i32>().ok());
+        if pid.is_some_and(|pid| pid != std::process::id() as i32 && !super::managed::alive(pid)) {
+            tracing::info!(
+                database = name,
+                "dropping a database a killed sync left in the catalog copy"
+            );
+            let _ = client
+                .batch_execute(&format!(
+                    "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+                    quote_ident(&name)
+                ))
+                .await;
+        }
+    }
+}
+
 /// Copies one database whole into a staging database and swaps it in.
 pub(super) async fn sync_database(
     source: &Endpoint,
@@ -456,6 +492,7 @@ pub(super) async fn sync_database(
         cmd.args(["-c", &sql]);
         cmd
     };
+    drop_orphans(copy).await;
     run(
         admin(format!("DROP DATABASE IF EXISTS {staging} WITH (FORCE)")),
         "psql (drop staging)",

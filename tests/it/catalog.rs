@@ -291,6 +291,10 @@ async fn lookups_fall_back_to_the_node_when_the_copy_is_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lookups_during_twenty_syncs_never_fail_or_come_back_empty() {
     let o = Offload::start("cat-swap");
+    // What a sync killed midway leaves behind: its staging database.
+    o.copy
+        .psql("postgres", "CREATE DATABASE sluice_staging_4194000")
+        .unwrap();
     let url = o.sluice.url("postgres");
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let stop2 = stop.clone();
@@ -318,6 +322,14 @@ async fn lookups_during_twenty_syncs_never_fail_or_come_back_empty() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let answers = hammer.await.unwrap();
     assert!(answers > 20, "only {answers} lookups ran during the syncs");
+    let left = o
+        .copy
+        .psql(
+            "postgres",
+            "SELECT string_agg(datname, ',') FROM pg_database WHERE datname LIKE 'sluice%'",
+        )
+        .unwrap();
+    assert_eq!(left.trim(), "", "databases left in the copy by syncs");
 }
 
 /// MetaData.java (DBeaver's DatabaseMetaData calls over schema `shop`),
