@@ -66,7 +66,13 @@ pub fn binaries(settings: &ManagedCatalog) -> Result<(PathBuf, String), Error> {
 impl ManagedCopy {
     /// Initialises `data_dir` if it holds no cluster yet, stops a server
     /// left running there by an earlier sluice, and starts the copy.
-    pub fn start(settings: &ManagedCatalog, dialect: Dialect) -> Result<ManagedCopy, Error> {
+    /// `pool_size`: sluice's connections to it (`catalog.pool_size`); the
+    /// server admits those and the refresher's, psql's and pg_dump's.
+    pub fn start(
+        settings: &ManagedCatalog,
+        dialect: Dialect,
+        pool_size: usize,
+    ) -> Result<ManagedCopy, Error> {
         let (bindir, major) = binaries(settings)?;
         let owner = localpg::server_owner()?;
         let data_dir = std::path::absolute(&settings.data_dir)
@@ -89,8 +95,10 @@ impl ManagedCopy {
             });
         }
         let log = data_dir.join("sluice-catalog.log");
-        let mut options =
-            String::from("-c listen_addresses=127.0.0.1 -c unix_socket_directories=''");
+        let mut options = format!(
+            "-c listen_addresses=127.0.0.1 -c unix_socket_directories='' -c max_connections={}",
+            pool_size + 20
+        );
         if dialect == Dialect::Postgres {
             // OIDs as on the warehouse (docs/catalog.md).
             options.push_str(" -b");
@@ -238,7 +246,6 @@ fn initialise(bindir: &Path, data_dir: &Path, owner: Option<(u32, u32)>) -> Resu
         // Catalog lookups are short; compiling them costs more than it saves.
         ("jit", "off"),
         ("shared_buffers", "64MB"),
-        ("max_connections", "200"),
         // A binary-upgrade restore of one relation runs in one transaction
         // with its indexes, sequences and dependents.
         ("max_locks_per_transaction", "256"),
