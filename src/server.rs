@@ -201,14 +201,13 @@ async fn start_catalog_copy(config: &Config) -> Result<CatalogCopy, StartError> 
         crate::catalog::managed::Verdict::Refused(why) => return Err(StartError::Catalog(why)),
     }
     if let Some(settings) = catalog.managed.clone() {
-        let (dialect, pool_size) = (catalog.dialect, catalog.pool_size);
-        let started =
-            tokio::task::spawn_blocking(move || ManagedCopy::start(&settings, dialect, pool_size))
-                .await
-                .map_err(|e| StartError::Catalog(e.to_string()))?
-                .map_err(|e| {
-                    StartError::Catalog(format!("the managed catalog copy did not start: {e}"))
-                })?;
+        let catalog = catalog.clone();
+        let started = tokio::task::spawn_blocking(move || ManagedCopy::start(&settings, &catalog))
+            .await
+            .map_err(|e| StartError::Catalog(e.to_string()))?
+            .map_err(|e| {
+                StartError::Catalog(format!("the managed catalog copy did not start: {e}"))
+            })?;
         copy.managed = Some(Arc::new(started));
     }
     Ok(copy)

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::config::{Dialect, ManagedCatalog};
+use crate::config::{Catalog, Dialect, ManagedCatalog};
 use crate::localpg::{self, Error};
 
 /// The copy's superuser (trust authentication, loopback only).
@@ -52,11 +52,14 @@ pub struct ManagedCopy {
     stopped: Mutex<bool>,
 }
 
-/// The binaries a managed copy would run, and their major version.
-pub fn binaries(settings: &ManagedCatalog) -> Result<(PathBuf, String), Error> {
-    let bindir = match &settings.postgres_bin {
-        Some(dir) if dir.join("postgres").is_file() && dir.join("initdb").is_file() => dir.clone(),
-        Some(dir) => return Err(Error::BadBindir(dir.clone())),
+/// The binaries a managed copy would run (from `catalog.postgres_bin`, or
+/// found on the machine), and their major version.
+pub fn binaries(postgres_bin: Option<&Path>) -> Result<(PathBuf, String), Error> {
+    let bindir = match postgres_bin {
+        Some(dir) if dir.join("postgres").is_file() && dir.join("initdb").is_file() => {
+            dir.to_path_buf()
+        }
+        Some(dir) => return Err(Error::BadBindir(dir.to_path_buf())),
         None => localpg::find_bindir()?,
     };
     let major = localpg::server_major_version(&bindir)?;
@@ -66,14 +69,12 @@ pub fn binaries(settings: &ManagedCatalog) -> Result<(PathBuf, String), Error> {
 impl ManagedCopy {
     /// Initialises `data_dir` if it holds no cluster yet, stops a server
     /// left running there by an earlier sluice, and starts the copy.
-    /// `pool_size`: sluice's connections to it (`catalog.pool_size`); the
-    /// server admits those and the refresher's, psql's and pg_dump's.
-    pub fn start(
-        settings: &ManagedCatalog,
-        dialect: Dialect,
-        pool_size: usize,
-    ) -> Result<ManagedCopy, Error> {
-        let (bindir, major) = binaries(settings)?;
+    /// From `catalog`: the binaries, the dialect (binary-upgrade mode or
+    /// not) and `pool_size`, sluice's connections to it (the server admits
+    /// those and the refresher's, psql's and pg_dump's).
+    pub fn start(settings: &ManagedCatalog, catalog: &Catalog) -> Result<ManagedCopy, Error> {
+        let (dialect, pool_size) = (catalog.dialect, catalog.pool_size);
+        let (bindir, major) = binaries(catalog.postgres_bin.as_deref())?;
         let owner = localpg::server_owner()?;
         let data_dir = std::path::absolute(&settings.data_dir)
             .map_err(localpg::io_err("resolve", &settings.data_dir))?;
@@ -334,27 +335,14 @@ pub enum Verdict {
     Refused(String),
 }
 
-/// The major version of a PostgreSQL server, from `server_version_num`.
+/// A connection to `server`'s `database`, and the server's major version
+/// (from `server_version_num`).
 async fn server_major(
-    host: &str,
-    port: u16,
-    user: &str,
-    password: &str,
+    server: &super::sync::Endpoint,
     database: &str,
     timeout: Duration,
 ) -> Result<(u32, tokio_postgres::Client), tokio_postgres::Error> {
-    let mut pg = tokio_postgres::Config::new();
-    pg.host(host)
-        .port(port)
-        .user(user)
-        .dbname(database)
-        .application_name("sluice check")
-        .connect_timeout(timeout);
-    if !password.is_empty() {
-        pg.password(password);
-    }
-    let (client, conn) = pg.connect(tokio_postgres::NoTls).await?;
-    tokio::spawn(conn);
+    let client = server.client(database, timeout).await?;
     let num: String = client
         .query_one("SHOW server_version_num", &[])
         .await?
@@ -374,16 +362,9 @@ pub async fn check(config: &crate::config::Config) -> Verdict {
     let mut warehouse = None;
     if w.dialect == Dialect::Postgres {
         for node in &w.nodes {
-            let (host, port) = node.rsplit_once(':').unwrap_or((node, "5432"));
-            if let Ok((major, _)) = server_major(
-                host,
-                port.parse().unwrap_or(5432),
-                &w.service_user,
-                w.service_password.expose(),
-                &w.service_database,
-                w.connect_timeout,
-            )
-            .await
+            let server = super::sync::Endpoint::node(config, node);
+            if let Ok((major, _)) =
+                server_major(&server, &w.service_database, w.connect_timeout).await
             {
                 warehouse = Some((node.clone(), major));
                 break;
@@ -391,10 +372,10 @@ pub async fn check(config: &crate::config::Config) -> Verdict {
         }
     }
     let needs_same_major = catalog.dialect == Dialect::Postgres;
-    if let Some(managed) = &catalog.managed {
+    if catalog.managed.is_some() {
         let found = {
-            let managed = managed.clone();
-            tokio::task::spawn_blocking(move || binaries(&managed))
+            let postgres_bin = catalog.postgres_bin.clone();
+            tokio::task::spawn_blocking(move || binaries(postgres_bin.as_deref()))
                 .await
                 .map_err(|e| Error::Failed {
                     cmd: "finding the PostgreSQL binaries".into(),
@@ -438,10 +419,7 @@ pub async fn check(config: &crate::config::Config) -> Verdict {
     }
     // An external copy.
     let copy = server_major(
-        &catalog.host,
-        catalog.port,
-        &catalog.user,
-        catalog.password.expose(),
+        &super::sync::Endpoint::copy(catalog),
         "postgres",
         catalog.connect_timeout,
     )

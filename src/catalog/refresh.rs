@@ -13,7 +13,7 @@
 //!    for `catalog.refresh_debounce` (at most 20 debounce periods), so a
 //!    script of 500 CREATEs costs one or two refreshes, not 500;
 //! 3. a refresh reads every relation's row versions on the node
-//!    ([`VERSIONS`]; one pass), compares the shapes of those that moved
+//!    ([`shape::VERSIONS`]; one pass), compares the shapes of those that moved
 //!    since its last refresh (all of them after a start) on the node and
 //!    on the copy ([`shape::RELATIONS`], [`shape::OTHER_OBJECTS`]), and
 //!    copies only the relations that differ, with whatever depends on them in the copy
@@ -110,7 +110,7 @@ pub struct Refresher {
     failures: HashMap<String, u32>,
     /// A failure was alerted and not yet resolved.
     failing: bool,
-    /// Per database, each relation's versions ([`VERSIONS`]) on the node
+    /// Per database, each relation's versions ([`shape::VERSIONS`]) on the node
     /// as of the start of its last successful refresh: a baseline the copy
     /// matched.
     versions: HashMap<String, HashMap<u32, String>>,
@@ -142,7 +142,10 @@ impl Refresher {
             let pool = current.pool();
             let now = Instant::now();
             if now >= next_probe {
-                self.probe(&config, &catalog, &ctx.freshness).await;
+                if let Err(e) = self.probe(&config, &catalog, &ctx.freshness).await {
+                    // The node may be down; the next probe tries the next one.
+                    tracing::warn!(error = %e, "the catalog change probe failed");
+                }
                 next_probe = Instant::now() + catalog.probe_interval.unwrap_or(PROBE_OFF);
             }
             match (catalog.sync_interval, next_full) {
@@ -277,18 +280,23 @@ impl Refresher {
 
     /// Runs the change probe on every database of the warehouse; a
     /// database whose answer moved (or that is probed for the first time)
-    /// is marked changed.
-    pub async fn probe(&mut self, config: &Config, catalog: &Catalog, freshness: &Freshness) {
+    /// is marked changed. After a failure the next probe starts over with
+    /// the first node that answers.
+    pub async fn probe(
+        &mut self,
+        config: &Config,
+        catalog: &Catalog,
+        freshness: &Freshness,
+    ) -> Result<(), SyncError> {
         let result = match catalog.dialect {
             Dialect::Postgres => self.probe_postgres(config, freshness).await,
             Dialect::Vertica => self.probe_vertica(config, freshness).await,
         };
-        if let Err(e) = result {
-            // The node may be down; the next probe tries the next one.
-            tracing::warn!(error = %e, "the catalog change probe failed");
+        if result.is_err() {
             self.node = None;
             self.probe_clients.clear();
         }
+        result
     }
 
     async fn probe_postgres(
@@ -311,7 +319,7 @@ impl Refresher {
                 .probe_client(&source, &w.service_database, w.connect_timeout)
                 .await?;
             client
-                .query(DATABASES, &[])
+                .query(sync::DATABASES, &[])
                 .await
                 .map_err(|e| query_failed(&node, "listing databases", e))?
                 .iter()
@@ -499,21 +507,19 @@ impl Refresher {
         let candidates = self
             .versions
             .remove(database)
-            .map(|last| moved(&last, &versions));
+            .map(|last| shape::moved(&last, &versions));
         let total = versions.len();
-        let result = self
-            .refresh_relations(
-                &source,
-                &copy,
-                &node,
-                &node_client,
-                db,
-                catalog,
-                pool,
-                candidates.as_deref(),
-            )
-            .await;
-        let (kind, relations) = result?;
+        let (kind, relations) = refresh_relations(
+            &source,
+            &copy,
+            &node,
+            &node_client,
+            db,
+            catalog,
+            pool,
+            candidates.as_deref(),
+        )
+        .await?;
         self.gated.insert(database.to_string(), (gate, 0));
         self.probed.insert(database.to_string(), probe);
         Ok(match kind {
@@ -531,93 +537,88 @@ impl Refresher {
             }
         })
     }
-
-    /// The comparison and the copying of one database's relations.
-    #[allow(clippy::too_many_arguments)]
-    async fn refresh_relations(
-        &mut self,
-        source: &Endpoint,
-        copy: &Endpoint,
-        node: &str,
-        node_client: &tokio_postgres::Client,
-        db: &sync::Database,
-        catalog: &Catalog,
-        pool: Option<&CatalogPool>,
-        candidates: Option<&[u32]>,
-    ) -> Result<(RefreshKind, usize), SyncError> {
-        let database = db.name.as_str();
-        let timeout = catalog.connect_timeout;
-        let copy_client = match copy.client(database, timeout).await {
-            Ok(c) => c,
-            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME) => {
-                tracing::info!(
-                    database,
-                    "the catalog copy has no such database yet; copying it whole"
-                );
-                sync::sync_database(source, copy, db, pool).await?;
-                return Ok((RefreshKind::Full, 0));
-            }
-            Err(e) => return Err(copy_failed("connecting", e)),
-        };
-        // Both sides at once: each reads every relation's shape.
-        let (on_node, on_copy) = tokio::join!(
-            shapes_of(node_client, candidates),
-            shapes_of(&copy_client, candidates)
-        );
-        let (node_shapes, node_other) =
-            on_node.map_err(|e| query_failed(node, "reading relation shapes", e))?;
-        let (copy_shapes, copy_other) =
-            on_copy.map_err(|e| copy_failed("reading relation shapes", e))?;
-        let whole = |why: &str| {
-            tracing::info!(database, why, "copying the database whole");
-        };
-        if node_other != copy_other {
-            whole("objects other than relations changed");
-            sync::sync_database(source, copy, db, pool).await?;
-            return Ok((RefreshKind::Full, 0));
-        }
-        let diff = shape::compare(&node_shapes, &copy_shapes);
-        if diff.is_empty() {
-            return Ok((RefreshKind::Unchanged, 0));
-        }
-        if diff.len() > catalog.max_incremental {
-            whole("more relations changed than catalog.max_incremental");
-            sync::sync_database(source, copy, db, pool).await?;
-            return Ok((RefreshKind::Full, 0));
-        }
-        let mut node_shapes = node_shapes;
-        let (drop, copied) = match plan(
-            &copy_client,
-            node_client,
-            &mut node_shapes,
-            &copy_shapes,
-            diff,
-        )
-        .await
-        {
-            Ok(p) => p,
-            Err(e) => return Err(copy_failed("reading dependencies", e)),
-        };
-        let attempt = sync::copy_relations(source, copy, database, &drop, &copied).await;
-        let verified = match attempt {
-            Ok(()) => verify(&copy_client, &node_shapes, &node_other, &copied).await,
-            Err(e) => {
-                tracing::warn!(database, error = %e, "copying the changed relations failed");
-                false
-            }
-        };
-        if !verified {
-            whole("the incremental copy did not come out equal to the warehouse");
-            sync::sync_database(source, copy, db, pool).await?;
-            return Ok((RefreshKind::Full, 0));
-        }
-        Ok((RefreshKind::Incremental, drop.len().max(copied.len())))
-    }
 }
 
-/// Lists the warehouse's databases (on the service database's probe connection).
-const DATABASES: &str = "/* sluice catalog probe */ SELECT datname::text FROM pg_catalog.pg_database \
-     WHERE datallowconn AND NOT datistemplate ORDER BY 1";
+/// The comparison and the copying of one database's relations.
+#[allow(clippy::too_many_arguments)]
+async fn refresh_relations(
+    source: &Endpoint,
+    copy: &Endpoint,
+    node: &str,
+    node_client: &tokio_postgres::Client,
+    db: &sync::Database,
+    catalog: &Catalog,
+    pool: Option<&CatalogPool>,
+    candidates: Option<&[u32]>,
+) -> Result<(RefreshKind, usize), SyncError> {
+    let database = db.name.as_str();
+    let timeout = catalog.connect_timeout;
+    let copy_client = match copy.client(database, timeout).await {
+        Ok(c) => c,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::INVALID_CATALOG_NAME) => {
+            tracing::info!(
+                database,
+                "the catalog copy has no such database yet; copying it whole"
+            );
+            sync::sync_database(source, copy, db, pool).await?;
+            return Ok((RefreshKind::Full, 0));
+        }
+        Err(e) => return Err(copy_failed("connecting", e)),
+    };
+    // Both sides at once.
+    let (on_node, on_copy) = tokio::join!(
+        shapes_and_others(node_client, candidates),
+        shapes_and_others(&copy_client, candidates)
+    );
+    let (node_shapes, node_other) =
+        on_node.map_err(|e| query_failed(node, "reading relation shapes", e))?;
+    let (copy_shapes, copy_other) =
+        on_copy.map_err(|e| copy_failed("reading relation shapes", e))?;
+    let whole = |why: &str| {
+        tracing::info!(database, why, "copying the database whole");
+    };
+    if node_other != copy_other {
+        whole("objects other than relations changed");
+        sync::sync_database(source, copy, db, pool).await?;
+        return Ok((RefreshKind::Full, 0));
+    }
+    let diff = shape::compare(&node_shapes, &copy_shapes);
+    if diff.is_empty() {
+        return Ok((RefreshKind::Unchanged, 0));
+    }
+    if diff.len() > catalog.max_incremental {
+        whole("more relations changed than catalog.max_incremental");
+        sync::sync_database(source, copy, db, pool).await?;
+        return Ok((RefreshKind::Full, 0));
+    }
+    let mut node_shapes = node_shapes;
+    let (drop, copied) = match plan(
+        &copy_client,
+        node_client,
+        &mut node_shapes,
+        &copy_shapes,
+        diff,
+    )
+    .await
+    {
+        Ok(p) => p,
+        Err(e) => return Err(copy_failed("reading dependencies", e)),
+    };
+    let attempt = sync::copy_relations(source, copy, database, &drop, &copied).await;
+    let verified = match attempt {
+        Ok(()) => verify(&copy_client, &node_shapes, &node_other, &copied).await,
+        Err(e) => {
+            tracing::warn!(database, error = %e, "copying the changed relations failed");
+            false
+        }
+    };
+    if !verified {
+        whole("the incremental copy did not come out equal to the warehouse");
+        sync::sync_database(source, copy, db, pool).await?;
+        return Ok((RefreshKind::Full, 0));
+    }
+    Ok((RefreshKind::Incremental, drop.len().max(copied.len())))
+}
 
 fn query_failed(node: &str, what: &str, e: tokio_postgres::Error) -> SyncError {
     SyncError::Source {
@@ -634,60 +635,33 @@ fn copy_failed(what: &str, e: tokio_postgres::Error) -> SyncError {
     }
 }
 
-/// Per relation on the node: its OID and the row versions (`xmin`, and
-/// sums and counts of them) of its pg_class row and of the catalog rows
-/// that describe it (columns, indexes, constraints, defaults, triggers,
-/// rules, comments, sequence parameters). Any DDL on a relation moves its
-/// versions; reading them is one pass over those catalogs, several times
-/// cheaper than the shapes ([`shape::RELATIONS`]), which are then read
-/// only for the relations that moved.
-const VERSIONS: &str = "/* sluice catalog probe */ WITH
- a AS (SELECT attrelid AS r, sum(xmin::text::int8) || '/' || count(*) AS v FROM pg_catalog.pg_attribute
-        WHERE attrelid >= 16384 AND attnum > 0 GROUP BY 1),
- i AS (SELECT x.indrelid AS r, sum(x.xmin::text::int8 + ic.xmin::text::int8) || '/' || count(*) AS v
-         FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class ic ON ic.oid = x.indexrelid WHERE x.indrelid >= 16384 GROUP BY 1),
- o AS (SELECT r, sum(v) || '/' || count(*) AS v FROM (
-         SELECT conrelid AS r, xmin::text::int8 AS v FROM pg_catalog.pg_constraint WHERE conrelid >= 16384
-         UNION ALL SELECT adrelid, xmin::text::int8 FROM pg_catalog.pg_attrdef WHERE adrelid >= 16384
-         UNION ALL SELECT tgrelid, xmin::text::int8 FROM pg_catalog.pg_trigger WHERE tgrelid >= 16384
-         UNION ALL SELECT ev_class, xmin::text::int8 FROM pg_catalog.pg_rewrite WHERE ev_class >= 16384
-         UNION ALL SELECT objoid, xmin::text::int8 FROM pg_catalog.pg_description
-                    WHERE objoid >= 16384 AND classoid = 'pg_catalog.pg_class'::pg_catalog.regclass
-         UNION ALL SELECT seqrelid, xmin::text::int8 FROM pg_catalog.pg_sequence WHERE seqrelid >= 16384) u GROUP BY 1)
-SELECT c.oid::int8, concat_ws(' ', c.xmin, a.v, i.v, o.v)
-  FROM pg_catalog.pg_class c LEFT JOIN a ON a.r = c.oid LEFT JOIN i ON i.r = c.oid LEFT JOIN o ON o.r = c.oid
- WHERE c.oid >= 16384 AND c.relkind NOT IN ('i', 'I', 't') AND c.relpersistence <> 't'";
-
 async fn versions_of(
     client: &tokio_postgres::Client,
 ) -> Result<HashMap<u32, String>, tokio_postgres::Error> {
     Ok(client
-        .query(VERSIONS, &[])
+        .query(shape::VERSIONS, &[])
         .await?
         .iter()
         .map(|r| (r.get::<_, i64>(0) as u32, r.get::<_, String>(1)))
         .collect())
 }
 
-/// The relations whose versions differ between `last` and `now`: changed,
-/// new, or gone.
-fn moved(last: &HashMap<u32, String>, now: &HashMap<u32, String>) -> Vec<u32> {
-    let mut oids: Vec<u32> = now
-        .iter()
-        .filter(|(oid, v)| last.get(oid) != Some(v))
-        .map(|(oid, _)| *oid)
-        .chain(last.keys().filter(|oid| !now.contains_key(oid)).copied())
-        .collect();
-    oids.sort_unstable();
-    oids
-}
-
-/// Relation shapes and the other objects' md5, of all relations or of
-/// those with the given OIDs.
-async fn shapes_of(
+/// Relation shapes (of all relations, or of those with the given OIDs)
+/// and the other objects' md5.
+async fn shapes_and_others(
     client: &tokio_postgres::Client,
     only: Option<&[u32]>,
 ) -> Result<(Shapes, String), tokio_postgres::Error> {
+    let shapes = shapes_of(client, only).await?;
+    let other: String = client.query_one(shape::OTHER_OBJECTS, &[]).await?.get(0);
+    Ok((shapes, other))
+}
+
+/// Relation shapes, of all relations or of those with the given OIDs.
+async fn shapes_of(
+    client: &tokio_postgres::Client,
+    only: Option<&[u32]>,
+) -> Result<Shapes, tokio_postgres::Error> {
     let rows = match only {
         None => client.query(shape::RELATIONS, &[]).await?,
         Some(oids) => {
@@ -700,15 +674,13 @@ async fn shapes_of(
             client.query(&sql, &[&oids]).await?
         }
     };
-    let shapes = rows
+    Ok(rows
         .iter()
         .map(|r| {
             let rel = relation(r);
             (rel.oid, (rel, r.get::<_, String>(4)))
         })
-        .collect();
-    let other: String = client.query_one(shape::OTHER_OBJECTS, &[]).await?.get(0);
-    Ok((shapes, other))
+        .collect())
 }
 
 fn relation(row: &tokio_postgres::Row) -> Relation {
@@ -763,8 +735,7 @@ async fn plan(
         .filter(|oid| !node_shapes.contains_key(oid))
         .collect();
     if !unread.is_empty() {
-        let (more, _) = shapes_of(node, Some(&unread)).await?;
-        node_shapes.extend(more);
+        node_shapes.extend(shapes_of(node, Some(&unread)).await?);
     }
     let mut copied_oids: HashSet<u32> = diff.copy.iter().map(|r| r.oid).collect();
     let mut copied = diff.copy;
@@ -787,7 +758,7 @@ async fn verify(
     copied: &[Relation],
 ) -> bool {
     let oids: Vec<u32> = copied.iter().map(|r| r.oid).collect();
-    match shapes_of(copy, Some(&oids)).await {
+    match shapes_and_others(copy, Some(&oids)).await {
         Ok((copy_shapes, copy_other)) => {
             copy_other == node_other
                 && copied.iter().all(|r| {
@@ -825,34 +796,12 @@ pub async fn refresh_once(config: &Config) -> Result<Vec<(String, RefreshKind, u
     let catalog = config.catalog.as_ref().ok_or(SyncError::NotConfigured)?;
     let freshness = Freshness::new();
     let mut refresher = Refresher::new();
-    refresher.probe(config, catalog, &freshness).await;
-    let databases = freshness.stale_databases();
-    if databases.is_empty() {
-        return Err(SyncError::NoNode(
-            "the change probe reached no warehouse node".into(),
-        ));
-    }
+    refresher.probe(config, catalog, &freshness).await?;
     let mut done = Vec::new();
+    let databases = freshness.stale_databases();
     for database in databases {
         let (kind, n) = refresher.refresh(config, catalog, None, &database).await?;
         done.push((database, kind, n));
     }
     Ok(done)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn moved_relations_are_the_changed_the_new_and_the_gone() {
-        let last: HashMap<u32, String> = [(1, "a"), (2, "b"), (3, "c")]
-            .map(|(o, v)| (o, v.to_string()))
-            .into();
-        let now: HashMap<u32, String> = [(1, "a"), (2, "b2"), (4, "d")]
-            .map(|(o, v)| (o, v.to_string()))
-            .into();
-        assert_eq!(moved(&last, &now), [2, 3, 4]);
-        assert!(moved(&now, &now).is_empty());
-    }
 }

@@ -147,6 +147,43 @@ pub const DEPENDENTS: &str = "/* sluice catalog probe */ WITH RECURSIVE dep(oid)
 SELECT c.oid::int8, n.nspname::text, c.relname::text, c.relkind::text
   FROM dep JOIN pg_catalog.pg_class c ON c.oid = dep.oid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace";
 
+/// Per relation on the node: its OID and the row versions (`xmin`, and
+/// sums and counts of them) of its pg_class row and of the catalog rows
+/// that describe it (columns, indexes, constraints, defaults, triggers,
+/// rules, comments, sequence parameters). Any DDL on a relation moves its
+/// versions; reading them is one pass over those catalogs, several times
+/// cheaper than the shapes ([`RELATIONS`]), which are then read
+/// only for the relations that moved.
+pub const VERSIONS: &str = "/* sluice catalog probe */ WITH
+ a AS (SELECT attrelid AS r, sum(xmin::text::int8) || '/' || count(*) AS v FROM pg_catalog.pg_attribute
+        WHERE attrelid >= 16384 AND attnum > 0 GROUP BY 1),
+ i AS (SELECT x.indrelid AS r, sum(x.xmin::text::int8 + ic.xmin::text::int8) || '/' || count(*) AS v
+         FROM pg_catalog.pg_index x JOIN pg_catalog.pg_class ic ON ic.oid = x.indexrelid WHERE x.indrelid >= 16384 GROUP BY 1),
+ o AS (SELECT r, sum(v) || '/' || count(*) AS v FROM (
+         SELECT conrelid AS r, xmin::text::int8 AS v FROM pg_catalog.pg_constraint WHERE conrelid >= 16384
+         UNION ALL SELECT adrelid, xmin::text::int8 FROM pg_catalog.pg_attrdef WHERE adrelid >= 16384
+         UNION ALL SELECT tgrelid, xmin::text::int8 FROM pg_catalog.pg_trigger WHERE tgrelid >= 16384
+         UNION ALL SELECT ev_class, xmin::text::int8 FROM pg_catalog.pg_rewrite WHERE ev_class >= 16384
+         UNION ALL SELECT objoid, xmin::text::int8 FROM pg_catalog.pg_description
+                    WHERE objoid >= 16384 AND classoid = 'pg_catalog.pg_class'::pg_catalog.regclass
+         UNION ALL SELECT seqrelid, xmin::text::int8 FROM pg_catalog.pg_sequence WHERE seqrelid >= 16384) u GROUP BY 1)
+SELECT c.oid::int8, concat_ws(' ', c.xmin, a.v, i.v, o.v)
+  FROM pg_catalog.pg_class c LEFT JOIN a ON a.r = c.oid LEFT JOIN i ON i.r = c.oid LEFT JOIN o ON o.r = c.oid
+ WHERE c.oid >= 16384 AND c.relkind NOT IN ('i', 'I', 't') AND c.relpersistence <> 't'";
+
+/// The relations whose versions differ between `last` and `now`: changed,
+/// new, or gone.
+pub fn moved(last: &HashMap<u32, String>, now: &HashMap<u32, String>) -> Vec<u32> {
+    let mut oids: Vec<u32> = now
+        .iter()
+        .filter(|(oid, v)| last.get(oid) != Some(v))
+        .map(|(oid, _)| *oid)
+        .chain(last.keys().filter(|oid| !now.contains_key(oid)).copied())
+        .collect();
+    oids.sort_unstable();
+    oids
+}
+
 /// A relation as the shapes name it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Relation {
@@ -182,6 +219,11 @@ impl Relation {
 
 pub fn quote_ident(name: &str) -> String {
     format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+/// `'text'`, as an SQL string literal (standard_conforming_strings).
+pub fn quote_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// Relations by OID, each with its shape.
@@ -251,6 +293,18 @@ mod tests {
     }
 
     #[test]
+    fn moved_relations_are_the_changed_the_new_and_the_gone() {
+        let last: HashMap<u32, String> = [(1, "a"), (2, "b"), (3, "c")]
+            .map(|(o, v)| (o, v.to_string()))
+            .into();
+        let now: HashMap<u32, String> = [(1, "a"), (2, "b2"), (4, "d")]
+            .map(|(o, v)| (o, v.to_string()))
+            .into();
+        assert_eq!(moved(&last, &now), [2, 3, 4]);
+        assert!(moved(&now, &now).is_empty());
+    }
+
+    #[test]
     fn compare_finds_new_changed_and_dropped_relations() {
         let node = shapes(&[(1, "a", "x"), (2, "b", "y2"), (4, "d", "w")]);
         let copy = shapes(&[(1, "a", "x"), (2, "b", "y"), (3, "c", "z")]);
@@ -282,7 +336,14 @@ mod tests {
 
     #[test]
     fn every_statement_carries_the_marker() {
-        for sql in [PROBE_GATE, PROBE, RELATIONS, OTHER_OBJECTS, DEPENDENTS] {
+        for sql in [
+            PROBE_GATE,
+            PROBE,
+            VERSIONS,
+            RELATIONS,
+            OTHER_OBJECTS,
+            DEPENDENTS,
+        ] {
             assert!(sql.starts_with(MARKER));
         }
     }

@@ -24,6 +24,7 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 use super::CatalogPool;
+use super::shape::{quote_ident, quote_literal};
 use crate::config::Config;
 
 /// The staging and retired databases of a full sync carry the process id,
@@ -108,7 +109,7 @@ impl Endpoint {
             port: port.to_string(),
             user: config.warehouse.service_user.clone(),
             password: config.warehouse.service_password.expose().to_string(),
-            tools: config.catalog.as_ref().and_then(|c| c.tools.clone()),
+            tools: config.catalog.as_ref().and_then(|c| c.postgres_bin.clone()),
         }
     }
 
@@ -119,7 +120,7 @@ impl Endpoint {
             port: catalog.port.to_string(),
             user: catalog.user.clone(),
             password: catalog.password.expose().to_string(),
-            tools: catalog.tools.clone(),
+            tools: catalog.postgres_bin.clone(),
         }
     }
 
@@ -142,9 +143,9 @@ impl Endpoint {
         cmd
     }
 
-    /// A tokio-postgres connection to `database`, for the refresher's
-    /// questions (sluice relays no rows of these, so a client library is
-    /// fine here).
+    /// A tokio-postgres connection to `database`, for the questions of the
+    /// refresher and of `sluice check` (sluice relays no rows of these, so
+    /// a client library is fine here).
     pub async fn client(
         &self,
         database: &str,
@@ -155,7 +156,7 @@ impl Endpoint {
             .port(self.port.parse().unwrap_or(5432))
             .user(&self.user)
             .dbname(database)
-            .application_name("sluice catalog refresh")
+            .application_name("sluice catalog")
             .connect_timeout(timeout);
         if !self.password.is_empty() {
             pg.password(&self.password);
@@ -310,14 +311,6 @@ fn kept_stderr(
     async move { task.await.unwrap_or_default() }
 }
 
-fn quote_ident(name: &str) -> String {
-    super::shape::quote_ident(name)
-}
-
-fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
-}
-
 /// One full sync of every database. With `pool`, lookups are held off
 /// during each swap.
 pub async fn sync_once(
@@ -356,6 +349,12 @@ pub(super) struct Database {
     ctype: String,
 }
 
+/// The warehouse's databases, name first, and what a full sync needs to
+/// recreate one; also the change probe's listing.
+pub(super) const DATABASES: &str = "/* sluice catalog probe */ SELECT datname::text, \
+     pg_encoding_to_char(encoding), datcollate::text, datctype::text FROM pg_catalog.pg_database \
+     WHERE datallowconn AND NOT datistemplate ORDER BY 1";
+
 /// The first node that answers, and its databases.
 pub(super) async fn pick_node(config: &Config) -> Result<(String, Vec<Database>), SyncError> {
     let w = &config.warehouse;
@@ -365,13 +364,7 @@ pub(super) async fn pick_node(config: &Config) -> Result<(String, Vec<Database>)
             let client = Endpoint::node(config, node)
                 .client(&w.service_database, w.connect_timeout)
                 .await?;
-            client
-                .query(
-                    "SELECT datname, pg_encoding_to_char(encoding), datcollate, datctype FROM pg_database \
-                     WHERE datallowconn AND NOT datistemplate ORDER BY datname",
-                    &[],
-                )
-                .await
+            client.query(DATABASES, &[]).await
         };
         match listed.await {
             Ok(rows) => {

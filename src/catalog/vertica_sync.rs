@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::{BufMut, BytesMut};
 
 use super::conn::{CatalogConn, Login};
+use super::shape::{quote_ident, quote_literal};
 use super::sync::{SyncError, SyncReport};
 use super::{CatalogError, CatalogPool};
 use crate::config::{Catalog, Config, Dialect};
@@ -129,14 +130,6 @@ pub fn copy_line(out: &mut BytesMut, values: &[Option<&[u8]>]) {
         }
     }
     out.put_u8(b'\n');
-}
-
-fn quote_ident(name: &str) -> String {
-    format!("\"{}\"", name.replace('"', "\"\""))
-}
-
-fn quote_literal(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
 }
 
 /// The rows a simple query returned, or the server's (SQLSTATE, message).

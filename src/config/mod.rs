@@ -68,8 +68,10 @@ pub struct Catalog {
     pub refresh_debounce: Duration,
     /// More changed relations than this: the database is copied whole.
     pub max_incremental: usize,
-    /// Where pg_dump, pg_dumpall and psql come from (`catalog.postgres_bin`).
-    pub tools: Option<std::path::PathBuf>,
+    /// The directory of the PostgreSQL binaries: the managed copy's server,
+    /// and pg_dump, pg_dumpall and psql (`catalog.postgres_bin`); `None`:
+    /// found on the machine.
+    pub postgres_bin: Option<std::path::PathBuf>,
     pub password: Secret,
     pub schemas: Vec<String>,
     pub allowed_functions: Vec<String>,
@@ -93,8 +95,6 @@ pub struct Catalog {
 #[derive(Debug, Clone)]
 pub struct ManagedCatalog {
     pub data_dir: std::path::PathBuf,
-    /// The server binaries' directory; `None`: found on the machine.
-    pub postgres_bin: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -763,7 +763,6 @@ impl Validator<'_> {
             }
             (None, dir) => Some(ManagedCatalog {
                 data_dir: dir.into(),
-                postgres_bin: raw.postgres_bin.as_ref().map(|p| p.get_ref().into()),
             }),
         };
         if let Some(bin) = &raw.postgres_bin
@@ -827,7 +826,7 @@ impl Validator<'_> {
             host,
             port,
             user,
-            tools: raw.postgres_bin.as_ref().map(|p| p.get_ref().into()),
+            postgres_bin: raw.postgres_bin.as_ref().map(|p| p.get_ref().into()),
             managed,
             probe_interval: probe_interval?,
             refresh_debounce: refresh_debounce?,

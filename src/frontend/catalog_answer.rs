@@ -195,15 +195,24 @@ pub(super) fn copy_for(
         metrics.catalog_fallback();
         return None;
     }
-    // Counted by the freshness, per database, as a stale lookup.
-    if pool.freshness().stale_for_lookup(database) {
+    if stale(pool, database) {
+        return None;
+    }
+    Some(pool.clone())
+}
+
+/// Whether the copy of `database` may lag behind what the client could
+/// know (a committed catalog change not yet refreshed): the lookup goes to
+/// the node, counted by the freshness as a stale lookup.
+fn stale(pool: &CatalogPool, database: &str) -> bool {
+    let stale = pool.freshness().stale_for_lookup(database);
+    if stale {
         tracing::debug!(
             database,
             "a catalog lookup goes to the node: the catalog copy may lag behind it"
         );
-        return None;
     }
-    Some(pool.clone())
+    stale
 }
 
 /// Waits until the node has answered everything sent before a lookup (the
@@ -223,14 +232,7 @@ pub(super) async fn node_settled_for_copy(
         );
         return false;
     }
-    if pool.freshness().stale_for_lookup(database) {
-        tracing::debug!(
-            database,
-            "a catalog lookup goes to the node: the catalog copy may lag behind it"
-        );
-        return false;
-    }
-    true
+    !stale(pool, database)
 }
 
 /// How the copy's answer reaches the client.
