@@ -529,8 +529,9 @@ impl Metrics {
     }
 
     /// One refresh of the catalog copy ended (`kind`: what it did, see
-    /// [`crate::catalog::RefreshKind`]; "failed" runs have the kind they
-    /// attempted). Rare: handles are made per call.
+    /// [`crate::catalog::RefreshKind`]; a failed refresh, whose kind is not
+    /// known, is `refresh`; a failed periodic full sync `full`). Rare:
+    /// handles are made per call.
     pub fn catalog_refresh(&self, kind: &'static str, ok: bool, elapsed: Duration) {
         let result = if ok { "ok" } else { "failed" };
         metrics::with_local_recorder(&*self.recorder, || {
@@ -621,7 +622,7 @@ fn describe() {
     );
     describe_counter!(
         "sluice_catalog_refreshes_total",
-        "Refreshes of the catalog copy by kind (unchanged, incremental, full) and result."
+        "Refreshes of the catalog copy by kind (unchanged, incremental, full; refresh: failed before it knew) and result."
     );
     describe_histogram!(
         "sluice_catalog_refresh_seconds",

@@ -218,7 +218,8 @@ impl Refresher {
             }
             Err(e) => {
                 ctx.freshness.refresh_failed(database, &e.to_string());
-                ctx.metrics.catalog_refresh("full", false, elapsed);
+                // What it would have done is unknown: counted apart.
+                ctx.metrics.catalog_refresh("refresh", false, elapsed);
                 let failures = self.failures.entry(database.to_string()).or_default();
                 *failures += 1;
                 let wait = RETRY_AFTER_FAILURE
