@@ -18,10 +18,9 @@
 //! sluice itself reads back (threshold alerts, the admin console): exported
 //! handles cannot be read.
 
-use std::collections::VecDeque;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
 use metrics::{Counter, Gauge, Histogram, Unit};
@@ -666,40 +665,6 @@ fn describe() {
     describe_counter!("sluice_node_queries_total", "Queries relayed to the node.");
 }
 
-/// Times the queries of one session: a start time is queued at each Query,
-/// Sync or FunctionCall the client sends and taken at each ReadyForQuery the
-/// node answers. A queue, because a client may pipeline several Syncs
-/// before the first answer. The two relay directions share it (one task;
-/// the lock is never contended for long).
-#[derive(Default)]
-pub struct QueryClock {
-    started: Mutex<VecDeque<Instant>>,
-}
-
-impl QueryClock {
-    /// At `now`, the client sent a message that the node answers with ReadyForQuery.
-    pub fn request(&self, now: Instant) {
-        if let Ok(mut q) = self.started.lock() {
-            // A client pipelining without end must not grow this for ever.
-            if q.len() < 1024 {
-                q.push_back(now);
-            }
-        }
-    }
-
-    /// At `now`, the node sent ReadyForQuery: how long the matching request
-    /// took. `None` for the ReadyForQuery that ends startup.
-    pub fn ready(&self, now: Instant) -> Option<Duration> {
-        let started = self.started.lock().ok()?.pop_front()?;
-        Some(now.saturating_duration_since(started))
-    }
-
-    /// True while a request is waiting for its ReadyForQuery.
-    pub fn busy(&self) -> bool {
-        self.started.lock().map(|q| !q.is_empty()).unwrap_or(false)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -798,18 +763,5 @@ mod tests {
         assert_eq!(quantile(&counts, 0.99), Some(5.0));
         assert_eq!(quantile(&counts, 1.0), Some(300.0));
         assert_eq!(quantile(&[0; 17], 0.99), None);
-    }
-
-    #[test]
-    fn query_clock_pairs_requests_with_ready_for_query_in_order() {
-        let c = QueryClock::default();
-        let now = Instant::now();
-        assert_eq!(c.ready(now), None, "startup's ReadyForQuery has no request");
-        c.request(now);
-        c.request(now);
-        assert!(c.busy());
-        assert!(c.ready(now).is_some());
-        assert!(c.ready(now).is_some());
-        assert!(!c.busy());
     }
 }

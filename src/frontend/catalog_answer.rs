@@ -1,8 +1,7 @@
 //! A batch of catalog lookups answered by the catalog copy: the one
-//! exchange both kinds of session use (PostgreSQL clients in
-//! [`super::session`], Vertica clients in [`super::translate`]), and what
-//! the node has been asked and answered, which decides when the copy may
-//! answer at all.
+//! exchange both kinds of session use (PostgreSQL clients as they are,
+//! Vertica clients converted by [`super::translate`]). Whether the copy may
+//! answer at all is for what the node owes ([`super::owed`]) to say.
 //!
 //! The copy runs each lookup under the session's role and search path, so
 //! privilege-filtered and visibility-dependent lookups answer as the node
@@ -13,133 +12,22 @@
 //! the client's transaction lives on the node. A Vertica session converts
 //! each message on the way ([`Answers`]).
 
-use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use tokio::io::{AsyncWrite, AsyncWriteExt};
 
+use super::downstream::ClientWriter;
 use super::observe::SessionObserver;
+use super::owed::NodeProgress;
 use super::router::{Batch, Router};
-use crate::catalog::{CatalogConn, CatalogError, CatalogPool, Freshness, Lease};
+use crate::catalog::{CatalogConn, CatalogError, CatalogPool, Lease};
 use crate::metrics::Metrics;
 use crate::protocol::frame::{Frame, Item};
 use crate::protocol::{ProtocolError, backend, frontend};
 
 /// How much of a catalog answer is held back before it streams.
 pub(super) const CATALOG_ANSWER_BUFFER: usize = 1 << 20;
-
-/// What the node has been asked and has answered, shared by the two
-/// directions of a session: the client direction must know when the node is
-/// idle before the catalog copy may answer, and which ParseCompletes answer
-/// Parses that sluice added.
-pub(super) struct NodeProgress {
-    /// ReadyForQuery answers asked for (Queries, Syncs, FunctionCalls sent).
-    pub(super) asked: AtomicU64,
-    /// ReadyForQuery answers relayed.
-    pub(super) answered: AtomicU64,
-    /// The last ReadyForQuery's status byte.
-    pub(super) status: AtomicU8,
-    /// `answered` at the last ReadyForQuery with status Idle.
-    pub(super) last_idle: AtomicU64,
-    /// `asked` after the last batch with DDL was sent.
-    pub(super) last_ddl: AtomicU64,
-    /// ParseCompletes to hide: (`answered` when their batch's answers begin, how many).
-    pub(super) hidden: Mutex<VecDeque<(u64, usize)>>,
-    answer: tokio::sync::Notify,
-    /// Where a committed catalog change is reported, and for which database.
-    catalog_changes: Option<(Arc<Freshness>, Arc<str>)>,
-}
-
-impl NodeProgress {
-    /// `catalog_changes`: the catalog copy's freshness and the session's
-    /// database, told when a statement that changes the catalog commits.
-    pub(super) fn new(catalog_changes: Option<(Arc<Freshness>, Arc<str>)>) -> NodeProgress {
-        NodeProgress {
-            // The startup exchange ends with a ReadyForQuery nobody asked for.
-            asked: AtomicU64::new(1),
-            answered: AtomicU64::new(0),
-            status: AtomicU8::new(b'I'),
-            last_idle: AtomicU64::new(0),
-            last_ddl: AtomicU64::new(0),
-            hidden: Mutex::new(VecDeque::new()),
-            answer: tokio::sync::Notify::new(),
-            catalog_changes,
-        }
-    }
-
-    /// The node has answered everything asked so far.
-    pub(super) fn settled(&self) -> bool {
-        self.answered.load(Ordering::Acquire) >= self.asked.load(Ordering::Acquire)
-    }
-
-    /// Waits until the node has answered everything asked so far.
-    pub(super) async fn idle(&self) {
-        loop {
-            let notified = self.answer.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.answered.load(Ordering::Acquire) >= self.asked.load(Ordering::Acquire) {
-                return;
-            }
-            notified.await;
-        }
-    }
-
-    /// Whether a lookup may be answered by the catalog copy now (the node is
-    /// idle): not in a failed transaction, and not in one that changed the
-    /// schema, whose uncommitted DDL only the node can show.
-    pub(super) fn catalog_may_answer(&self) -> bool {
-        let status = self.status.load(Ordering::Acquire);
-        let ddl_pending =
-            self.last_ddl.load(Ordering::Acquire) > self.last_idle.load(Ordering::Acquire);
-        status != b'E' && !ddl_pending
-    }
-
-    /// The node's ReadyForQuery, before the client sees it.
-    pub(super) fn ready(&self, status: u8) {
-        let answered = self.answered.fetch_add(1, Ordering::AcqRel) + 1;
-        self.status.store(status, Ordering::Release);
-        if status == b'I' {
-            let idle_before = self.last_idle.swap(answered, Ordering::AcqRel);
-            let ddl = self.last_ddl.load(Ordering::Acquire);
-            // A batch that changes the catalog has been answered and no
-            // transaction is open: its change is committed (or rolled
-            // back, which costs a refresh that finds nothing). Every
-            // session's lookups go to the node before this client can
-            // send its next one.
-            if ddl > idle_before
-                && ddl <= answered
-                && let Some((freshness, database)) = &self.catalog_changes
-            {
-                freshness.changed(database);
-            }
-        }
-        self.hidden
-            .lock()
-            .expect("progress lock")
-            .retain(|(at, _)| *at >= answered);
-        self.answer.notify_waiters();
-    }
-
-    /// Whether this ParseComplete answers a Parse that sluice added.
-    pub(super) fn hide_parse_complete(&self) -> bool {
-        let answered = self.answered.load(Ordering::Acquire);
-        let mut hidden = self.hidden.lock().expect("progress lock");
-        match hidden.front_mut() {
-            Some((at, n)) if *at == answered && *n > 0 => {
-                *n -= 1;
-                if *n == 0 {
-                    hidden.pop_front();
-                }
-                true
-            }
-            _ => false,
-        }
-    }
-}
 
 /// Why the catalog copy did not answer a batch.
 pub(super) enum CatalogMiss {
@@ -226,7 +114,7 @@ pub(super) async fn node_settled_for_copy(
     database: &str,
 ) -> bool {
     progress.idle().await;
-    if !progress.catalog_may_answer() {
+    if !progress.owed().catalog_may_answer() {
         tracing::debug!(
             "a catalog lookup goes to the node: the transaction failed or changed the schema"
         );
@@ -275,12 +163,12 @@ pub(super) struct Lookup<'a> {
 }
 
 /// Has the catalog copy answer a batch.
-pub(super) async fn answer_from_catalog<W: AsyncWrite + Unpin>(
+pub(super) async fn answer_from_catalog(
     pool: &CatalogPool,
     router: &mut Router,
     batch: &Batch,
     lookup: &Lookup<'_>,
-    client_wr: &tokio::sync::Mutex<W>,
+    client_wr: &tokio::sync::Mutex<ClientWriter>,
     answers: &mut (dyn Answers + Send),
 ) -> Result<(), CatalogMiss> {
     let started = Instant::now();
@@ -308,12 +196,12 @@ pub(super) async fn answer_from_catalog<W: AsyncWrite + Unpin>(
     result
 }
 
-async fn exchange<W: AsyncWrite + Unpin>(
+async fn exchange(
     lease: &mut Lease,
     router: &mut Router,
     batch: &Batch,
     lookup: &Lookup<'_>,
-    client_wr: &tokio::sync::Mutex<W>,
+    client_wr: &tokio::sync::Mutex<ClientWriter>,
     limit: Duration,
     answers: &mut (dyn Answers + Send),
 ) -> Result<(), CatalogMiss> {
@@ -402,7 +290,7 @@ async fn exchange<W: AsyncWrite + Unpin>(
             }));
         }
     }
-    let status = lookup.progress.status.load(Ordering::Acquire);
+    let status = lookup.progress.owed().shown_status();
     let mut client = client_wr.lock().await;
     let mut out = BytesMut::new();
     let mut written = false;
@@ -429,7 +317,9 @@ async fn exchange<W: AsyncWrite + Unpin>(
                 backend::PARAMETER_STATUS | b'A' => false,
                 // The copy is closing this connection (shutdown, a sync's
                 // swap): before any answer went out, the node can answer.
-                backend::ERROR_RESPONSE if !written && out.is_empty() && is_fatal(frame.body()) => {
+                backend::ERROR_RESPONSE
+                    if !written && out.is_empty() && backend::is_fatal(frame.body()) =>
+                {
                     let (code, message) = backend::error_summary(frame.body());
                     return Err(CatalogMiss::Unanswered(CatalogError::Refused {
                         code,
@@ -439,7 +329,7 @@ async fn exchange<W: AsyncWrite + Unpin>(
                 backend::READY_FOR_QUERY => {
                     answers.ready();
                     if !lookup.hide_ready {
-                        out.extend_from_slice(&[backend::READY_FOR_QUERY, 0, 0, 0, 5, status]);
+                        backend::encode_ready_for_query(&mut out, status);
                     }
                     true
                 }
@@ -484,14 +374,4 @@ async fn drain_to_ready(conn: &mut CatalogConn) -> Result<(), CatalogError> {
             return Ok(());
         }
     }
-}
-
-pub(super) fn is_fatal(body: &[u8]) -> bool {
-    backend::error_fields(body)
-        .map(|fields| {
-            fields
-                .iter()
-                .any(|(c, v)| *c == b'S' && (v == "FATAL" || v == "PANIC"))
-        })
-        .unwrap_or(false)
 }

@@ -2,10 +2,12 @@
 //! for the node, the watchdog that cancels overrunning queries, and the
 //! statistics of each batch once its ReadyForQuery arrives.
 //!
-//! Shared by the session's two directions: the client direction asks for
-//! verdicts and reports what it sent ([`QueryGuard::sent`]); the node
-//! direction reports rows, errors and ReadyForQuery; the watchdog runs as a
-//! third future in the session's `select!`.
+//! The client direction asks for verdicts and says what each batch
+//! executes ([`QueryGuard::execution`]), which goes into the queue of what
+//! the node owes ([`super::owed`]); the node direction records each batch
+//! once its answer reached the client ([`QueryGuard::record`]); the
+//! watchdog runs as a third future in the session's `select!`, watching the
+//! front of that queue.
 //!
 //! Rejections answer with SQLSTATE 42501 (insufficient_privilege), not
 //! 57014 (query_canceled): the query is refused by policy and retrying it
@@ -14,13 +16,9 @@
 //! real cancel, so the client gets the node's own 57014, preceded by a
 //! NoticeResponse naming the rule.
 
-use std::collections::VecDeque;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
-
-use bytes::BytesMut;
 
 use crate::alerts::{AlertEvent, Alerts};
 use crate::cancel::CancelRegistry;
@@ -30,7 +28,9 @@ use crate::config::Config;
 use crate::metrics::{Metrics, Route};
 use crate::protocol::backend::ErrorFields;
 use crate::protocol::sqlstate;
-use crate::stats::{Execution, Outcome, QueryStats};
+use crate::stats::{self, Outcome, QueryStats};
+
+use super::owed::{Done, Execution, NodeProgress};
 
 /// The name cancels by `[limits] max_query_duration` go by.
 pub const GLOBAL_LIMIT: &str = "limits.max_query_duration";
@@ -128,20 +128,6 @@ impl Screening {
     }
 }
 
-/// A batch sent to the node whose ReadyForQuery has not arrived yet.
-struct InFlight {
-    /// The node's answer count at which it is done.
-    end: u64,
-    started: Instant,
-    fingerprint: Fingerprint,
-    text: Arc<str>,
-    budget: Option<(Duration, Arc<str>)>,
-    fired: bool,
-    rows: u64,
-    bytes: u64,
-    error: bool,
-}
-
 pub struct QueryGuard {
     config: Arc<Config>,
     user: String,
@@ -152,14 +138,8 @@ pub struct QueryGuard {
     stats: Arc<QueryStats>,
     alerts: Arc<Alerts>,
     cancels: Arc<CancelRegistry>,
-    inflight: Mutex<VecDeque<InFlight>>,
-    /// ReadyForQuery answers the node has given.
-    answered: AtomicU64,
     /// The node and key to cancel with, once BackendKeyData arrived.
     target: OnceLock<crate::cancel::CancelTarget>,
-    /// A rule whose cancel the next 57014 answers.
-    cancel_notice: Mutex<Option<Arc<str>>>,
-    changed: tokio::sync::Notify,
 }
 
 impl QueryGuard {
@@ -206,12 +186,7 @@ impl QueryGuard {
             stats,
             alerts,
             cancels,
-            inflight: Mutex::new(VecDeque::new()),
-            // The startup exchange ends with a ReadyForQuery nobody asked for.
-            answered: AtomicU64::new(0),
             target: OnceLock::new(),
-            cancel_notice: Mutex::new(None),
-            changed: tokio::sync::Notify::new(),
         }
     }
 
@@ -283,7 +258,7 @@ impl QueryGuard {
                     %fingerprint, "a rule rejected a query");
                 self.metrics.query_routed(Route::Rejected);
                 for c in checked {
-                    self.stats.record(Execution {
+                    self.stats.record(stats::Execution {
                         fingerprint: c.class.fingerprint,
                         user: &self.user,
                         application: &self.application,
@@ -316,20 +291,15 @@ impl QueryGuard {
         ))
     }
 
-    /// A batch went to the node at `now`; its answers end when the node
-    /// has given `end` ReadyForQuery answers in all.
-    pub fn sent(
+    /// What a batch sent to the node executes, for statistics and the
+    /// watchdog (`budget`); `None` for a batch that only prepares.
+    pub(super) fn execution(
         &self,
-        end: u64,
         checked: &[Checked],
         budget: Option<(Duration, Arc<str>)>,
-        now: Instant,
-    ) {
-        // Statistics count executions; a batch that only prepares is not one.
+    ) -> Option<Execution> {
         let mut executed = checked.iter().filter(|c| c.executed);
-        let Some(first) = executed.next() else {
-            return;
-        };
+        let first = executed.next()?;
         let fingerprint = if executed.next().is_none() {
             first.class.fingerprint
         } else {
@@ -340,27 +310,11 @@ impl QueryGuard {
                 .collect();
             Fingerprint::combine(&parts)
         };
-        let watched = budget.is_some();
-        self.inflight
-            .lock()
-            .expect("guard lock")
-            .push_back(InFlight {
-                end,
-                started: now,
-                fingerprint,
-                text: first.text.clone(),
-                budget,
-                fired: false,
-                rows: 0,
-                bytes: 0,
-                error: false,
-            });
-        // The watchdog only acts on budgets: without one there is nothing
-        // to wake it for (a wake-up costs the session a poll of all its
-        // futures, once per query).
-        if watched {
-            self.changed.notify_waiters();
-        }
+        Some(Execution {
+            fingerprint,
+            text: first.text.clone(),
+            budget,
+        })
     }
 
     /// The node's cancel key arrived.
@@ -376,33 +330,10 @@ impl QueryGuard {
             .is_some_and(|t| self.cancels.is_sending(t))
     }
 
-    /// Bytes relayed to the client for the running batch.
-    pub fn bytes(&self, n: usize) {
-        if let Some(f) = self.inflight.lock().expect("guard lock").front_mut() {
-            f.bytes += n as u64;
-        }
-    }
-
-    /// A CommandComplete: rows from its tag ("SELECT 5", "INSERT 0 5").
-    pub fn command_complete(&self, body: &[u8]) {
-        let rows = rows_of_tag(body);
-        if let Some(f) = self.inflight.lock().expect("guard lock").front_mut() {
-            f.rows += rows;
-        }
-    }
-
-    /// An ErrorResponse for the running batch. Returns the NoticeResponse to
-    /// send ahead of it when it answers a cancel by a rule.
-    pub fn error(&self, code: &str) -> Option<BytesMut> {
-        if let Some(f) = self.inflight.lock().expect("guard lock").front_mut() {
-            f.error = true;
-        }
-        if code != sqlstate::QUERY_CANCELED {
-            return None;
-        }
-        let rule = self.cancel_notice.lock().expect("guard lock").take()?;
-        let mut buf = BytesMut::new();
-        let text = if &*rule == GLOBAL_LIMIT {
+    /// The notice that goes just ahead of the node's 57014 when the
+    /// watchdog cancelled the query in the name of `rule`.
+    pub fn cancel_notice(rule: &str) -> ErrorFields {
+        let text = if rule == GLOBAL_LIMIT {
             format!("sluice cancelled this query: it ran longer than {GLOBAL_LIMIT}")
         } else {
             format!(
@@ -411,63 +342,40 @@ impl QueryGuard {
         };
         let mut notice = ErrorFields::error(sqlstate::QUERY_CANCELED, text);
         notice.severity = "WARNING";
-        notice.encode_notice(&mut buf);
-        Some(buf)
+        notice
     }
 
-    /// A ReadyForQuery arrived at `now`: batches it ends are recorded.
-    ///
-    /// Returns whether a rule's watchdog cancelled a query this answer
-    /// ends: the query is then counted once, as `cancelled`, not also as
-    /// answered by the node.
-    pub fn ready(&self, now: Instant) -> bool {
-        let answered = self.answered.fetch_add(1, Ordering::AcqRel) + 1;
-        let mut cancelled = false;
-        // The watchdog waits on the first batch's budget: it must look again
-        // when a watched batch ends or a watched one comes first, and only then.
-        let mut watched = false;
-        loop {
-            // One at a time, so that statistics are recorded outside the lock
-            // without collecting the batches in a vector first.
-            let f = {
-                let mut inflight = self.inflight.lock().expect("guard lock");
-                match inflight.front() {
-                    Some(f) if f.end <= answered => inflight.pop_front(),
-                    next => {
-                        watched |= next.is_some_and(|f| f.budget.is_some());
-                        None
-                    }
-                }
-            };
-            let Some(f) = f else { break };
-            watched |= f.budget.is_some();
-            cancelled |= f.fired;
-            let outcome = match (f.fired, f.error) {
-                (true, true) => Outcome::Cancelled,
-                (_, true) => Outcome::Error,
-                _ => Outcome::Ok,
-            };
-            self.stats.record(Execution {
-                fingerprint: f.fingerprint,
-                user: &self.user,
-                application: &self.application,
-                text: &f.text,
-                duration: now.saturating_duration_since(f.started),
-                finished: now,
-                rows: f.rows,
-                bytes: f.bytes,
-                outcome,
-            });
-        }
-        if watched {
-            self.changed.notify_waiters();
-        }
-        cancelled
+    /// A batch of the client's ended at `at` (its ReadyForQuery): its
+    /// statistics, if it executed anything.
+    pub(super) fn record(&self, done: &Done, at: Instant) {
+        let Some(execution) = &done.execution else {
+            return;
+        };
+        let outcome = match (done.cancelled, done.error) {
+            (true, true) => Outcome::Cancelled,
+            (_, true) => Outcome::Error,
+            _ => Outcome::Ok,
+        };
+        self.stats.record(stats::Execution {
+            fingerprint: execution.fingerprint,
+            user: &self.user,
+            application: &self.application,
+            text: &execution.text,
+            duration: at.saturating_duration_since(done.started),
+            finished: at,
+            rows: done.rows,
+            bytes: done.bytes,
+            outcome,
+        });
     }
 
     /// Cancels overrunning batches; runs for the whole session.
-    /// Cancel safe: state lives in `self`.
-    pub async fn watchdog(&self, generation: Arc<crate::server::Generation>) {
+    /// Cancel safe: state lives in `progress`.
+    pub(super) async fn watchdog(
+        &self,
+        progress: &NodeProgress,
+        generation: Arc<crate::server::Generation>,
+    ) {
         // A session keeps the rules it started under: without a budget among
         // them there is nothing to watch, and a pending future costs the
         // session's wake-ups nothing.
@@ -475,51 +383,32 @@ impl QueryGuard {
             return std::future::pending().await;
         }
         loop {
-            let notified = self.changed.notified();
+            let notified = progress.watched();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let answered = self.answered.load(Ordering::Acquire);
             // The running batch is the first unanswered one; later ones wait.
-            let next = {
-                let inflight = self.inflight.lock().expect("guard lock");
-                inflight.front().and_then(|f| match &f.budget {
-                    Some((budget, rule)) if !f.fired && f.end > answered => {
-                        Some((f.started + *budget, f.end, rule.clone(), *budget))
-                    }
-                    _ => None,
-                })
-            };
-            let Some((deadline, end, rule, budget)) = next else {
+            let Some(running) = progress.owed().running() else {
                 notified.await;
                 continue;
             };
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline.into()) => {}
+                _ = tokio::time::sleep_until(running.deadline.into()) => {}
                 _ = &mut notified => continue,
             }
-            let fired = {
-                let mut inflight = self.inflight.lock().expect("guard lock");
-                match inflight.front_mut() {
-                    Some(f) if f.end == end && !f.fired => {
-                        f.fired = true;
-                        Some((f.fingerprint, f.text.clone()))
-                    }
-                    _ => None,
-                }
-            };
-            let Some((fingerprint, text)) = fired else {
+            let Some(execution) = progress.owed().fire(running.id) else {
                 continue;
             };
-            *self.cancel_notice.lock().expect("guard lock") = Some(rule.clone());
+            let rule = running.rule;
+            let fingerprint = execution.fingerprint;
             tracing::info!(rule = &*rule, user = self.user, %fingerprint,
-                budget = %humantime::format_duration(budget), "cancelling a query that overran its budget");
+                budget = %humantime::format_duration(running.budget), "cancelling a query that overran its budget");
             self.alerts.raise(AlertEvent::QueryCancelled {
                 user: self.user.clone(),
                 application: self.application.clone(),
                 rule: rule.to_string(),
                 fingerprint: fingerprint.to_string(),
-                duration: budget,
-                sample: mask(&text),
+                duration: running.budget,
+                sample: mask(&execution.text),
             });
             if let Some(target) = self.target.get().cloned() {
                 let generation = generation.clone();
@@ -531,20 +420,6 @@ impl QueryGuard {
             }
         }
     }
-}
-
-/// The row count a CommandComplete's tag ends with ("SELECT 5", "INSERT 0
-/// 5"); 0 for tags without one ("BEGIN") or with something else there.
-fn rows_of_tag(body: &[u8]) -> u64 {
-    let tag = body.strip_suffix(b"\0").unwrap_or(body);
-    let count = match tag.iter().rposition(|&b| b == b' ') {
-        Some(space) => &tag[space + 1..],
-        None => tag,
-    };
-    if count.is_empty() || count.len() > 19 || !count.iter().all(u8::is_ascii_digit) {
-        return 0;
-    }
-    count.iter().fold(0, |n, &d| n * 10 + u64::from(d - b'0'))
 }
 
 /// Sends a CancelRequest for `target` to its node, as a client would.
@@ -582,18 +457,6 @@ mod tests {
             Arc::new(Alerts::new(8, metrics)),
             Arc::new(CancelRegistry::new(1)),
         )
-    }
-
-    #[test]
-    fn row_counts_come_from_the_tag_end() {
-        assert_eq!(rows_of_tag(b"SELECT 5\0"), 5);
-        assert_eq!(rows_of_tag(b"INSERT 0 12\0"), 12);
-        assert_eq!(rows_of_tag(b"COPY 3000000"), 3_000_000);
-        assert_eq!(rows_of_tag(b"BEGIN\0"), 0);
-        assert_eq!(rows_of_tag(b"SELECT \0"), 0);
-        assert_eq!(rows_of_tag(b"SELECT 99999999999999999999\0"), 0);
-        assert_eq!(rows_of_tag(b"\0"), 0);
-        assert_eq!(rows_of_tag(b"x 1\xff\0"), 0);
     }
 
     fn checked(sql: &str, executed: bool) -> Vec<Checked> {

@@ -7,22 +7,22 @@
 //! (see [`crate::metrics`]); none allocates except the first error of a new
 //! SQLSTATE class. Times come from the caller, which reads the clock once
 //! per event for everything that records it (metrics here, statistics in
-//! the [`super::guard::QueryGuard`]).
+//! the [`super::guard::QueryGuard`]); when each query started is kept by
+//! the queue of what the node owes ([`super::owed`]).
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use super::owed::{Done, Kind};
+use super::registry::{ClientState, SessionEntry};
 use crate::backend::Node;
-use crate::frontend::guard::QueryGuard;
-use crate::frontend::registry::{ClientState, SessionEntry};
-use crate::metrics::{Metrics, QueryClock, Route};
+use crate::metrics::{Metrics, Route};
 use crate::protocol::backend::{self, TransactionStatus};
 
 pub struct SessionObserver {
     metrics: Arc<Metrics>,
     node: Arc<Node>,
     entry: Arc<SessionEntry>,
-    clock: QueryClock,
 }
 
 impl SessionObserver {
@@ -35,7 +35,6 @@ impl SessionObserver {
             metrics,
             node,
             entry,
-            clock: QueryClock::default(),
         }
     }
 
@@ -49,29 +48,32 @@ impl SessionObserver {
         self.metrics.client_sent(bytes);
     }
 
-    /// At `now`, the client sent a Query, Sync or FunctionCall: the node
-    /// will answer it with ReadyForQuery.
-    pub fn request(&self, now: Instant) {
-        self.clock.request(now);
+    /// A batch went to the node: the session is active.
+    pub fn asked(&self) {
         self.entry.set_state(ClientState::Active);
     }
 
-    /// At `now`, the node sent ReadyForQuery; `cancelled`: it ends a query
-    /// a rule cancelled, counted under that route rather than the node's.
-    pub fn ready_for_query(&self, status: TransactionStatus, now: Instant, cancelled: bool) {
-        if let Some(elapsed) = self.clock.ready(now) {
-            let route = if cancelled {
-                Route::Cancelled
-            } else {
-                Route::Node
-            };
-            self.metrics.query_finished(route, elapsed);
-            self.node.metrics().query();
+    /// A batch ended at `at` (its ReadyForQuery): a client's is a query
+    /// answered by the node, or cancelled by a rule's watchdog (counted
+    /// there, once).
+    pub(super) fn finished(&self, done: &Done, at: Instant) {
+        if done.kind != Kind::Client {
+            return;
         }
-        if !self.clock.busy() {
-            self.entry
-                .set_state(ClientState::after_ready_for_query(status));
-        }
+        let route = if done.cancelled {
+            Route::Cancelled
+        } else {
+            Route::Node
+        };
+        self.metrics
+            .query_finished(route, at.saturating_duration_since(done.started));
+        self.node.metrics().query();
+    }
+
+    /// The node owes nothing more: the session waits for its client.
+    pub fn settled(&self, status: TransactionStatus) {
+        self.entry
+            .set_state(ClientState::after_ready_for_query(status));
     }
 
     /// The node sent an ErrorResponse with this body.
@@ -79,40 +81,5 @@ impl SessionObserver {
         if let Some(class) = backend::error_class(body) {
             self.metrics.error(class);
         }
-    }
-}
-
-/// ReadyForQuery answers read from the node but not yet recorded: the node
-/// direction records them once the client has the answer, so statistics
-/// and metrics (shared maps, cold after every idle wait) stay off the path
-/// of the answer. Times are taken when each ReadyForQuery is read.
-#[derive(Default)]
-pub struct Finished {
-    /// Per ReadyForQuery: bytes of the answer it ends, its status, when it came.
-    ready: Vec<(usize, TransactionStatus, Instant)>,
-}
-
-impl Finished {
-    /// A ReadyForQuery ending an answer of `bytes` bytes to the client.
-    pub fn ready(&mut self, bytes: usize, status: TransactionStatus) {
-        self.ready.push((bytes, status, Instant::now()));
-    }
-
-    /// `written` bytes reached the client: records the answers that ended
-    /// in them, then `rest` bytes of the next answer.
-    pub fn record(
-        &mut self,
-        observer: &SessionObserver,
-        guard: &QueryGuard,
-        written: usize,
-        rest: usize,
-    ) {
-        observer.client_written(written);
-        for (bytes, status, at) in self.ready.drain(..) {
-            guard.bytes(bytes);
-            let cancelled = guard.ready(at);
-            observer.ready_for_query(status, at, cancelled);
-        }
-        guard.bytes(rest);
     }
 }

@@ -100,9 +100,12 @@ pub struct Plan {
     pub frames: Vec<Frame>,
     /// Answers to messages sluice added, which the client must not see:
     /// ParseCompletes of the Parses sent ahead.
-    pub hidden_answers: usize,
+    pub hidden_answers: u32,
     /// CloseCompletes of Closes sluice added (Vertica naming only).
-    pub hidden_closes: usize,
+    pub hidden_closes: u32,
+    /// It runs under a savepoint of sluice's: when it fails, the
+    /// transaction goes on (a Vertica client's; see [`super::translate`]).
+    pub statement_level: bool,
 }
 
 pub struct Router {
@@ -464,6 +467,7 @@ impl Router {
             frames,
             hidden_answers,
             hidden_closes,
+            statement_level: false,
         }
     }
 
@@ -536,12 +540,13 @@ impl Router {
                 _ => frames.push(frame.clone()),
             }
         }
-        let hidden_answers = ahead.len();
+        let hidden_answers = u32::try_from(ahead.len()).unwrap_or(u32::MAX);
         ahead.extend(frames);
         Plan {
             frames: ahead,
             hidden_answers,
             hidden_closes: 0,
+            statement_level: false,
         }
     }
 }

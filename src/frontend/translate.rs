@@ -37,49 +37,37 @@
 //! answers.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::sync::Mutex;
 
 use bytes::{BufMut, BytesMut};
 use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
-use crate::backend::node::Attached;
-use crate::cancel::Registration;
-use crate::net::{ReadHalf, Stream, WriteHalf};
+use crate::net::{MessageStream, ReadError, ReadHalf};
 use crate::protocol::backend::{self, ErrorFields, TransactionStatus};
-use crate::protocol::frame::{Frame, Item, Scanner, Treatment};
-use crate::protocol::startup::{ClientDialect, StartupMessage};
+use crate::protocol::frame::{Frame, Treatment};
+use crate::protocol::startup::{CancelKey, StartupMessage};
 use crate::protocol::vertica::{self, Conversions};
-use crate::protocol::{ProtocolError, frontend, sqlstate};
-use crate::server::{Generation, Sluice};
+use crate::protocol::{ProtocolError, frontend};
 
-use super::catalog_answer::{Answers, NodeProgress, is_fatal};
-use super::guard::{QueryGuard, Screening};
-use super::observe::{Finished, SessionObserver};
-use super::registry::NewSession;
+use super::catalog_answer::Answers;
+use super::downstream::{ClientWriter, End, NodeSide};
+use super::owed::{Kind, NodeProgress, Sent};
 use super::router::{Batch, Plan, Router};
-use super::upstream::{ClientReader, ClientSide, Stop, Upstream};
-use crate::catalog::CatalogError;
+use super::upstream::ClientSide;
 
-const READ_CHUNK: usize = 16 * 1024;
+/// The savepoint each statement of a Vertica client's transaction runs
+/// under, so that its failure rolls back only itself, as on Vertica.
+const SAVEPOINT: &str = "sluice_statement";
 
-/// What the two directions share: requests whose answers need context.
+/// What the two directions of a translated session share: requests whose
+/// answers need context, and how values convert.
 #[derive(Default)]
-struct Shared {
+pub(super) struct Shared {
     /// Describe(statement) sent, oldest first: (statement, command tag).
     describes: VecDeque<(Vec<u8>, String)>,
     /// Bind sent, oldest first: the statement each names.
     binds: VecDeque<Vec<u8>>,
-    /// Answers to sluice's own `BEGIN`s still to come: dropped up to and
-    /// including their ReadyForQuery.
-    hidden_begins: usize,
-    /// CloseCompletes answering sluice's own Closes, to drop.
-    hidden_closes: usize,
-    /// The last ReadyForQuery's status.
-    status: Option<TransactionStatus>,
     autocommit: bool,
     /// `auto_commit` changed; announced with the next ReadyForQuery.
     announce_autocommit: bool,
@@ -184,7 +172,7 @@ impl Shared {
                 }
                 None => out.extend_from_slice(frame.raw()),
             },
-            b'2' => {
+            backend::BIND_COMPLETE => {
                 // BindComplete: the rows that follow are this statement's.
                 self.executing = true;
                 self.count_owed = false;
@@ -202,7 +190,6 @@ impl Shared {
                     None => out.extend_from_slice(frame.raw()),
                 }
             }
-            b'3' if self.hidden_closes > 0 => self.hidden_closes -= 1,
             backend::COMMAND_COMPLETE => {
                 // vertica-python reads `auto_commit` once the SET's
                 // result ends, before ReadyForQuery.
@@ -249,7 +236,7 @@ type AnswerState = (
 
 /// The catalog copy's answers, converted as the node's are.
 struct FromCatalog<'a> {
-    shared: &'a SharedState,
+    shared: &'a State,
     /// What answering consumes, as it was before the copy answered.
     before: AnswerState,
 }
@@ -273,309 +260,102 @@ impl Answers for FromCatalog<'_> {
     }
 }
 
-type SharedState = Mutex<Shared>;
+/// A translated session's shared state.
+pub(super) type State = Mutex<Shared>;
 
-/// Why the relay stopped.
-#[derive(Debug)]
-enum End {
-    ClientLeft,
-    NodeClosed,
-    Killed,
-    Refused,
-    ClientProtocol(ProtocolError),
-    NodeProtocol(ProtocolError),
-    Auth(String),
-    /// The catalog copy failed after part of its answer reached the client.
-    CatalogBroken(CatalogError),
-    Io(#[allow(dead_code)] std::io::Error),
-}
-
-impl From<std::io::Error> for End {
-    fn from(e: std::io::Error) -> End {
-        End::Io(e)
+impl Shared {
+    /// The state of a session opened with `startup`.
+    pub(super) fn for_session(startup: &StartupMessage) -> State {
+        Mutex::new(Shared {
+            autocommit: vertica::requested_autocommit(startup),
+            ..Shared::default()
+        })
     }
 }
 
-/// A stream read whole message by whole message.
-struct Messages<R> {
-    rd: R,
-    buf: BytesMut,
-    scanner: Scanner,
-}
-
-impl<R: AsyncRead + Unpin> Messages<R> {
-    fn new(rd: R, max_message: usize, treatment: fn(u8) -> Treatment) -> Messages<R> {
-        Messages {
-            rd,
-            buf: BytesMut::with_capacity(READ_CHUNK),
-            scanner: Scanner::new(max_message, treatment),
-        }
+/// An error or notice of sluice's own in Vertica's layout.
+fn encode_error(error: &ErrorFields, notice: bool, out: &mut BytesMut) {
+    let mut pg = BytesMut::new();
+    if notice {
+        error.encode_notice(&mut pg);
+    } else {
+        error.encode(&mut pg);
     }
-
-    /// The next item, or `Ok(None)` at end of stream. Cancel safe: bytes
-    /// read stay in the buffer.
-    async fn next(&mut self) -> Result<Option<Item>, Result<ProtocolError, std::io::Error>> {
-        loop {
-            match self.scanner.next(&mut self.buf) {
-                Ok(Some(item)) => return Ok(Some(item)),
-                Ok(None) => {}
-                Err(e) => return Err(Ok(e)),
-            }
-            match self.fill().await {
-                Ok(0) => return Ok(None),
-                Ok(_) => {}
-                Err(e) => return Err(Err(e)),
-            }
-        }
-    }
-
-    /// Reads more into the buffer. Cancel safe.
-    async fn fill(&mut self) -> std::io::Result<usize> {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
-            self.buf.reserve(READ_CHUNK);
-        }
-        self.rd.read_buf(&mut self.buf).await
-    }
-
-    /// The next whole message; relayed runs cannot occur with an
-    /// all-inspecting treatment.
-    async fn frame(&mut self) -> Result<Option<Frame>, Result<ProtocolError, std::io::Error>> {
-        loop {
-            match self.next().await? {
-                Some(Item::Inspect(f)) => return Ok(Some(f)),
-                Some(Item::Relay(_)) => continue,
-                None => return Ok(None),
-            }
-        }
+    match vertica::error_to_vertica(pg[0], &pg[5..]) {
+        Ok(converted) => out.extend_from_slice(converted.raw()),
+        // Not reached: sluice's own fields always convert.
+        Err(_) => out.extend_from_slice(&pg),
     }
 }
 
-/// A Vertica client's messages are read one by one: each is translated, so
-/// what goes to the node is written as soon as the next message is not
-/// wholly read yet, or when much has gathered; COPY data at once.
-impl<R: AsyncRead + Unpin> ClientReader for Messages<R> {
-    fn buffered(&mut self) -> Result<Option<Item>, ProtocolError> {
-        self.scanner.next(&mut self.buf)
-    }
-
-    async fn read(&mut self) -> std::io::Result<usize> {
-        self.fill().await
-    }
-
-    fn flush_now(&self, out: &BytesMut, relayed: bool) -> bool {
-        relayed || !whole_message_buffered(&self.buf) || out.len() > 64 * 1024
-    }
-}
-
-fn inspect_all(_: u8) -> Treatment {
+/// Every message of the node is looked at: rows must be, to be converted.
+pub(super) fn node_treatment(_: u8) -> Treatment {
     Treatment::Inspect
 }
 
 /// COPY data and its end (CopyDone, CopyFail) stream through; everything
 /// else is looked at. Held back by routing, a CopyDone would never reach the
 /// node, which waits for it before answering.
-fn client_treatment(tag: u8) -> Treatment {
+pub(super) fn client_treatment(tag: u8) -> Treatment {
     match tag {
         b'd' | b'c' | b'f' => Treatment::Relay,
         _ => Treatment::Inspect,
     }
 }
 
-/// Runs a translated session to its end.
-pub async fn run(
-    sluice: Arc<Sluice>,
-    generation: Arc<Generation>,
-    mut client: Stream,
-    startup: StartupMessage,
-    peer: SocketAddr,
-) {
-    let postgres_startup = vertica::postgres_startup(&startup);
-    let Some((attached, server, first_answer)) = super::session::open_session(
-        &sluice,
-        &generation,
-        &mut client,
-        &postgres_startup,
-        peer,
-        startup.user(),
-    )
-    .await
-    else {
-        return;
-    };
-    let node = attached.node().addr().to_string();
-    tracing::debug!(%peer, node, user = startup.user(), database = startup.database(),
-        application = startup.application(), dialect = %ClientDialect::Vertica,
-        translated = true, "session started");
-    let registered = sluice.registry.register(
-        NewSession {
-            user: startup.user(),
-            database: startup.database(),
-            application: startup.application(),
-            peer,
-            node: &node,
-        },
-        &sluice.kill,
-    );
-    registered.entry().set_dialect(ClientDialect::Vertica);
-    let observer = SessionObserver::new(
-        sluice.metrics.clone(),
-        attached.node().clone(),
-        registered.entry().clone(),
-    );
-    let client_tls = client.is_tls();
-    let max_message = generation.config.server.max_message_size;
-    let (client_rd, client_wr) = client.into_split();
-    let client_wr = tokio::sync::Mutex::new(client_wr);
-    let (node_rd, mut node_wr) = server.into_split();
-    let mut from_client = Messages::new(client_rd, max_message, client_treatment);
-    let mut from_node = Messages::new(node_rd, usize::MAX, inspect_all);
-    // The node's first answer was read while the session was opened.
-    from_node.buf = first_answer;
-    let shared = Mutex::new(Shared {
-        autocommit: vertica::requested_autocommit(&startup),
-        ..Shared::default()
-    });
-    let protocol = vertica::negotiated_protocol(startup.vertica_protocol());
-    let token = registered.entry().token.clone();
-    let mut registration = None;
-    let progress = NodeProgress::new(
-        generation
-            .catalog
-            .as_ref()
-            .map(|pool| (pool.freshness().clone(), Arc::from(startup.database()))),
-    );
-    let guard = QueryGuard::for_session(&sluice, &generation, &startup, peer);
-    let upstream = Upstream {
-        guard: &guard,
-        screening: Screening::default(),
-        router: Router::new(generation.classifier.clone(), Some(sluice.metrics.clone()))
-            .for_vertica(),
-        catalog: generation.catalog.clone(),
-        user: startup.user(),
-        database: startup.database(),
-        progress: &progress,
-        observer: &observer,
-        metrics: &sluice.metrics,
-        client: Translation {
-            shared: &shared,
-            tags: HashMap::new(),
-        },
-    };
-
-    let end = tokio::select! {
-        end = async {
-            let login = {
-                let mut wr = client_wr.lock().await;
-                authenticate(&mut from_node, &mut node_wr, &mut from_client, &mut *wr, startup.user(), client_tls).await
-            };
-            if let Err(end) = login {
-                return end;
-            }
-            let up = upstream.run(&mut from_client, &mut node_wr, &client_wr);
-            let downstream = node_to_client(
-                &mut from_node, &client_wr, &shared, &observer, &sluice, &attached,
-                &mut registration, protocol, &progress, &guard,
-            );
-            tokio::select! {
-                stop = up => stop.into(),
-                end = downstream => end,
-                _ = guard.watchdog(generation.clone()) => unreachable!("the watchdog runs until the session ends"),
-            }
-        } => end,
-        _ = super::registry::KillSignal::new(token) => End::Killed,
-    };
-    let mut client_wr = client_wr.into_inner();
-    let error = match &end {
-        End::ClientLeft | End::Refused | End::Io(_) => None,
-        End::NodeClosed => Some(ErrorFields::fatal(
-            sqlstate::CONNECTION_FAILURE,
-            format!("warehouse node {node} closed the connection"),
-        )),
-        End::Killed => Some(ErrorFields::fatal(
-            sqlstate::ADMIN_SHUTDOWN,
-            "sluice closed this session (KILL CLIENT or shutdown)",
-        )),
-        End::ClientProtocol(e) => Some(ErrorFields::fatal(
-            e.sqlstate(),
-            format!("invalid message from client: {e}"),
-        )),
-        End::NodeProtocol(e) => Some(ErrorFields::fatal(
-            sqlstate::PROTOCOL_VIOLATION,
-            format!("warehouse node {node} sent an invalid message: {e}"),
-        )),
-        End::Auth(why) => Some(ErrorFields::fatal(
-            sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
-            why.clone(),
-        )),
-        End::CatalogBroken(e) => Some(ErrorFields::fatal(
-            sqlstate::CONNECTION_FAILURE,
-            format!("the catalog copy failed in the middle of an answer: {e}"),
-        )),
-    };
-    match &end {
-        End::ClientLeft | End::Refused => tracing::debug!(%peer, node, "session ended"),
-        _ => tracing::info!(%peer, node, reason = ?end, "session ended"),
-    }
-    if let Some(error) = error {
-        let _ = client_wr.write_all(&error.to_bytes()).await;
-    }
-    let _ = client_wr.shutdown().await;
-    if !matches!(end, End::NodeClosed) {
-        let _ = node_wr.write_all(&frontend::TERMINATE_MESSAGE).await;
-    }
-    let _ = node_wr.shutdown().await;
-    drop(registration);
-}
-
-type ClientRd = Messages<ReadHalf>;
-type NodeRd = Messages<ReadHalf>;
-
-fn auth_code(body: &[u8]) -> i32 {
-    body.get(..4)
-        .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]))
-        .unwrap_or(-1)
-}
-
-async fn expect_frame<R: AsyncRead + Unpin>(
-    from: &mut Messages<R>,
-    client: bool,
-) -> Result<Frame, End> {
-    match from.frame().await {
+/// The next message of the node during the login.
+async fn node_frame(node: &mut MessageStream<ReadHalf>) -> Result<Frame, End> {
+    match node.frame().await {
         Ok(Some(f)) => Ok(f),
-        Ok(None) if client => Err(End::ClientLeft),
         Ok(None) => Err(End::NodeClosed),
-        Err(Ok(e)) if client => Err(End::ClientProtocol(e)),
-        Err(Ok(e)) => Err(End::NodeProtocol(e)),
-        Err(Err(e)) => Err(End::Io(e)),
+        Err(ReadError::Protocol(e)) => Err(End::NodeProtocol(e)),
+        Err(ReadError::Io(e)) => Err(End::Io(e)),
     }
+}
+
+/// The client's password message during the login.
+async fn expect_password(client: &mut MessageStream<ReadHalf>) -> Result<Frame, End> {
+    let p = match client.frame().await {
+        Ok(Some(f)) => f,
+        Ok(None) => return Err(End::ClientLeft),
+        Err(ReadError::Protocol(e)) => return Err(End::ClientProtocol(e)),
+        Err(ReadError::Io(e)) => return Err(End::Io(e)),
+    };
+    if p.tag() != frontend::PASSWORD {
+        return Err(End::ClientProtocol(ProtocolError::Malformed {
+            what: "authentication",
+            why: "expected a password message",
+        }));
+    }
+    Ok(p)
 }
 
 /// The login, up to the node's AuthenticationOk (forwarded).
-async fn authenticate(
-    node: &mut NodeRd,
+pub(super) async fn authenticate(
+    node: &mut MessageStream<ReadHalf>,
     node_wr: &mut (impl AsyncWrite + Unpin),
-    client: &mut ClientRd,
-    client_wr: &mut (impl AsyncWrite + Unpin),
+    client: &mut MessageStream<ReadHalf>,
+    client_wr: &mut ClientWriter,
     user: &str,
     client_tls: bool,
 ) -> Result<(), End> {
     let mut scram: Option<ScramSha256> = None;
     loop {
-        let frame = expect_frame(node, false).await?;
+        let frame = node_frame(node).await?;
         match frame.tag() {
             backend::AUTHENTICATION => {
                 let body = frame.body();
-                match auth_code(body) {
+                match backend::auth_code(body) {
                     backend::AUTH_OK => {
-                        client_wr.write_all(frame.raw()).await?;
+                        client_wr.write_all(frame.raw()).await.map_err(End::Io)?;
                         return Ok(());
                     }
-                    3 => {
-                        client_wr.write_all(frame.raw()).await?;
+                    backend::AUTH_CLEARTEXT => {
+                        client_wr.write_all(frame.raw()).await.map_err(End::Io)?;
                         let p = expect_password(client).await?;
-                        node_wr.write_all(p.raw()).await?;
+                        node_wr.write_all(p.raw()).await.map_err(End::Io)?;
                     }
-                    5 => {
+                    backend::AUTH_MD5 => {
                         // Vertica's MD5 request also carries a 16-byte user
                         // salt, which MD5 does not use (§2).
                         let mut out = BytesMut::new();
@@ -585,9 +365,9 @@ async fn authenticate(
                         out.put_slice(body.get(4..8).unwrap_or(&[0; 4]));
                         out.put_i32(16);
                         out.put_slice(&[0; 16]);
-                        client_wr.write_all(&out).await?;
+                        client_wr.write_all(&out).await.map_err(End::Io)?;
                         let p = expect_password(client).await?;
-                        node_wr.write_all(p.raw()).await?;
+                        node_wr.write_all(p.raw()).await.map_err(End::Io)?;
                     }
                     backend::AUTH_SASL => {
                         let offered = body[4..]
@@ -610,7 +390,7 @@ async fn authenticate(
                         out.put_u8(backend::AUTHENTICATION);
                         out.put_i32(8);
                         out.put_i32(3);
-                        client_wr.write_all(&out).await?;
+                        client_wr.write_all(&out).await.map_err(End::Io)?;
                         let p = expect_password(client).await?;
                         let password = p.body().strip_suffix(&[0]).unwrap_or(p.body());
                         let s = ScramSha256::new(password, ChannelBinding::unsupported());
@@ -620,7 +400,7 @@ async fn authenticate(
                             SCRAM_SHA_256,
                             s.message(),
                         );
-                        node_wr.write_all(&out).await?;
+                        node_wr.write_all(&out).await.map_err(End::Io)?;
                         scram = Some(s);
                     }
                     backend::AUTH_SASL_CONTINUE => {
@@ -635,7 +415,7 @@ async fn authenticate(
                         })?;
                         let mut out = BytesMut::new();
                         frontend::encode_sasl_response(&mut out, s.message());
-                        node_wr.write_all(&out).await?;
+                        node_wr.write_all(&out).await.map_err(End::Io)?;
                     }
                     backend::AUTH_SASL_FINAL => {
                         let mut s = scram.take().ok_or(End::Auth(
@@ -657,33 +437,18 @@ async fn authenticate(
             backend::ERROR_RESPONSE => {
                 let e = vertica::error_to_vertica(frame.tag(), frame.body())
                     .map_err(End::NodeProtocol)?;
-                client_wr.write_all(e.raw()).await?;
+                client_wr.write_all(e.raw()).await.map_err(End::Io)?;
                 return Err(End::Refused);
             }
             vertica::NEGOTIATE_PROTOCOL_VERSION => {}
             backend::NOTICE_RESPONSE => {
                 let n = vertica::error_to_vertica(frame.tag(), frame.body())
                     .map_err(End::NodeProtocol)?;
-                client_wr.write_all(n.raw()).await?;
+                client_wr.write_all(n.raw()).await.map_err(End::Io)?;
             }
             _ => client_wr.write_all(frame.raw()).await?,
         }
     }
-}
-
-async fn expect_password(client: &mut ClientRd) -> Result<Frame, End> {
-    let p = expect_frame(client, true).await?;
-    if p.tag() != frontend::PASSWORD {
-        return Err(End::ClientProtocol(ProtocolError::Malformed {
-            what: "authentication",
-            why: "expected a password message",
-        }));
-    }
-    Ok(p)
-}
-
-fn begin_query() -> Frame {
-    frontend::encode_query("BEGIN")
 }
 
 /// Messages that carry a statement: before the first of them after a
@@ -695,16 +460,108 @@ fn starts_work(tag: u8) -> bool {
     )
 }
 
-/// What a Vertica client needs from the client direction: its messages
-/// translated, its answers' context noted in [`Shared`], and a hidden
-/// `BEGIN` when autocommit is off.
-struct Translation<'a> {
-    shared: &'a SharedState,
+/// Statements that begin or end a transaction or manage savepoints: they
+/// run as they are, never under sluice's own savepoint (a client's
+/// savepoints would be released with it).
+fn controls_transaction(batch: &Batch) -> bool {
+    batch.frames.iter().any(|frame| {
+        let text = match frame.tag() {
+            frontend::QUERY => frontend::query_text(frame.body()).ok(),
+            frontend::PARSE => frontend::parse_parts(frame.body()).ok().map(|p| p.text),
+            _ => None,
+        };
+        let Some(text) = text.and_then(|t| std::str::from_utf8(t).ok()) else {
+            return false;
+        };
+        let word = first_word(text);
+        [
+            "begin",
+            "start",
+            "commit",
+            "end",
+            "rollback",
+            "abort",
+            "savepoint",
+            "release",
+            "prepare",
+        ]
+        .iter()
+        .any(|w| word.eq_ignore_ascii_case(w))
+    })
+}
+
+/// The first word of a statement, past whitespace and comments.
+fn first_word(text: &str) -> &str {
+    let mut word = "";
+    crate::lex::each_piece(text, |kind, range| {
+        if word.is_empty() && kind == crate::lex::Kind::Text {
+            let piece = &text[range];
+            let end = piece
+                .find(|c: char| !c.is_ascii_alphabetic())
+                .unwrap_or(piece.len());
+            word = &piece[..end];
+            if word.is_empty() {
+                // Punctuation first: no keyword to find.
+                word = " ";
+            }
+        }
+    });
+    word
+}
+
+/// The client direction of a translated session: messages translated, the
+/// context of their answers noted in [`Shared`], and Vertica's transaction
+/// semantics kept in front of PostgreSQL.
+///
+/// Vertica's drivers default to autocommit off, and on Vertica an error
+/// rolls back only the failing statement: the transaction goes on, and
+/// clients never roll back after an error. PostgreSQL would commit each
+/// statement, and would fail every statement after an error until the
+/// client rolls back. So, hidden from the client: a `BEGIN` ahead of the
+/// first statement after a transaction ended when autocommit is off, and in
+/// a transaction each statement under a savepoint (`SAVEPOINT` ahead,
+/// `RELEASE` after, `ROLLBACK TO` ahead of the next statement when it
+/// failed); the client is shown status `T` where PostgreSQL says `E`.
+pub(super) struct Translation<'a> {
+    shared: &'a State,
     /// Statement name → command tag, for CommandDescription.
     tags: HashMap<Vec<u8>, String>,
+    /// A batch up to Flush went under sluice's savepoint: the batch that
+    /// syncs it releases it.
+    savepoint_open: bool,
+    /// The batch just planned runs under sluice's savepoint, to release after it.
+    release_after: bool,
+}
+
+impl<'a> Translation<'a> {
+    pub(super) fn new(shared: &'a State) -> Translation<'a> {
+        Translation {
+            shared,
+            tags: HashMap::new(),
+            savepoint_open: false,
+            release_after: false,
+        }
+    }
+
+    fn autocommit(&self) -> bool {
+        self.shared.lock().expect("session state").autocommit
+    }
+}
+
+/// Sends one query of sluice's own ahead of or after a client's batch; the
+/// client sees none of its answers.
+fn hidden_query(sql: &str, out: &mut BytesMut, progress: &NodeProgress) {
+    out.extend_from_slice(frontend::encode_query(sql).raw());
+    let sent = Sent {
+        readies: 1,
+        ..Sent::default()
+    };
+    progress.send(Kind::Hidden, sent, std::time::Instant::now());
 }
 
 impl ClientSide for Translation<'_> {
+    const TRANSLATED: bool = true;
+
     /// Notes what the answers will need (CommandDescription tags,
     /// conversions by statement).
     fn translate(&mut self, frame: Frame) -> Result<Frame, ProtocolError> {
@@ -760,16 +617,19 @@ impl ClientSide for Translation<'_> {
     ) -> Result<(), ProtocolError> {
         self.shared.lock().expect("session state").forget(batch);
         if let Some(error) = rejection {
-            let pg = error.to_bytes();
-            let converted = vertica::error_to_vertica(backend::ERROR_RESPONSE, &pg[5..])?;
-            answer.extend_from_slice(converted.raw());
+            encode_error(error, false, answer);
         }
         Ok(())
     }
 
-    /// A hidden `BEGIN` goes first when autocommit is off and no
-    /// transaction is open; the CloseCompletes of the router's own Closes
-    /// are noted to be dropped.
+    /// What goes ahead of a statement depends on how the last one ended.
+    fn waits_for_node(&self, batch: &Batch, progress: &NodeProgress) -> bool {
+        batch.frames.iter().any(|f| starts_work(f.tag())) && !progress.owed().settled()
+    }
+
+    /// Ahead of the batch: the rollback to sluice's savepoint when the last
+    /// statement failed, a `BEGIN` when autocommit is off and no
+    /// transaction is open, and in a transaction the statement's savepoint.
     fn plan_for_node(
         &mut self,
         router: &mut Router,
@@ -778,18 +638,61 @@ impl ClientSide for Translation<'_> {
         progress: &NodeProgress,
     ) -> Plan {
         let works = batch.frames.iter().any(|f| starts_work(f.tag()));
-        {
-            let mut s = self.shared.lock().expect("session state");
-            if works && !s.autocommit && s.status == Some(TransactionStatus::Idle) {
-                out.extend_from_slice(begin_query().raw());
-                s.hidden_begins += 1;
-                s.status = Some(TransactionStatus::InTransaction);
-                progress.asked.fetch_add(1, Ordering::AcqRel);
+        let (status, rollback) = {
+            let mut owed = progress.owed();
+            if owed.open_flush() && !self.savepoint_open {
+                // Answers of a prepare up to Flush are still coming, with
+                // no end to tell them from those of a query sent now: the
+                // batch goes as it is (not seen from vertica-python, which
+                // executes what it prepares).
+                tracing::debug!(
+                    "a Vertica batch after an open prepare runs without sluice's savepoint"
+                );
+                let mut plan = router.node_plan(batch);
+                plan.statement_level = false;
+                return plan;
             }
+            (owed.status(), owed.take_rollback())
+        };
+        let mut ahead: Vec<String> = Vec::new();
+        if rollback {
+            ahead.push(format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}"));
+            ahead.push(format!("RELEASE SAVEPOINT {SAVEPOINT}"));
         }
-        let plan = router.node_plan(batch);
-        self.shared.lock().expect("session state").hidden_closes += plan.hidden_closes;
+        let mut statement_level = false;
+        if works && !self.savepoint_open {
+            let mut in_transaction = status != TransactionStatus::Idle;
+            if !in_transaction && !self.autocommit() {
+                ahead.push("BEGIN".into());
+                in_transaction = true;
+            }
+            if in_transaction && !controls_transaction(&batch) {
+                ahead.push(format!("SAVEPOINT {SAVEPOINT}"));
+                if batch.syncs == 0 {
+                    self.savepoint_open = true;
+                } else {
+                    statement_level = true;
+                }
+            }
+        } else if self.savepoint_open && batch.syncs > 0 {
+            self.savepoint_open = false;
+            statement_level = true;
+        }
+        if !ahead.is_empty() {
+            hidden_query(&ahead.join("; "), out, progress);
+        }
+        self.release_after = statement_level;
+        let mut plan = router.node_plan(batch);
+        plan.statement_level = statement_level;
         plan
+    }
+
+    /// The statement's savepoint is released after it (when it failed, the
+    /// release fails too, hidden, and the next batch rolls back to it).
+    fn after_batch(&mut self, out: &mut BytesMut, progress: &NodeProgress) {
+        if std::mem::take(&mut self.release_after) {
+            hidden_query(&format!("RELEASE SAVEPOINT {SAVEPOINT}"), out, progress);
+        }
     }
 
     fn catalog_answers(&mut self) -> impl Answers + Send + '_ {
@@ -800,135 +703,69 @@ impl ClientSide for Translation<'_> {
     }
 }
 
-impl From<Stop> for End {
-    fn from(stop: Stop) -> End {
-        match stop {
-            Stop::ClientLeft => End::ClientLeft,
-            Stop::ClientProtocol(e) => End::ClientProtocol(e),
-            Stop::NodeProtocol(e) => End::NodeProtocol(e),
-            Stop::CatalogBroken(e) => End::CatalogBroken(e),
-            Stop::Io(e) => End::Io(e),
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn node_to_client(
-    from: &mut NodeRd,
-    wr: &tokio::sync::Mutex<WriteHalf>,
-    shared: &SharedState,
-    observer: &SessionObserver,
-    sluice: &Arc<Sluice>,
-    attached: &Attached,
-    registration: &mut Option<Registration>,
+/// The node direction of a translated session: the node's answers in
+/// Vertica's layout.
+pub(super) struct Conversion<'a> {
+    shared: &'a State,
+    /// The protocol version agreed with the driver.
     protocol: i32,
-    progress: &NodeProgress,
-    guard: &QueryGuard,
-) -> End {
-    let mut out = BytesMut::new();
-    // Bytes of `out` already counted for a finished batch.
-    let mut counted = 0;
-    let mut finished = Finished::default();
-    let mut fatal = false;
-    loop {
-        let frame = match from.frame().await {
-            Ok(Some(f)) => f,
-            Ok(None) if fatal => return End::Refused,
-            Ok(None) => return End::NodeClosed,
-            Err(Ok(e)) => return End::NodeProtocol(e),
-            Err(Err(e)) => return End::Io(e),
-        };
-        let converted: Result<(), ProtocolError> = (|| {
-            if frame.tag() == backend::READY_FOR_QUERY {
-                progress.ready(frame.body().first().copied().unwrap_or(b'I'));
-            }
-            let mut s = shared.lock().expect("session state");
-            if s.hidden_begins > 0 {
-                if frame.tag() == backend::READY_FOR_QUERY {
-                    s.hidden_begins -= 1;
-                    // Counted as asked, like the batch that follows it.
-                    let _ = guard.ready(Instant::now());
-                }
-                if frame.tag() != backend::ERROR_RESPONSE {
-                    return Ok(());
-                }
-            }
-            match frame.tag() {
-                backend::BACKEND_KEY_DATA => {
-                    let key = backend::backend_key_data(frame.body())?;
-                    guard.set_target(crate::cancel::CancelTarget {
-                        node: attached.node().addr().to_string(),
-                        key: key.clone(),
-                    });
-                    vertica::encode_vertica_parameters(&mut out, protocol, s.autocommit, "");
-                    let reg = sluice.cancels.register(attached.node().addr(), key);
-                    backend::encode_backend_key_data(&mut out, reg.client_key());
-                    *registration = Some(reg);
-                }
-                backend::PARAMETER_STATUS => {
-                    out.extend_from_slice(frame.raw());
-                    if let Some((b"TimeZone", tz)) = vertica::parameter_status(frame.body()) {
-                        let tz = String::from_utf8_lossy(tz).into_owned();
-                        backend::encode_parameter_status(&mut out, "timezone", &tz);
-                    }
-                }
-                backend::READY_FOR_QUERY => {
-                    let status = backend::ready_for_query(frame.body())?;
-                    s.status = Some(status);
-                    s.hidden_closes = 0;
-                    s.answered();
-                    if s.announce_autocommit {
-                        s.announce_autocommit = false;
-                        vertica::encode_auto_commit(&mut out, s.autocommit);
-                    }
-                    out.extend_from_slice(frame.raw());
-                    // What this batch sent the client, then its end.
-                    finished.ready(out.len() - counted, status);
-                    counted = out.len();
-                }
-                // ParseComplete of a Parse sluice sent ahead (a statement
-                // first prepared on the catalog copy).
-                backend::PARSE_COMPLETE if progress.hide_parse_complete() => {}
-                backend::COMMAND_COMPLETE => {
-                    guard.command_complete(frame.body());
-                    s.convert(&frame, &mut out)?;
-                }
-                backend::ERROR_RESPONSE => {
-                    observer.error(frame.body());
-                    fatal |= is_fatal(frame.body());
-                    let (code, _) = backend::error_summary(frame.body());
-                    if let Some(notice) = guard.error(&code) {
-                        // The rule's notice goes just ahead of the node's 57014.
-                        out.extend_from_slice(
-                            vertica::error_to_vertica(backend::NOTICE_RESPONSE, &notice[5..])?
-                                .raw(),
-                        );
-                    }
-                    s.convert(&frame, &mut out)?;
-                }
-                _ => s.convert(&frame, &mut out)?,
-            }
-            Ok(())
-        })();
-        if let Err(e) = converted {
-            return End::NodeProtocol(e);
-        }
-        if (!whole_message_buffered(&from.buf) || out.len() > 64 * 1024) && !out.is_empty() {
-            let (written, rest) = (out.len(), out.len() - counted);
-            counted = 0;
-            if let Err(e) = wr.lock().await.write_all(&out).await {
-                return End::Io(e);
-            }
-            out.clear();
-            finished.record(observer, guard, written, rest);
+}
+
+impl<'a> Conversion<'a> {
+    pub(super) fn new(shared: &'a State, startup: &StartupMessage) -> Conversion<'a> {
+        Conversion {
+            shared,
+            protocol: vertica::negotiated_protocol(startup.vertica_protocol()),
         }
     }
 }
 
-/// True when `buf` starts with a whole message: the next one needs no read.
-fn whole_message_buffered(buf: &[u8]) -> bool {
-    buf.len() >= 5
-        && i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]])
-            .try_into()
-            .is_ok_and(|len: usize| buf.len() > len)
+impl NodeSide for Conversion<'_> {
+    fn message(&mut self, frame: &Frame, out: &mut BytesMut) -> Result<(), ProtocolError> {
+        let mut s = self.shared.lock().expect("session state");
+        match frame.tag() {
+            backend::PARAMETER_STATUS => {
+                out.extend_from_slice(frame.raw());
+                if let Some((b"TimeZone", tz)) = vertica::parameter_status(frame.body()) {
+                    let tz = String::from_utf8_lossy(tz).into_owned();
+                    backend::encode_parameter_status(out, "timezone", &tz);
+                }
+                Ok(())
+            }
+            _ => s.convert(frame, out),
+        }
+    }
+
+    /// Vertica drivers read `protocol_version`, `auto_commit` and
+    /// `timezone` at login, ahead of the cancel key.
+    fn backend_key(&mut self, key: &CancelKey, out: &mut BytesMut) {
+        let autocommit = self.shared.lock().expect("session state").autocommit;
+        vertica::encode_vertica_parameters(out, self.protocol, autocommit, "");
+        backend::encode_backend_key_data(out, key);
+    }
+
+    fn ready(&mut self, out: &mut BytesMut) {
+        let mut s = self.shared.lock().expect("session state");
+        s.answered();
+        if std::mem::take(&mut s.announce_autocommit) {
+            vertica::encode_auto_commit(out, s.autocommit);
+        }
+    }
+
+    fn error(&self, error: &ErrorFields, notice: bool, out: &mut BytesMut) {
+        encode_error(error, notice, out);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_first_word_is_found_past_comments_and_space() {
+        assert_eq!(first_word("  SAVEPOINT mine"), "SAVEPOINT");
+        assert_eq!(first_word("/* x */ -- y\n rollback;"), "rollback");
+        assert_eq!(first_word("(SELECT 1)"), " ");
+        assert_eq!(first_word(""), "");
+    }
 }

@@ -9,33 +9,38 @@
 //! with what the node direction needs to know of it ([`NodeProgress`], the
 //! [`QueryGuard`]).
 //!
-//! What differs between the two kinds of session is behind two small
-//! traits: how the client's bytes are read and when they are written on
-//! ([`ClientReader`]), and what a Vertica client needs on top of the
-//! PostgreSQL protocol ([`ClientSide`]). Both are generic parameters, not
-//! trait objects: the relayed session, benchmarked per transaction, gets
-//! the plain loop with the PostgreSQL choices inlined.
+//! What a Vertica client needs on top of the PostgreSQL protocol is behind
+//! one small trait, [`ClientSide`]: a generic parameter, not a trait
+//! object, so the relayed session, benchmarked per transaction, gets the
+//! plain loop with the PostgreSQL choices inlined. The node direction has
+//! its mirror in [`super::downstream`].
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use super::catalog_answer::{
-    Answers, CatalogFailure, CatalogMiss, Lookup, NodeProgress, answer_from_catalog, copy_for,
+    Answers, CatalogFailure, CatalogMiss, Lookup, answer_from_catalog, copy_for,
     node_settled_for_copy,
 };
 use super::guard::{AnswerEnd, QueryGuard, Screened, Screening};
 use super::observe::SessionObserver;
+use super::owed::{Kind, NodeProgress, Sent};
 use super::router::{Batch, Plan, Router};
 use crate::catalog::{CatalogError, CatalogPool};
 use crate::metrics::Metrics;
-use crate::net::WriteHalf;
+use crate::net::{MessageStream, ReadHalf, WriteHalf};
+
+use super::downstream::ClientWriter;
 use crate::protocol::backend::{self, ErrorFields};
 use crate::protocol::frame::{Frame, Item};
 use crate::protocol::{ProtocolError, frontend};
+
+/// What is gathered for the node goes out before this much has gathered,
+/// even if more of the client's messages are already read.
+const MAX_GATHERED: usize = 64 * 1024;
 
 /// The watchdog's budget for a batch, named by its rule.
 pub(super) type Budget = Option<(Duration, Arc<str>)>;
@@ -52,24 +57,12 @@ pub(super) enum Stop {
     Io(std::io::Error),
 }
 
-/// How a session reads its client.
-pub(super) trait ClientReader {
-    /// The next message or relayed run already read, if any.
-    fn buffered(&mut self) -> Result<Option<Item>, ProtocolError>;
-
-    /// Reads more of the client; `Ok(0)` when it closed. Cancel safe: bytes
-    /// read are kept even if the caller stops waiting.
-    async fn read(&mut self) -> std::io::Result<usize>;
-
-    /// Whether `out` goes to the node now, before the next buffered item
-    /// (it always goes before a read). `relayed`: the last item was relayed
-    /// bytes.
-    fn flush_now(&self, out: &BytesMut, relayed: bool) -> bool;
-}
-
 /// What a kind of client needs beyond relaying PostgreSQL messages as they
 /// are.
 pub(super) trait ClientSide {
+    /// The client speaks Vertica's protocol to PostgreSQL nodes.
+    const TRANSLATED: bool;
+
     /// A client message in PostgreSQL's terms, noting what its answers will
     /// need.
     fn translate(&mut self, frame: Frame) -> Result<Frame, ProtocolError>;
@@ -83,8 +76,15 @@ pub(super) trait ClientSide {
         answer: &mut BytesMut,
     ) -> Result<(), ProtocolError>;
 
+    /// Whether `batch` must wait until the node has answered everything
+    /// before it (what sluice sends ahead of it depends on how that ended).
+    fn waits_for_node(&self, _batch: &Batch, _progress: &NodeProgress) -> bool {
+        false
+    }
+
     /// The messages that carry `batch` to the node, appending any of the
-    /// session's own that must go ahead of them to `out`.
+    /// session's own that must go ahead of them to `out` (and what the node
+    /// owes for them to `progress`).
     fn plan_for_node(
         &mut self,
         router: &mut Router,
@@ -92,6 +92,10 @@ pub(super) trait ClientSide {
         out: &mut BytesMut,
         progress: &NodeProgress,
     ) -> Plan;
+
+    /// The batch planned last went to `out`: anything of the session's own
+    /// that must follow it.
+    fn after_batch(&mut self, _out: &mut BytesMut, _progress: &NodeProgress) {}
 
     /// How the catalog copy's answer to the next batch reaches the client.
     fn catalog_answers(&mut self) -> impl Answers + Send + '_;
@@ -118,11 +122,11 @@ impl<C: ClientSide> Upstream<'_, C> {
     /// Runs until the client leaves or the session cannot go on. Writes to
     /// the node are gathered in `out`, so a read's worth of messages costs
     /// one write.
-    pub(super) async fn run<R: ClientReader>(
+    pub(super) async fn run(
         mut self,
-        from: &mut R,
+        from: &mut MessageStream<ReadHalf>,
         wr: &mut WriteHalf,
-        client_wr: &tokio::sync::Mutex<WriteHalf>,
+        client_wr: &tokio::sync::Mutex<ClientWriter>,
     ) -> Stop {
         let mut out = BytesMut::new();
         loop {
@@ -132,7 +136,7 @@ impl<C: ClientSide> Upstream<'_, C> {
                     if let Err(e) = write_out(wr, &mut out).await {
                         return e;
                     }
-                    match from.read().await {
+                    match from.fill().await {
                         Ok(0) => return Stop::ClientLeft,
                         Ok(n) => self.observer.client_read(n),
                         Err(e) => return Stop::Io(e),
@@ -148,7 +152,7 @@ impl<C: ClientSide> Upstream<'_, C> {
                         self.queue_for_node(batch, &mut out, None);
                     }
                     out.extend_from_slice(&bytes);
-                    if from.flush_now(&out, true)
+                    if out.len() > MAX_GATHERED
                         && let Err(e) = write_out(wr, &mut out).await
                     {
                         return e;
@@ -164,7 +168,7 @@ impl<C: ClientSide> Upstream<'_, C> {
                     if let Some(batch) = self.router.take_pending() {
                         self.queue_for_node(batch, &mut out, None);
                     }
-                    self.asked_node(1, Instant::now());
+                    self.asked_node(1);
                     out.extend_from_slice(frame.raw());
                 }
                 _ => {
@@ -182,6 +186,12 @@ impl<C: ClientSide> Upstream<'_, C> {
                             Ok(None) => continue,
                             Err(stop) => return stop,
                         };
+                        if self.client.waits_for_node(&batch, self.progress) {
+                            if let Err(e) = write_out(wr, &mut out).await {
+                                return e;
+                            }
+                            self.progress.idle().await;
+                        }
                         if let Some(pool) =
                             copy_for(&batch, self.catalog.as_ref(), self.database, self.metrics)
                         {
@@ -198,7 +208,7 @@ impl<C: ClientSide> Upstream<'_, C> {
                     }
                 }
             }
-            if from.flush_now(&out, false)
+            if out.len() > MAX_GATHERED
                 && let Err(e) = write_out(wr, &mut out).await
             {
                 return e;
@@ -214,7 +224,7 @@ impl<C: ClientSide> Upstream<'_, C> {
         batch: &Batch,
         out: &mut BytesMut,
         wr: &mut WriteHalf,
-        client_wr: &tokio::sync::Mutex<WriteHalf>,
+        client_wr: &tokio::sync::Mutex<ClientWriter>,
     ) -> Result<Option<Budget>, Stop> {
         let (rejection, end) = match self
             .screening
@@ -234,11 +244,11 @@ impl<C: ClientSide> Upstream<'_, C> {
             AnswerEnd::AtSync => {}
             AnswerEnd::SyncNode => {
                 out.extend_from_slice(&frontend::SYNC_MESSAGE);
-                self.asked_node(1, Instant::now());
+                self.asked_node(1);
             }
             AnswerEnd::Ready => {
-                let status = self.progress.status.load(Ordering::Acquire);
-                answer.extend_from_slice(&[backend::READY_FOR_QUERY, 0, 0, 0, 5, status]);
+                let status = self.progress.owed().shown_status();
+                backend::encode_ready_for_query(&mut answer, status);
             }
         }
         if !answer.is_empty() {
@@ -257,7 +267,7 @@ impl<C: ClientSide> Upstream<'_, C> {
         batch: &Batch,
         out: &mut BytesMut,
         wr: &mut WriteHalf,
-        client_wr: &tokio::sync::Mutex<WriteHalf>,
+        client_wr: &tokio::sync::Mutex<ClientWriter>,
     ) -> Result<bool, Stop> {
         write_out(wr, out).await?;
         if !node_settled_for_copy(self.progress, pool, self.database).await {
@@ -303,16 +313,19 @@ impl<C: ClientSide> Upstream<'_, C> {
         }
     }
 
-    /// Counts answers the node now owes, asked for at `now`.
-    fn asked_node(&self, syncs: u64, now: Instant) {
-        for _ in 0..syncs {
-            self.observer.request(now);
-        }
-        self.progress.asked.fetch_add(syncs, Ordering::AcqRel);
+    /// A message of `readies` Syncs that is not a batch of its own went
+    /// to the node (a FunctionCall, a Sync ending a refused batch).
+    fn asked_node(&self, readies: u32) {
+        self.observer.asked();
+        let sent = Sent {
+            readies,
+            ..Sent::default()
+        };
+        self.progress.send(Kind::Client, sent, Instant::now());
     }
 
     /// Queues a batch for the node, preparing there first any statement the
-    /// catalog copy prepared. The guard learns it is in flight, with the
+    /// catalog copy prepared, and notes what the node owes for it, with the
     /// watchdog's `budget`.
     fn queue_for_node(&mut self, mut batch: Batch, out: &mut BytesMut, budget: Budget) {
         let checked = std::mem::take(&mut batch.checked);
@@ -321,27 +334,29 @@ impl<C: ClientSide> Upstream<'_, C> {
         let plan = self
             .client
             .plan_for_node(&mut self.router, batch, out, self.progress);
-        if plan.hidden_answers > 0 {
-            let at = self.progress.asked.load(Ordering::Acquire);
-            self.progress
-                .hidden
-                .lock()
-                .expect("progress lock")
-                .push_back((at, plan.hidden_answers));
-        }
         for frame in &plan.frames {
             out.extend_from_slice(frame.raw());
         }
         // One clock reading for the metrics' and the statistics' start.
         let now = Instant::now();
-        self.asked_node(syncs, now);
-        // A batch without Sync ends with the next ReadyForQuery.
-        let end = self.progress.asked.load(Ordering::Acquire) + u64::from(syncs == 0);
-        self.guard.sent(end, &checked, budget, now);
-        if ddl {
-            let asked = self.progress.asked.load(Ordering::Acquire);
-            self.progress.last_ddl.store(asked, Ordering::Release);
+        if syncs > 0 {
+            self.observer.asked();
         }
+        // A Flush alone (vertica-python sends one after each Sync) asks
+        // for nothing: the node owes nothing for it.
+        if syncs == 0 && plan.frames.iter().all(|f| f.tag() == frontend::FLUSH) {
+            return;
+        }
+        let sent = Sent {
+            readies: u32::try_from(syncs).unwrap_or(u32::MAX),
+            hidden_parse_completes: plan.hidden_answers,
+            hidden_close_completes: plan.hidden_closes,
+            ddl,
+            statement_level: plan.statement_level,
+            execution: self.guard.execution(&checked, budget),
+        };
+        self.progress.send(Kind::Client, sent, now);
+        self.client.after_batch(out, self.progress);
     }
 }
 

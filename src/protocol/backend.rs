@@ -9,6 +9,8 @@ use super::write::{self, read_cstr};
 
 pub const AUTHENTICATION: u8 = b'R';
 pub const BACKEND_KEY_DATA: u8 = b'K';
+pub const BIND_COMPLETE: u8 = b'2';
+pub const CLOSE_COMPLETE: u8 = b'3';
 pub const COMMAND_COMPLETE: u8 = b'C';
 pub const DATA_ROW: u8 = b'D';
 pub const EMPTY_QUERY_RESPONSE: u8 = b'I';
@@ -22,6 +24,8 @@ pub const ROW_DESCRIPTION: u8 = b'T';
 
 /// Authentication request codes (the Int32 after the 'R' header).
 pub const AUTH_OK: i32 = 0;
+pub const AUTH_CLEARTEXT: i32 = 3;
+pub const AUTH_MD5: i32 = 5;
 pub const AUTH_SASL: i32 = 10;
 pub const AUTH_SASL_CONTINUE: i32 = 11;
 pub const AUTH_SASL_FINAL: i32 = 12;
@@ -39,6 +43,26 @@ pub enum TransactionStatus {
     Idle,
     InTransaction,
     Failed,
+}
+
+impl TransactionStatus {
+    /// ReadyForQuery's status byte.
+    pub fn byte(self) -> u8 {
+        match self {
+            TransactionStatus::Idle => b'I',
+            TransactionStatus::InTransaction => b'T',
+            TransactionStatus::Failed => b'E',
+        }
+    }
+}
+
+/// The request code of an Authentication message's body (`AUTH_OK`,
+/// `AUTH_MD5`, ...); -1 when it is too short to have one.
+pub fn auth_code(body: &[u8]) -> i32 {
+    match body {
+        [a, b, c, d, ..] => i32::from_be_bytes([*a, *b, *c, *d]),
+        _ => -1,
+    }
 }
 
 /// Reads ReadyForQuery's status byte.
@@ -133,13 +157,7 @@ pub fn encode_parameter_status(buf: &mut BytesMut, name: &str, value: &str) {
 }
 
 pub fn encode_ready_for_query(buf: &mut BytesMut, status: TransactionStatus) {
-    write::message(buf, READY_FOR_QUERY, |b| {
-        b.put_u8(match status {
-            TransactionStatus::Idle => b'I',
-            TransactionStatus::InTransaction => b'T',
-            TransactionStatus::Failed => b'E',
-        })
-    });
+    write::message(buf, READY_FOR_QUERY, |b| b.put_u8(status.byte()));
 }
 
 /// RowDescription for columns of type text, in text format.
@@ -309,6 +327,29 @@ pub fn error_fields(body: &[u8]) -> Result<Vec<(u8, String)>, ProtocolError> {
             }
         }
     }
+}
+
+/// One field of an ErrorResponse or NoticeResponse body, without copying
+/// or allocating: the relay asks for the SQLSTATE and severity of every
+/// error it passes on.
+pub fn error_field(body: &[u8], code: u8) -> Option<&[u8]> {
+    let mut rest = body;
+    while let Some((&c, tail)) = rest.split_first() {
+        if c == 0 {
+            return None;
+        }
+        let (value, after) = read_cstr(tail)?;
+        if c == code {
+            return Some(value);
+        }
+        rest = after;
+    }
+    None
+}
+
+/// Whether an ErrorResponse ends the session (severity FATAL or PANIC).
+pub fn is_fatal(body: &[u8]) -> bool {
+    matches!(error_field(body, b'S'), Some(b"FATAL") | Some(b"PANIC"))
 }
 
 /// The SQLSTATE and message of an ErrorResponse body, for logs and metrics.

@@ -7,6 +7,7 @@
 
 use std::path::PathBuf;
 use std::process::Command;
+use std::time::Duration;
 
 use crate::support::*;
 
@@ -214,4 +215,104 @@ fn vertica_python_reads_dml_row_counts_as_from_vertica() {
     let node = node("vertica-rowcounts");
     let sluice = Sluice::start(&[&node], &Setup::default());
     scenario("row_counts", &sluice, &node, &[]);
+}
+
+#[test]
+fn an_error_rolls_back_only_its_statement_as_on_vertica() {
+    let node = node("vertica-statement");
+    let sluice = Sluice::start(&[&node], &Setup::default());
+    let out = scenario("statement_rollback", &sluice, &node, &[]);
+    assert!(out.contains("statement-level rollback kept"), "{out}");
+    // sluice's savepoints never show in the client's statistics.
+    let (_, queries) = sluice.http_get("/queries?top=100");
+    assert!(!queries.contains("sluice_statement"), "{queries}");
+}
+
+/// A translated session ended by sluice while a large result streams and
+/// while a COPY runs, from the admin console (KILL CLIENT) and by the end
+/// of a drain: the driver gets whole messages, then sluice's FATAL.
+#[test]
+fn a_vertica_session_ended_mid_result_or_mid_copy_gets_whole_messages_and_a_clear_error() {
+    use std::io::{BufRead, BufReader};
+    let node = node("vertica-ended");
+    for what in ["result", "copy"] {
+        for by_drain in [false, true] {
+            let setup = Setup {
+                server: if by_drain {
+                    "drain_timeout = \"500ms\"".into()
+                } else {
+                    String::new()
+                },
+                tail: "[admin]\nauth = \"trust\"\n".into(),
+                ..Setup::default()
+            };
+            let mut sluice = Sluice::start(&[&node], &setup);
+            let script =
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/vertica/client.py");
+            let mut child = Command::new(python())
+                .arg(script)
+                .arg("killed")
+                .arg(sluice.port.to_string())
+                .arg(node.port().to_string())
+                .arg(what)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("python runs");
+            let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+            let mut seen = Vec::new();
+            for line in lines.by_ref() {
+                let line = line.unwrap();
+                seen.push(line.clone());
+                if line == "streaming" {
+                    break;
+                }
+            }
+            assert!(
+                seen.contains(&"streaming".to_string()),
+                "{seen:?}\n{}",
+                sluice.log()
+            );
+            if by_drain {
+                sluice.signal("TERM");
+            } else {
+                let admin = format!("host=127.0.0.1 port={} user=ops dbname=sluice", sluice.port);
+                let clients = psql(&admin, &["-At", "-F", "|", "-c", "SHOW CLIENTS"]);
+                let id = stdout(&clients)
+                    .lines()
+                    .find(|l| l.contains("vertica"))
+                    .and_then(|l| l.split('|').next().map(str::to_string))
+                    .unwrap_or_else(|| panic!("{}", stdout(&clients)));
+                let killed = psql(&admin, &["-c", &format!("KILL CLIENT {id}")]);
+                assert!(killed.status.success(), "{}", stderr(&killed));
+            }
+            let rest: Vec<String> = lines.map(|l| l.unwrap()).collect();
+            let status = child.wait().unwrap();
+            let mut err = String::new();
+            std::io::Read::read_to_string(child.stderr.as_mut().unwrap(), &mut err).unwrap();
+            let out = rest.join("\n");
+            assert!(
+                status.success(),
+                "{what} (drain: {by_drain}): {out}\n{err}\n--- sluice log ---\n{}",
+                sluice.log()
+            );
+            let why = if by_drain {
+                "sluice is shutting down"
+            } else {
+                "an administrator closed this session"
+            };
+            if what == "result" {
+                assert!(out.contains(why), "{what} (drain: {by_drain}): {out}");
+            } else {
+                // The COPY ended on the node with the session: nothing of it stays.
+                let rows = node
+                    .psql("postgres", "SELECT count(*) FROM vp_copy_kill")
+                    .unwrap();
+                assert_eq!(rows.trim(), "0");
+            }
+            assert!(sluice.log().contains("reason=Killed"), "{}", sluice.log());
+            // The node's session ended with it, not left running the query.
+            let _ = sluice.wait_exit(Duration::from_secs(10));
+        }
+    }
 }

@@ -180,6 +180,112 @@ def transactions():
         assert count() == 4
 
 
+def statement_rollback():
+    """Vertica's error semantics in its drivers' default mode (autocommit
+    off): an error rolls back only the failing statement; the transaction
+    goes on, COMMIT keeps what came before, ROLLBACK still undoes it all."""
+    with direct() as pg:
+        pg.execute("DROP TABLE IF EXISTS vp_stmt")
+        pg.execute("CREATE TABLE vp_stmt (v int PRIMARY KEY)")
+    count = lambda: direct().execute("SELECT count(*) FROM vp_stmt").fetchone()[0]
+    with vertica() as conn:
+        assert conn.autocommit is False
+        cur = conn.cursor()
+        cur.execute("INSERT INTO vp_stmt VALUES (1)")
+        for bad, state in [("SELECT 1/0", "22012"), ("INSERT INTO vp_stmt VALUES (1)", "23505")]:
+            try:
+                cur.execute(bad)
+            except errors.QueryError as e:
+                assert e.sqlstate == state, (bad, e.sqlstate, str(e))
+            else:
+                raise SystemExit(f"{bad!r} did not fail")
+            # Not 25P02: the transaction goes on.
+            cur.execute("SELECT count(*) FROM vp_stmt")
+            assert cur.fetchall() == [[1]], "the statement before the error was lost"
+        # Prepared statements too, and an error in a prepared one.
+        cur.execute("INSERT INTO vp_stmt VALUES (?)", [2], use_prepared_statements=True)
+        try:
+            cur.execute("INSERT INTO vp_stmt VALUES (?)", [2], use_prepared_statements=True)
+        except errors.QueryError as e:
+            assert e.sqlstate == "23505", (e.sqlstate, str(e))
+        else:
+            raise SystemExit("a duplicate key did not fail")
+        cur.execute("INSERT INTO vp_stmt VALUES (3)")
+        assert count() == 0, "uncommitted rows visible"
+        conn.commit()
+        assert count() == 3, f"COMMIT kept {count()} rows, not the 3 good ones"
+        # A rollback of the whole transaction is still possible.
+        cur.execute("INSERT INTO vp_stmt VALUES (4)")
+        try:
+            cur.execute("SELECT 1/0")
+        except errors.QueryError:
+            pass
+        cur.execute("INSERT INTO vp_stmt VALUES (5)")
+        conn.rollback()
+        assert count() == 3, "ROLLBACK left rows behind"
+        cur.execute("SELECT count(*) FROM vp_stmt")
+        assert cur.fetchall() == [[3]]
+        # The client's own savepoints keep working beside sluice's.
+        cur.execute("INSERT INTO vp_stmt VALUES (6)")
+        cur.execute("SAVEPOINT mine")
+        cur.execute("INSERT INTO vp_stmt VALUES (7)")
+        cur.execute("ROLLBACK TO SAVEPOINT mine")
+        conn.commit()
+        assert count() == 4, f"client savepoint: {count()} rows"
+    print("statement-level rollback kept")
+
+
+def killed():
+    """The session is ended by sluice (argv[4]: "result" or "copy") while a
+    large result streams or a COPY runs: the driver reads whole messages and
+    then sluice's FATAL error, never a cut message."""
+    what = sys.argv[4]
+    conn = vertica(autocommit=True)
+    cur = conn.cursor()
+    # Tell the test the session is busy, then let it end the session.
+    print("busy", flush=True)
+    try:
+        if what == "result":
+            cur.execute("SELECT g, repeat('x', 200) FROM generate_series(1, 3000000) g")
+            n = 0
+            for _ in cur.iterate():
+                n += 1
+                if n == 1000:
+                    sys.stdout.write("streaming\n")
+                    sys.stdout.flush()
+                    time.sleep(1.5)
+        else:
+            with direct() as pg:
+                pg.execute("DROP TABLE IF EXISTS vp_copy_kill")
+                pg.execute("CREATE TABLE vp_copy_kill (v text)")
+
+            def rows():
+                for i in range(10_000_000):
+                    if i == 1000:
+                        sys.stdout.write("streaming\n")
+                        sys.stdout.flush()
+                    yield f"{i}\n".encode()
+            class Slow:
+                def __init__(self):
+                    self.it = rows()
+                def read(self, n=-1):
+                    chunk = b"".join(next(self.it, b"") for _ in range(100))
+                    time.sleep(0.001)
+                    return chunk
+            cur.copy("COPY vp_copy_kill FROM STDIN", Slow())
+    except (errors.ConnectionError, errors.QueryError, errors.DatabaseError) as e:
+        text = str(e)
+        if what == "result":
+            # Whole rows, then sluice's FATAL: the driver reads the reason.
+            assert "57P01" in text, text
+        # A driver busy writing COPY data learns of the end by its write
+        # failing; the operating system drops what sluice wrote with the
+        # connection, as it does when PostgreSQL itself ends a COPY.
+        print("closed with:", text.splitlines()[0][:200])
+    else:
+        raise SystemExit("the session was not ended")
+
+
 def cancel():
     with vertica(autocommit=True) as conn:
         cur = conn.cursor()
@@ -279,7 +385,8 @@ def rules():
             cur.execute("SELECT ? + 1", [41], use_prepared_statements=True)
             assert cur.fetchall() == [[42]]
             cur.execute("SELECT 3")
-            assert cur.fetchall() == [[3]]
+            got = cur.fetchall()
+            assert got == [[3]], got
             if not autocommit:
                 conn.rollback()
     print("session usable after refusals")
@@ -378,5 +485,7 @@ def row_counts():
     "watchdog": watchdog,
     "statistics": statistics,
     "row_counts": row_counts,
+    "statement_rollback": statement_rollback,
+    "killed": killed,
 }[scenario]()
 print("ok", scenario)
