@@ -25,3 +25,4 @@ pub mod router;
 pub mod session;
 pub mod translate;
 mod upstream;
+pub mod vertica_sql;
