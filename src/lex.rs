@@ -2,7 +2,7 @@
 //! it: masking and fingerprints of unparsable text
 //! ([`crate::classify::fingerprint`]), the token scan that finds relations
 //! in Vertica-only syntax ([`crate::classify::scan`]), and the Vertica
-//! translation's `?` numbering and command tags ([`crate::protocol::vertica`]).
+//! translation's `?` numbering and command tags ([`crate::frontend::vertica_sql`]).
 //! One place knows where comments (nested `/* */` included), literals and
 //! quoted identifiers begin and end.
 

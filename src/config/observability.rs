@@ -316,3 +316,86 @@ impl Validator<'_> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::tests::parse;
+
+    #[test]
+    fn admin_and_alerts_default_to_off() {
+        let c = parse("[warehouse]\nnodes = [\"a:1\"]\n").unwrap();
+        assert_eq!(c.admin.auth, AdminAuth::Scram);
+        assert!(c.admin.users.is_empty());
+        assert!(c.alerts.slack_webhook_url.is_none());
+        assert_eq!(c.alerts.cooldown, Duration::from_secs(600));
+        assert!(c.alerts.events.node_down);
+        assert!(c.warnings.is_empty());
+    }
+
+    #[test]
+    fn admin_users_and_thresholds_are_validated_with_line_and_key() {
+        let verifier = postgres_protocol::password::scram_sha_256(b"pw");
+        let src = format!(
+            "[warehouse]\nnodes = [\"a:1\"]\n\
+             [admin]\nauth = \"scram\"\n\
+             [[admin.users]]\nname = \"ops\"\npassword = \"{verifier}\"\n\
+             [[admin.users]]\nname = \"dev\"\npassword = \"plain\"\n\
+             [alerts]\nslack_webhook_url = \"http://127.0.0.1:9/hook-secret\"\ncooldown = \"1m\"\n\
+             [[alerts.thresholds]]\nname = \"blocked\"\nmetric = \"rejected_queries\"\nwindow = \"5m\"\nabove = 20\nfor = \"1m\"\n"
+        );
+        let c = parse(&src).unwrap();
+        assert_eq!(c.admin.users.len(), 2);
+        assert_eq!(c.warnings.len(), 1);
+        assert_eq!(c.warnings[0].key, "admin.users[1].password");
+        assert_eq!(c.warnings[0].line, Some(10));
+        let t = &c.alerts.thresholds[0];
+        assert_eq!(t.metric, ThresholdMetric::RejectedQueries);
+        assert_eq!(t.condition, Condition::Above(20.0));
+        assert_eq!(t.hold, Duration::from_secs(60));
+        assert!(
+            !format!("{c:?}").contains("hook-secret"),
+            "the webhook URL is a secret"
+        );
+
+        let bad = "[warehouse]\nnodes = [\"a:1\"]\n\
+             [admin]\nauth = \"none\"\n\
+             [[admin.users]]\nname = \"ops\"\npassword = \"SCRAM-SHA-256$x\"\n\
+             [alerts]\nslack_webhook_url = \"hooks.slack.com/secret-part\"\n\
+             [[alerts.thresholds]]\nname = \"t\"\nmetric = \"cpu\"\nabove = 1\nbelow = 2\n\
+             [[alerts.thresholds]]\nname = \"t\"\nmetric = \"errors\"\n";
+        let err = parse(bad).unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("sluice.toml:4: admin.auth: \"none\" is not one of"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "sluice.toml:7: admin.users[0].password: is not a SCRAM-SHA-256 verifier"
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice.toml:9: alerts.slack_webhook_url: is not an http"),
+            "{text}"
+        );
+        assert!(!text.contains("secret-part"), "{text}");
+        assert!(
+            text.contains("sluice.toml:12: alerts.thresholds[0].metric: \"cpu\" is not one of"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice.toml:14: alerts.thresholds[0]: has both above and below"),
+            "{text}"
+        );
+        assert!(
+            text.contains("sluice.toml:16: alerts.thresholds[1].name: \"t\" is used by another"),
+            "{text}"
+        );
+        assert!(
+            text.contains("alerts.thresholds[1]: needs above = N or below = N"),
+            "{text}"
+        );
+    }
+}

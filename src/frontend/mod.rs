@@ -32,3 +32,4 @@ pub mod router;
 pub mod session;
 pub mod translate;
 mod upstream;
+pub mod vertica_sql;

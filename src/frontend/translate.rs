@@ -569,7 +569,7 @@ impl ClientSide for Translation<'_> {
         let mut s = self.shared.lock().expect("session state");
         if tag == frontend::QUERY
             && let Ok(text) = frontend::query_text(frame.body())
-            && let Some(on) = vertica::set_autocommit(text)
+            && let Some(on) = super::vertica_sql::set_autocommit(text)
         {
             s.autocommit = on;
             s.announce_autocommit = true;
@@ -583,10 +583,12 @@ impl ClientSide for Translation<'_> {
             // A statement parsed again under its name replaces the old one,
             // as in Vertica (vertica-python reuses "s0"): the router closes
             // the old one on the node first.
-            frontend::PARSE => vertica::parse_to_postgres(frame.body()).map(|(f, name, t)| {
-                self.tags.insert(name, t);
-                f
-            }),
+            frontend::PARSE => {
+                super::vertica_sql::parse_to_postgres(frame.body()).map(|(f, name, t)| {
+                    self.tags.insert(name, t);
+                    f
+                })
+            }
             frontend::BIND => {
                 let (_, statement, _) = frontend::bind_names(frame.body())?;
                 s.binds.push_back(statement.to_vec());

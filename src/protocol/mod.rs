@@ -1,8 +1,8 @@
 //! The PostgreSQL v3 wire protocol, and Vertica's dialect of it, as bytes.
 //!
 //! Nothing here does I/O, reads configuration or logs: every function turns
-//! bytes into values or values into bytes. The session code in
-//! [`crate::frontend`] and [`crate::backend`] decides what to do with them.
+//! bytes into values or values into bytes. The session code in the
+//! `frontend` and `backend` modules decides what to do with them.
 //!
 //! * [`frame`]: splits a message stream into runs relayed untouched and the
 //!   few whole messages sluice must look at.
