@@ -15,10 +15,21 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::server::Sluice;
-use crate::stats::Order;
+use crate::catalog::Freshness;
+use crate::metrics::Metrics;
+use crate::stats::{Order, QueryStats};
 
-pub async fn serve(sluice: Arc<Sluice>, listener: TcpListener, stop: CancellationToken) {
+/// What the endpoints read.
+pub struct Endpoints {
+    pub metrics: Arc<Metrics>,
+    /// Whether each database's catalog copy is current, rendered with the metrics.
+    pub freshness: Arc<Freshness>,
+    pub stats: Arc<QueryStats>,
+    /// Why sluice should not get new clients now, if it should not.
+    pub not_ready: Box<dyn Fn() -> Option<String> + Send + Sync>,
+}
+
+pub async fn serve(endpoints: Arc<Endpoints>, listener: TcpListener, stop: CancellationToken) {
     loop {
         let (tcp, _) = tokio::select! {
             r = listener.accept() => match r {
@@ -31,10 +42,10 @@ pub async fn serve(sluice: Arc<Sluice>, listener: TcpListener, stop: Cancellatio
             },
             _ = stop.cancelled() => return,
         };
-        let sluice = sluice.clone();
+        let endpoints = endpoints.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| {
-                let response = respond(&sluice, &req);
+                let response = respond(&endpoints, &req);
                 async move { Ok::<_, Infallible>(response) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
@@ -44,10 +55,10 @@ pub async fn serve(sluice: Arc<Sluice>, listener: TcpListener, stop: Cancellatio
     }
 }
 
-fn respond(sluice: &Sluice, req: &Request<Incoming>) -> Response<Full<Bytes>> {
+fn respond(endpoints: &Endpoints, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
-        "/readyz" => match sluice.not_ready_reason() {
+        "/readyz" => match (endpoints.not_ready)() {
             None => text(StatusCode::OK, "ready\n".into()),
             Some(why) => text(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -58,16 +69,16 @@ fn respond(sluice: &Sluice, req: &Request<Incoming>) -> Response<Full<Bytes>> {
             .status(StatusCode::OK)
             .header("content-type", "text/plain; version=0.0.4; charset=utf-8")
             .body(Full::new(Bytes::from({
-                let mut text = sluice.metrics.render();
-                sluice.catalog_copy.freshness.render(&mut text);
+                let mut text = endpoints.metrics.render();
+                endpoints.freshness.render(&mut text);
                 text
             })))
             .expect("static response parts are valid"),
         "/queries" => match queries_params(req.uri().query().unwrap_or("")) {
             Ok((top, order)) => {
-                let rows = sluice.stats.top(top, order);
+                let rows = endpoints.stats.top(top, order);
                 let body = serde_json::to_string_pretty(&serde_json::json!({
-                    "fingerprints": sluice.stats.len(),
+                    "fingerprints": endpoints.stats.len(),
                     "queries": rows,
                 }))
                 .expect("statistics serialize");

@@ -1,9 +1,12 @@
-//! The running proxy: its shared state, start-up, reload and shutdown.
+//! The running proxy: start-up, reload and shutdown. The top of the module
+//! graph: it builds every part and hands each the few things it uses (the
+//! client side its [`Frontend`], the admin console its [`Console`], the
+//! HTTP endpoints, health checks, alerts and the catalog refresher theirs);
+//! nothing but `main.rs` and the demo imports it.
 //!
-//! A [`Generation`] is one configuration with the objects built from it (TLS
-//! acceptor, node connector). Reload builds a new generation beside the old
-//! one and publishes it; each session keeps the generation it started with,
-//! so a reload never disturbs an open session.
+//! Each reload publishes a new [`Generation`] (see [`crate::generation`]);
+//! each session keeps the generation it started with, so a reload never
+//! disturbs an open session.
 //!
 //! Reload happens on SIGHUP and, with `server.watch_config`, when the
 //! config file or a file it names changes: [`watch_config`] polls their
@@ -17,116 +20,30 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use dashmap::DashMap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::admin::Console;
 use crate::alerts::Alerts;
-use crate::backend::connect::NodeConnector;
-use crate::backend::{Node, NodeSet, health};
+use crate::backend::{Node, NodeSet};
 use crate::cancel::CancelRegistry;
 use crate::catalog::managed::ManagedCopy;
-use crate::catalog::{CatalogPool, Freshness};
-use crate::classify::{CatalogPolicy, ClassificationCache};
-use crate::cluster::TokenBucket;
-use crate::config::{ClientTlsMode, Config};
-use crate::frontend::registry::SessionRegistry;
+use crate::config::Config;
+use crate::frontend::Frontend;
+use crate::generation::{CatalogCopy, Generation, Generations};
+use crate::health;
 use crate::metrics::Metrics;
 use crate::stats::QueryStats;
-use crate::tls::{self, TlsError};
+use crate::tls::TlsError;
 
 /// How often histogram samples are folded (see [`Metrics::run_upkeep`]).
 const METRICS_UPKEEP: Duration = Duration::from_secs(5);
-
-/// Classifications cached without a `[catalog]` section (which sets its own).
-const DEFAULT_CLASSIFICATION_CACHE: usize = 10_000;
-
-/// One configuration and what is built from it.
-pub struct Generation {
-    pub config: Arc<Config>,
-    pub node_connector: NodeConnector,
-    /// `None` when client TLS is not configured or disabled.
-    pub client_tls: Option<TlsAcceptor>,
-    /// Bounds the cancel requests forwarded to cluster peers.
-    pub cancel_forwarding: TokenBucket,
-    /// Query classifications by text.
-    pub classifier: Option<Arc<ClassificationCache>>,
-    /// The catalog copy's connections; `None` without `[catalog]`.
-    pub catalog: Option<Arc<CatalogPool>>,
-    /// Bounds the cancel requests sent to nodes (`server.cancel_rate`).
-    pub cancel_to_nodes: TokenBucket,
-}
-
-/// The catalog copy's parts that outlive a configuration: whether each
-/// database is current, and the copy sluice runs itself, if it does.
-#[derive(Debug, Default)]
-pub struct CatalogCopy {
-    pub freshness: Arc<Freshness>,
-    pub managed: Option<Arc<ManagedCopy>>,
-}
-
-impl Generation {
-    pub fn new(mut config: Config, copy: &CatalogCopy) -> Result<Generation, TlsError> {
-        if let Some(catalog) = config.catalog.as_mut()
-            && catalog.managed.is_some()
-        {
-            match &copy.managed {
-                Some(managed) => catalog.port = managed.port(),
-                None => {
-                    tracing::warn!(
-                        "[catalog] without dsn asks for a managed catalog copy, which starts only with sluice: \
-                         catalog lookups go to the nodes until sluice is restarted"
-                    );
-                    config.catalog = None;
-                }
-            }
-        }
-        let client_tls = match &config.server.tls {
-            Some(t) if t.mode != ClientTlsMode::Disable => Some(tls::acceptor(&t.cert, &t.key)?),
-            _ => None,
-        };
-        // Every query is classified: rules and statistics need its shape
-        // and fingerprint even without a catalog copy.
-        let classifier = Some(Arc::new(match &config.catalog {
-            Some(c) => ClassificationCache::new(
-                c.cache_size,
-                CatalogPolicy {
-                    schemas: c.schemas.clone(),
-                    allowed_functions: c.allowed_functions.clone(),
-                },
-            )
-            .with_max_parse_size(c.max_parse_size),
-            None => {
-                ClassificationCache::new(DEFAULT_CLASSIFICATION_CACHE, CatalogPolicy::default())
-            }
-        }));
-        let catalog = config
-            .catalog
-            .clone()
-            .map(|c| Arc::new(CatalogPool::new(c, copy.freshness.clone())));
-        Ok(Generation {
-            classifier,
-            catalog,
-            node_connector: NodeConnector::new(&config.warehouse)?,
-            client_tls,
-            cancel_forwarding: TokenBucket::new(
-                config.cluster.cancel_forward_rate,
-                config.cluster.cancel_forward_burst,
-            ),
-            cancel_to_nodes: TokenBucket::new(
-                config.server.cancel_rate,
-                config.server.cancel_burst,
-            ),
-            config: Arc::new(config),
-        })
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -142,49 +59,19 @@ pub enum StartError {
     Catalog(String),
 }
 
-/// State shared by every task of one running sluice.
+/// One running sluice: the parts it built, and what only start-up, reload
+/// and shutdown need.
 pub struct Sluice {
     generations: watch::Sender<Arc<Generation>>,
-    pub nodes: NodeSet,
-    pub cancels: Arc<CancelRegistry>,
-    /// The client listener's address, as bound.
-    pub listen_addr: SocketAddr,
-    /// Client sessions now open.
-    pub clients: AtomicUsize,
-    /// Client sessions now open, by user (for `server.max_client_connections_per_user`).
-    pub clients_by_user: DashMap<String, usize>,
-    /// Open sessions by id, for the admin console.
-    pub registry: Arc<SessionRegistry>,
-    pub metrics: Arc<Metrics>,
-    /// Query statistics by fingerprint (`SHOW QUERIES`, `/queries`); sized
-    /// at start (`stats.max_fingerprints` takes effect on restart).
-    pub stats: Arc<QueryStats>,
-    pub alerts: Arc<Alerts>,
+    /// The client side's view: nodes, sessions, cancels, statistics.
+    pub frontend: Arc<Frontend>,
     /// The catalog copy's freshness and the managed copy.
     pub catalog_copy: CatalogCopy,
-    /// Session tasks, waited for when draining.
-    pub sessions: TaskTracker,
-    /// Set when draining starts: new sessions are refused.
-    draining: CancellationToken,
-    /// Ends every session and the accept loop.
-    pub kill: CancellationToken,
     /// Ends background tasks (health checks, HTTP).
     stop: CancellationToken,
     config_path: Option<PathBuf>,
     /// The managed copy's supervisor, awaited at stop (it stops the copy).
     copy_supervisor: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
-}
-
-/// The refresher's view of the configuration in effect.
-struct Generations(watch::Receiver<Arc<Generation>>);
-
-impl crate::catalog::refresh::Current for Generations {
-    fn config(&self) -> Arc<Config> {
-        self.0.borrow().config.clone()
-    }
-    fn pool(&self) -> Option<Arc<CatalogPool>> {
-        self.0.borrow().catalog.clone()
-    }
 }
 
 /// Starts the managed catalog copy when `[catalog]` names no `dsn`, after
@@ -219,30 +106,12 @@ impl Sluice {
         self.generations.borrow().clone()
     }
 
-    pub fn is_draining(&self) -> bool {
-        self.draining.is_cancelled()
-    }
-
-    /// Why sluice should not get new clients now, if it should not.
-    pub fn not_ready_reason(&self) -> Option<String> {
-        if self.is_draining() {
-            return Some("draining for shutdown".into());
-        }
-        if self.nodes.healthy_count() == 0 {
-            return Some(format!(
-                "none of the {} warehouse nodes is healthy",
-                self.nodes.all().len()
-            ));
-        }
-        None
-    }
-
     fn start_health_checks(&self, nodes: Vec<Arc<Node>>) {
         for node in nodes {
             tokio::spawn(health::run(
                 node,
-                self.generations.subscribe(),
-                self.alerts.clone(),
+                Generations::new(self.generations.subscribe()),
+                self.frontend.alerts.clone(),
                 self.stop.clone(),
             ));
         }
@@ -273,7 +142,10 @@ impl Sluice {
             }
         }
         let generation = Generation::new(config, &self.catalog_copy)?;
-        let joined = self.nodes.replace(&generation.config.warehouse.nodes);
+        let joined = self
+            .frontend
+            .nodes
+            .replace(&generation.config.warehouse.nodes);
         let nodes = generation.config.warehouse.nodes.len();
         self.generations.send_replace(Arc::new(generation));
         self.start_health_checks(joined);
@@ -381,36 +253,69 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         generation.config.alerts.queue_size,
         metrics.clone(),
     ));
-    let sluice = Arc::new(Sluice {
-        generations,
-        nodes: NodeSet::with_metrics(metrics.clone()),
-        cancels: Arc::new(CancelRegistry::new(generation.config.cluster.instance_id)),
-        listen_addr,
-        clients: AtomicUsize::new(0),
-        clients_by_user: DashMap::new(),
-        registry: Arc::default(),
-        metrics,
-        stats: Arc::new(QueryStats::new(generation.config.stats.max_fingerprints)),
-        alerts,
-        catalog_copy,
-        sessions: TaskTracker::new(),
-        draining: CancellationToken::new(),
-        kill: CancellationToken::new(),
-        stop: CancellationToken::new(),
-        config_path,
-        copy_supervisor: std::sync::Mutex::new(None),
+    let nodes = Arc::new(NodeSet::with_metrics(metrics.clone()));
+    // Query statistics are sized at start (`stats.max_fingerprints` takes
+    // effect on restart).
+    let stats = Arc::new(QueryStats::new(generation.config.stats.max_fingerprints));
+    let registry = Arc::default();
+    let kill = CancellationToken::new();
+    let (for_console, for_frontend) = (
+        Generations::new(generations.subscribe()),
+        Generations::new(generations.subscribe()),
+    );
+    let sluice = Arc::new_cyclic(|me: &std::sync::Weak<Sluice>| {
+        let me = me.clone();
+        let console = Arc::new(Console {
+            nodes: nodes.clone(),
+            registry: Arc::clone(&registry),
+            metrics: metrics.clone(),
+            stats: stats.clone(),
+            alerts: alerts.clone(),
+            catalog_copy: catalog_copy.clone(),
+            generations: for_console,
+            kill: kill.clone(),
+            reload: Box::new(move || match me.upgrade() {
+                Some(sluice) => sluice.try_reload_from_file(),
+                None => Err("sluice is stopping".into()),
+            }),
+        });
+        let frontend = Arc::new(Frontend {
+            generations: for_frontend,
+            nodes,
+            cancels: Arc::new(CancelRegistry::new(generation.config.cluster.instance_id)),
+            registry,
+            metrics,
+            stats,
+            alerts,
+            console,
+            listen_addr,
+            clients: AtomicUsize::new(0),
+            clients_by_user: DashMap::new(),
+            sessions: TaskTracker::new(),
+            draining: CancellationToken::new(),
+            kill,
+        });
+        Sluice {
+            generations,
+            frontend,
+            catalog_copy,
+            stop: CancellationToken::new(),
+            config_path,
+            copy_supervisor: std::sync::Mutex::new(None),
+        }
     });
-    let joined = sluice.nodes.replace(&generation.config.warehouse.nodes);
+    let frontend = &sluice.frontend;
+    let joined = frontend.nodes.replace(&generation.config.warehouse.nodes);
     sluice.start_health_checks(joined);
     if generation.config.catalog.is_some() {
         let ctx = crate::catalog::refresh::Context {
             freshness: sluice.catalog_copy.freshness.clone(),
-            metrics: sluice.metrics.clone(),
-            alerts: sluice.alerts.clone(),
+            metrics: frontend.metrics.clone(),
+            alerts: frontend.alerts.clone(),
         };
         tokio::spawn(crate::catalog::refresh::Refresher::new().run(
             ctx,
-            Generations(sluice.generations.subscribe()),
+            Generations::new(sluice.generations.subscribe()),
             sluice.stop.clone(),
         ));
     }
@@ -418,7 +323,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
         let supervised = tokio::spawn(crate::catalog::managed::supervise(
             managed.clone(),
             sluice.catalog_copy.freshness.clone(),
-            sluice.alerts.clone(),
+            frontend.alerts.clone(),
             sluice.stop.clone(),
         ));
         sluice
@@ -427,23 +332,47 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
             .expect("supervisor lock")
             .replace(supervised);
     }
+    let gauges = {
+        let frontend = frontend.clone();
+        move || crate::alerts::thresholds::Gauges {
+            client_connections: frontend.clients.load(Ordering::Relaxed) as u64,
+            healthy_nodes: frontend.nodes.healthy_count() as u64,
+        }
+    };
     tokio::spawn(crate::alerts::run(
-        sluice.clone(),
-        sluice.generations.subscribe(),
+        frontend.alerts.clone(),
+        Generations::new(sluice.generations.subscribe()),
+        gauges,
         sluice.stop.clone(),
     ));
-    tokio::spawn(metrics_upkeep(sluice.metrics.clone(), sluice.stop.clone()));
+    tokio::spawn(metrics_upkeep(
+        frontend.metrics.clone(),
+        sluice.stop.clone(),
+    ));
     if let Some(path) = sluice.config_path.clone() {
         tokio::spawn(watch_config(sluice.clone(), path, sluice.stop.clone()));
     }
 
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     tokio::spawn(crate::frontend::listener::accept_loop(
-        sluice.clone(),
+        frontend.clone(),
         listener,
     ));
     if let Some(l) = metrics_listener {
-        tokio::spawn(crate::http::serve(sluice.clone(), l, sluice.stop.clone()));
+        let endpoints = crate::http::Endpoints {
+            metrics: frontend.metrics.clone(),
+            freshness: sluice.catalog_copy.freshness.clone(),
+            stats: frontend.stats.clone(),
+            not_ready: {
+                let frontend = frontend.clone();
+                Box::new(move || frontend.not_ready_reason())
+            },
+        };
+        tokio::spawn(crate::http::serve(
+            Arc::new(endpoints),
+            l,
+            sluice.stop.clone(),
+        ));
     }
     tracing::info!(listen = %listen_addr, metrics = ?metrics_addr,
         nodes = ?generation.config.warehouse.nodes,
@@ -503,10 +432,10 @@ impl Running {
 
     /// Refuses new sessions and waits for open ones, up to the drain timeout.
     pub async fn drain(&self) {
-        let s = &self.sluice;
+        let s = &self.sluice.frontend;
         s.draining.cancel();
         s.sessions.close();
-        let timeout = s.generation().config.server.drain_timeout;
+        let timeout = self.sluice.generation().config.server.drain_timeout;
         let open = s.clients.load(std::sync::atomic::Ordering::Relaxed);
         tracing::info!(open, ?timeout, "waiting for open sessions to end");
         if tokio::time::timeout(timeout, s.sessions.wait())
@@ -522,10 +451,11 @@ impl Running {
     /// Closes every session and stops.
     pub async fn stop_now(&self) {
         let s = &self.sluice;
-        s.draining.cancel();
-        s.kill.cancel();
-        s.sessions.close();
-        let _ = tokio::time::timeout(Duration::from_secs(2), s.sessions.wait()).await;
+        let f = &s.frontend;
+        f.draining.cancel();
+        f.kill.cancel();
+        f.sessions.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), f.sessions.wait()).await;
         s.stop.cancel();
         let supervisor = s.copy_supervisor.lock().expect("supervisor lock").take();
         if let Some(supervisor) = supervisor {

@@ -14,8 +14,6 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 use tokio_rustls::{TlsAcceptor, TlsConnector};
 
-use crate::config::{NodeTls, NodeTlsMode};
-
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
     #[error("cannot read certificates from {path}: {source}")]
@@ -66,28 +64,36 @@ pub fn acceptor(cert: &Path, key: &Path) -> Result<TlsAcceptor, TlsError> {
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
-/// The TLS client config for connections to nodes, or `None` when disabled.
-pub fn node_client_config(tls: &NodeTls) -> Result<Option<Arc<rustls::ClientConfig>>, TlsError> {
+/// Who a node must prove to be.
+pub enum NodeVerification<'a> {
+    /// Encrypt without checking who answers, as libpq's prefer/require.
+    None,
+    /// The certificate must chain to `ca` and name the host, as verify-full.
+    Full { ca: Option<&'a Path> },
+}
+
+/// The TLS client config for connections to nodes.
+pub fn node_client_config(
+    verification: NodeVerification<'_>,
+) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let builder = rustls::ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?;
-    let config = match tls.mode {
-        NodeTlsMode::Disable => return Ok(None),
-        NodeTlsMode::VerifyFull => {
+    let config = match verification {
+        NodeVerification::Full { ca } => {
             let mut roots = rustls::RootCertStore::empty();
-            if let Some(ca) = &tls.ca {
+            if let Some(ca) = ca {
                 for cert in certificates(ca)? {
                     roots.add(cert)?;
                 }
             }
             builder.with_root_certificates(roots).with_no_client_auth()
         }
-        // libpq's prefer/require encrypt without checking who answers.
-        NodeTlsMode::Prefer | NodeTlsMode::Require => builder
+        NodeVerification::None => builder
             .dangerous()
             .with_custom_certificate_verifier(Arc::new(AnyCertificate(provider())))
             .with_no_client_auth(),
     };
-    Ok(Some(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
 pub fn connector(config: Arc<rustls::ClientConfig>) -> TlsConnector {

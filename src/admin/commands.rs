@@ -1,13 +1,12 @@
 //! What each console command does, and the rows it answers.
 
-use std::sync::Arc;
 use std::time::SystemTime;
 
+use super::Console;
 use super::parser::{COMMANDS, Command};
 use crate::config::{AdminAuth, Condition, Config};
 use crate::protocol::backend::ErrorFields;
 use crate::protocol::sqlstate;
-use crate::server::Sluice;
 
 /// A command's answer: optional rows, notices, and the CommandComplete tag.
 #[derive(Debug, Default)]
@@ -49,18 +48,18 @@ fn time(t: SystemTime) -> Option<String> {
     s(humantime::format_rfc3339_seconds(t))
 }
 
-pub fn execute(sluice: &Arc<Sluice>, command: Command) -> Result<Reply, ErrorFields> {
+pub fn execute(console: &Console, command: Command) -> Result<Reply, ErrorFields> {
     match command {
-        Command::ShowNodes => Ok(show_nodes(sluice)),
-        Command::ShowClients => Ok(show_clients(sluice)),
-        Command::ShowServers => Ok(show_servers(sluice)),
-        Command::ShowQueries => Ok(show_queries(sluice)),
-        Command::ShowRules => Ok(show_rules(sluice)),
-        Command::ShowAlerts => Ok(show_alerts(sluice)),
-        Command::ShowCatalog => Ok(show_catalog(sluice)),
+        Command::ShowNodes => Ok(show_nodes(console)),
+        Command::ShowClients => Ok(show_clients(console)),
+        Command::ShowServers => Ok(show_servers(console)),
+        Command::ShowQueries => Ok(show_queries(console)),
+        Command::ShowRules => Ok(show_rules(console)),
+        Command::ShowAlerts => Ok(show_alerts(console)),
+        Command::ShowCatalog => Ok(show_catalog(console)),
         Command::ShowConfig => Ok(Reply::rows(
             &["key", "value"],
-            config_rows(&sluice.generation().config)
+            config_rows(&console.generation().config)
                 .into_iter()
                 .map(|(k, v)| vec![Some(k), Some(v)])
                 .collect(),
@@ -70,7 +69,7 @@ pub fn execute(sluice: &Arc<Sluice>, command: Command) -> Result<Reply, ErrorFie
             vec![vec![s(concat!("sluice ", env!("CARGO_PKG_VERSION")))]],
         )),
         Command::ShowHelp => Ok(Reply::rows(&["commands"], vec![vec![s(COMMANDS)]])),
-        Command::Reload => match sluice.try_reload_from_file() {
+        Command::Reload => match console.try_reload_from_file() {
             Ok(nodes) => Ok(Reply::done("RELOAD").notice(format!(
                 "configuration reloaded: {nodes} node(s); new sessions use it"
             ))),
@@ -80,10 +79,10 @@ pub fn execute(sluice: &Arc<Sluice>, command: Command) -> Result<Reply, ErrorFie
             )
             .with_detail(problems)),
         },
-        Command::PauseNode(addr) => pause(sluice, &addr, true),
-        Command::ResumeNode(addr) => pause(sluice, &addr, false),
+        Command::PauseNode(addr) => pause(console, &addr, true),
+        Command::ResumeNode(addr) => pause(console, &addr, false),
         Command::KillClient(id) => {
-            if sluice.registry.kill(id) {
+            if console.registry.kill(id) {
                 Ok(Reply::done("KILL"))
             } else {
                 Err(ErrorFields::error(
@@ -96,8 +95,8 @@ pub fn execute(sluice: &Arc<Sluice>, command: Command) -> Result<Reply, ErrorFie
     }
 }
 
-fn show_nodes(sluice: &Sluice) -> Reply {
-    let rows = sluice
+fn show_nodes(console: &Console) -> Reply {
+    let rows = console
         .nodes
         .all()
         .iter()
@@ -125,8 +124,8 @@ fn show_nodes(sluice: &Sluice) -> Reply {
     )
 }
 
-fn show_servers(sluice: &Sluice) -> Reply {
-    let rows = sluice
+fn show_servers(console: &Console) -> Reply {
+    let rows = console
         .nodes
         .all()
         .iter()
@@ -142,8 +141,8 @@ fn show_servers(sluice: &Sluice) -> Reply {
     Reply::rows(&["node", "connections", "state"], rows)
 }
 
-fn show_clients(sluice: &Sluice) -> Reply {
-    let rows = sluice
+fn show_clients(console: &Console) -> Reply {
+    let rows = console
         .registry
         .list()
         .iter()
@@ -178,7 +177,7 @@ fn show_clients(sluice: &Sluice) -> Reply {
 }
 
 /// The 50 query shapes that took most time.
-fn show_queries(sluice: &Sluice) -> Reply {
+fn show_queries(console: &Console) -> Reply {
     let secs = |v: f64| s(format!("{v:.3}"));
     let opt = |v: Option<f64>| v.map(|v| format!("{v}"));
     let names = |v: &[(String, u64)]| {
@@ -187,7 +186,7 @@ fn show_queries(sluice: &Sluice) -> Reply {
             .collect::<Vec<_>>()
             .join(", "))
     };
-    let rows: Vec<_> = sluice
+    let rows: Vec<_> = console
         .stats
         .top(50, crate::stats::Order::TotalTime)
         .into_iter()
@@ -243,9 +242,9 @@ fn show_queries(sluice: &Sluice) -> Reply {
 }
 
 /// The rules in force, in order, with their matches since start.
-fn show_rules(sluice: &Sluice) -> Reply {
-    let hits = sluice.metrics.rule_hit_counts();
-    let config = sluice.generation().config.clone();
+fn show_rules(console: &Console) -> Reply {
+    let hits = console.metrics.rule_hit_counts();
+    let config = console.generation().config.clone();
     let mut rows: Vec<_> = config
         .rules
         .rules()
@@ -305,9 +304,9 @@ fn show_rules(sluice: &Sluice) -> Reply {
     }
 }
 
-fn show_alerts(sluice: &Sluice) -> Reply {
+fn show_alerts(console: &Console) -> Reply {
     let mut rows = Vec::new();
-    for a in sluice.alerts.active() {
+    for a in console.alerts.active() {
         rows.push(vec![
             s("active"),
             time(a.at),
@@ -317,7 +316,7 @@ fn show_alerts(sluice: &Sluice) -> Reply {
             s(&a.delivery),
         ]);
     }
-    for a in sluice.alerts.recent() {
+    for a in console.alerts.recent() {
         rows.push(vec![
             s(a.state),
             time(a.at),
@@ -335,13 +334,13 @@ fn show_alerts(sluice: &Sluice) -> Reply {
 
 /// The catalog copy, database by database: whether lookups may use it,
 /// its last refresh, and the lookups the nodes took while it was stale.
-fn show_catalog(sluice: &Sluice) -> Reply {
-    let generation = sluice.generation();
+fn show_catalog(console: &Console) -> Reply {
+    let generation = console.generation();
     let Some(catalog) = &generation.config.catalog else {
         return Reply::rows(&["database"], Vec::new())
             .notice("no [catalog] is configured: every query goes to the nodes");
     };
-    let copy = match &sluice.catalog_copy.managed {
+    let copy = match &console.catalog_copy.managed {
         Some(m) => format!(
             "managed, PostgreSQL {} in {}, 127.0.0.1:{}{}",
             m.major,
@@ -355,7 +354,7 @@ fn show_catalog(sluice: &Sluice) -> Reply {
         ),
         None => format!("{}:{}", catalog.host, catalog.port),
     };
-    let rows = sluice
+    let rows = console
         .catalog_copy
         .freshness
         .snapshot()
@@ -401,10 +400,10 @@ fn show_catalog(sluice: &Sluice) -> Reply {
     ))
 }
 
-fn pause(sluice: &Sluice, addr: &str, paused: bool) -> Result<Reply, ErrorFields> {
+fn pause(console: &Console, addr: &str, paused: bool) -> Result<Reply, ErrorFields> {
     let verb = if paused { "PAUSE" } else { "RESUME" };
-    let Some(node) = sluice.nodes.find(addr) else {
-        let known: Vec<String> = sluice
+    let Some(node) = console.nodes.find(addr) else {
+        let known: Vec<String> = console
             .nodes
             .all()
             .iter()

@@ -13,7 +13,6 @@
 
 pub mod commands;
 pub mod parser;
-pub mod scram;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,17 +20,23 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use tokio_util::sync::CancellationToken;
+
+use crate::alerts::Alerts;
+use crate::backend::NodeSet;
 use crate::config::{Admin, AdminAuth};
-use crate::metrics::Refusal;
+use crate::generation::{CatalogCopy, Generation, Generations};
+use crate::metrics::{Metrics, Refusal};
 use crate::net::Stream;
 use crate::protocol::backend::{self, ErrorFields, TransactionStatus};
 use crate::protocol::frame::{Frame, Item, Scanner, Treatment};
 use crate::protocol::frontend;
 use crate::protocol::sqlstate;
 use crate::protocol::startup::StartupMessage;
-use crate::server::Sluice;
+use crate::registry::SessionRegistry;
+use crate::scram::{Exchange, MECHANISM, Verifier};
+use crate::stats::QueryStats;
 use commands::Reply;
-use scram::{Exchange, MECHANISM, Verifier};
 
 /// The database name that reaches the console instead of a node.
 pub const DATABASE: &str = "sluice";
@@ -90,9 +95,37 @@ impl Conn {
     }
 }
 
+/// What the console reads and acts on: its view of the running sluice.
+pub struct Console {
+    pub nodes: Arc<NodeSet>,
+    /// The open sessions (`SHOW CLIENTS`, `KILL CLIENT`).
+    pub registry: Arc<SessionRegistry>,
+    pub metrics: Arc<Metrics>,
+    pub stats: Arc<QueryStats>,
+    pub alerts: Arc<Alerts>,
+    pub catalog_copy: CatalogCopy,
+    pub generations: Generations,
+    /// Ends the console's sessions with everyone else's.
+    pub kill: CancellationToken,
+    /// Reloads the configuration file: the number of nodes, or every
+    /// problem found.
+    pub reload: Box<dyn Fn() -> Result<usize, String> + Send + Sync>,
+}
+
+impl Console {
+    /// The configuration generation in effect.
+    pub fn generation(&self) -> Arc<Generation> {
+        self.generations.current()
+    }
+
+    pub fn try_reload_from_file(&self) -> Result<usize, String> {
+        (self.reload)()
+    }
+}
+
 /// Serves one admin connection to its end.
 pub async fn serve(
-    sluice: Arc<Sluice>,
+    console: Arc<Console>,
     admin: Admin,
     stream: Stream,
     startup: StartupMessage,
@@ -106,13 +139,13 @@ pub async fn serve(
     let user = startup.user().to_string();
     let login = tokio::select! {
         r = login(&mut conn, &admin, &user) => r,
-        _ = sluice.kill.cancelled() => return,
+        _ = console.kill.cancelled() => return,
     };
     match login {
         Ok(()) => {}
         Err(ConnError::Gone) => return,
         Err(ConnError::Protocol(error)) => {
-            sluice.metrics.client_refused(Refusal::AdminAuth);
+            console.metrics.client_refused(Refusal::AdminAuth);
             tracing::warn!(%peer, user, code = error.code, reason = error.message, "admin console login refused");
             conn.fatal(&error).await;
             return;
@@ -139,8 +172,8 @@ pub async fn serve(
         return;
     }
     let end = tokio::select! {
-        e = commands_loop(&sluice, &mut conn) => e,
-        _ = sluice.kill.cancelled() => Err(ConnError::Protocol(ErrorFields::fatal(
+        e = commands_loop(&console, &mut conn) => e,
+        _ = console.kill.cancelled() => Err(ConnError::Protocol(ErrorFields::fatal(
             sqlstate::ADMIN_SHUTDOWN,
             "sluice is shutting down and closed this session",
         ))),
@@ -152,7 +185,7 @@ pub async fn serve(
 }
 
 /// Answers commands until the client leaves. `Ok` on Terminate.
-async fn commands_loop(sluice: &Arc<Sluice>, conn: &mut Conn) -> Result<(), ConnError> {
+async fn commands_loop(console: &Console, conn: &mut Conn) -> Result<(), ConnError> {
     let mut out = BytesMut::new();
     // After an extended-protocol message, everything up to Sync is skipped,
     // as PostgreSQL does after an error.
@@ -170,7 +203,7 @@ async fn commands_loop(sluice: &Arc<Sluice>, conn: &mut Conn) -> Result<(), Conn
                         )));
                     }
                 };
-                answer(sluice, &text, &mut out);
+                answer(console, &text, &mut out);
                 backend::encode_ready_for_query(&mut out, TransactionStatus::Idle);
                 skipping = false;
             }
@@ -198,18 +231,18 @@ async fn commands_loop(sluice: &Arc<Sluice>, conn: &mut Conn) -> Result<(), Conn
 
 /// Runs every command of one Query and encodes the answers; stops at the
 /// first error, as PostgreSQL does with a multi-statement query.
-fn answer(sluice: &Arc<Sluice>, text: &str, out: &mut BytesMut) {
+fn answer(console: &Console, text: &str, out: &mut BytesMut) {
     let commands = parser::parse_all(text);
     if commands.is_empty() {
         backend::encode_empty_query_response(out);
         return;
     }
     for command in commands {
-        sluice.metrics.admin_command();
+        console.metrics.admin_command();
         let reply = match command {
             Ok(c) => {
                 tracing::info!(command = ?c, "admin console command");
-                commands::execute(sluice, c)
+                commands::execute(console, c)
             }
             Err(e) => Err(ErrorFields::error(sqlstate::SYNTAX_ERROR, e.0)),
         };

@@ -25,11 +25,11 @@ use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::config::Current;
 use crate::metrics::Metrics;
-use crate::server::{Generation, Sluice};
 
 /// Something that happened, as its source reports it.
 #[derive(Clone, Debug, PartialEq)]
@@ -161,13 +161,14 @@ impl Alerts {
     }
 }
 
-/// Runs the alerting tasks until `stop`.
+/// Runs the alerting tasks until `stop`: `current` is the configuration in
+/// effect, `gauges` what the thresholds read beside the metrics.
 pub async fn run(
-    sluice: Arc<Sluice>,
-    generations: watch::Receiver<Arc<Generation>>,
+    alerts: Arc<Alerts>,
+    current: impl Current + Clone,
+    gauges: impl Fn() -> thresholds::Gauges + Send,
     stop: CancellationToken,
 ) {
-    let alerts = sluice.alerts.clone();
     let Some(mut rx) = alerts.rx.lock().ok().and_then(|mut r| r.take()) else {
         tracing::error!("the alert task was started twice; the second one stops");
         return;
@@ -176,14 +177,14 @@ pub async fn run(
     tokio::spawn(slack::send_loop(
         alerts.clone(),
         out_rx,
-        generations.clone(),
+        current.clone(),
         stop.clone(),
     ));
     let mut dispatcher = dispatch::Dispatcher::default();
     let mut engine = thresholds::Engine::default();
     let mut next_evaluation = tokio::time::Instant::now();
     loop {
-        let config = generations.borrow().config.clone();
+        let config = current.config();
         let deadline = dispatcher
             .flush_at()
             .map(|t| t.min(next_evaluation))
@@ -198,7 +199,7 @@ pub async fn run(
         }
         let now = tokio::time::Instant::now();
         if now >= next_evaluation {
-            let sample = thresholds::Sample::take(&sluice, now);
+            let sample = thresholds::Sample::take(&alerts.metrics, gauges(), now);
             for change in engine.evaluate(sample, &config.alerts.thresholds) {
                 dispatcher.push_threshold(change, now, &config.alerts);
             }

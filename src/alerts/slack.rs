@@ -11,12 +11,12 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::json;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::Alerts;
 use super::dispatch::{Message, State};
-use crate::server::Generation;
+use crate::config::Current;
 
 /// The first retry waits this long; each next one twice as long.
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
@@ -86,7 +86,7 @@ enum Attempt {
 pub async fn send_loop(
     alerts: Arc<Alerts>,
     mut rx: mpsc::Receiver<Message>,
-    generations: watch::Receiver<Arc<Generation>>,
+    current: impl Current,
     stop: CancellationToken,
 ) {
     // rustls needs a process-wide provider for reqwest's configuration; the
@@ -107,7 +107,7 @@ pub async fn send_loop(
             },
             _ = stop.cancelled() => return,
         };
-        let config = generations.borrow().config.clone();
+        let config = current.config();
         let Some(url) = config.alerts.slack_webhook_url.clone() else {
             alerts.delivered(message.record.at, &message.record.key, "no webhook");
             continue;

@@ -14,8 +14,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::config::{Condition, Threshold, ThresholdMetric};
-use crate::metrics::{LATENCY_BUCKETS, quantile};
-use crate::server::Sluice;
+use crate::metrics::{LATENCY_BUCKETS, Metrics, quantile};
 
 /// Sluice's numbers at one moment.
 #[derive(Clone, Debug)]
@@ -31,9 +30,17 @@ pub struct Sample {
     pub healthy_nodes: u64,
 }
 
+/// What the thresholds read besides the metrics' totals: gauges of the
+/// running sluice, from whoever runs the alerts.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Gauges {
+    pub client_connections: u64,
+    pub healthy_nodes: u64,
+}
+
 impl Sample {
-    pub fn take(sluice: &Sluice, at: Instant) -> Sample {
-        let t = &sluice.metrics.totals;
+    pub fn take(metrics: &Metrics, gauges: Gauges, at: Instant) -> Sample {
+        let t = &metrics.totals;
         Sample {
             at,
             queries: t.queries.load(Ordering::Relaxed),
@@ -41,9 +48,9 @@ impl Sample {
             rejected: t.rejected.load(Ordering::Relaxed),
             cancelled: t.cancelled.load(Ordering::Relaxed),
             catalog_fallbacks: t.catalog_fallbacks.load(Ordering::Relaxed),
-            latency: sluice.metrics.latency_snapshot(),
-            client_connections: sluice.clients.load(Ordering::Relaxed) as u64,
-            healthy_nodes: sluice.nodes.healthy_count() as u64,
+            latency: metrics.latency_snapshot(),
+            client_connections: gauges.client_connections,
+            healthy_nodes: gauges.healthy_nodes,
         }
     }
 }

@@ -25,7 +25,17 @@ impl NodeConnector {
     pub fn new(warehouse: &Warehouse) -> Result<NodeConnector, TlsError> {
         Ok(NodeConnector {
             mode: warehouse.tls.mode,
-            tls: tls::node_client_config(&warehouse.tls)?,
+            tls: match warehouse.tls.mode {
+                NodeTlsMode::Disable => None,
+                NodeTlsMode::VerifyFull => {
+                    Some(tls::node_client_config(tls::NodeVerification::Full {
+                        ca: warehouse.tls.ca.as_deref(),
+                    })?)
+                }
+                NodeTlsMode::Prefer | NodeTlsMode::Require => {
+                    Some(tls::node_client_config(tls::NodeVerification::None)?)
+                }
+            },
             timeout: warehouse.connect_timeout,
         })
     }

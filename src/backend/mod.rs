@@ -7,7 +7,6 @@
 //! * [`idle`]: node connections kept between clients that log in the same way.
 
 pub mod connect;
-pub mod health;
 pub mod idle;
 pub mod node;
 

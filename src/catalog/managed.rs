@@ -25,11 +25,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::config::{Catalog, Dialect, ManagedCatalog};
+use crate::config::{Catalog, Dialect, MANAGED_SUPERUSER, ManagedCatalog};
 use crate::localpg::{self, Error};
-
-/// The copy's superuser (trust authentication, loopback only).
-pub const SUPERUSER: &str = "postgres";
 
 /// Written into the data directory when sluice stopped the copy cleanly;
 /// its absence at the next start, with a server that is not running, means
@@ -217,7 +214,7 @@ fn initialise(bindir: &Path, data_dir: &Path, owner: Option<(u32, u32)>) -> Resu
     let mut initdb = localpg::server_command(&bindir.join("initdb"));
     initdb.arg("-D").arg(data_dir).args([
         "-U",
-        SUPERUSER,
+        MANAGED_SUPERUSER,
         "-A",
         "trust",
         "-E",

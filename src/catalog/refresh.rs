@@ -84,8 +84,7 @@ pub struct Context {
 }
 
 /// The configuration the refresher works with now (it follows reloads).
-pub trait Current {
-    fn config(&self) -> Arc<Config>;
+pub trait Current: crate::config::Current {
     fn pool(&self) -> Option<Arc<CatalogPool>>;
 }
 

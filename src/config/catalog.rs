@@ -7,6 +7,10 @@ use toml::Spanned;
 
 use super::{Dialect, Secret, Validator, raw};
 
+/// The superuser the managed catalog copy is initialised with, and sluice
+/// logs in as.
+pub const MANAGED_SUPERUSER: &str = "postgres";
+
 /// The PostgreSQL catalog copy that answers catalog lookups.
 #[derive(Debug, Clone)]
 pub struct Catalog {
@@ -121,7 +125,7 @@ impl Validator<'_> {
                 // Filled in when the managed copy has started.
                 "127.0.0.1".to_string(),
                 0,
-                crate::catalog::managed::SUPERUSER.to_string(),
+                MANAGED_SUPERUSER.to_string(),
                 String::new(),
             )),
         };

@@ -22,9 +22,15 @@ use std::time::Duration;
 
 use toml::Spanned;
 
-pub use catalog::{Catalog, ManagedCatalog};
+pub use catalog::{Catalog, MANAGED_SUPERUSER, ManagedCatalog};
 pub use cluster::Cluster;
 pub use error::{ConfigError, Problem};
+
+/// The configuration in effect, as a long-running task reads it: the
+/// latest after every reload.
+pub trait Current: Send + Sync + 'static {
+    fn config(&self) -> std::sync::Arc<Config>;
+}
 pub use observability::{
     Admin, AdminAuth, AdminUser, AlertEvents, Alerts, Condition, Threshold, ThresholdMetric,
 };

@@ -7,7 +7,7 @@ use toml::Spanned;
 
 use super::raw::{RawAdmin, RawAlerts, RawThreshold};
 use super::{Secret, Validator};
-use crate::admin::scram::Verifier;
+use crate::scram::Verifier;
 
 #[derive(Debug, Clone)]
 pub struct Admin {

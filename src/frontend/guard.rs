@@ -146,8 +146,8 @@ impl QueryGuard {
     /// The guard of a session opened with `startup` from `peer`, under
     /// the configuration of `generation`.
     pub fn for_session(
-        sluice: &crate::server::Sluice,
-        generation: &crate::server::Generation,
+        frontend: &super::Frontend,
+        generation: &crate::generation::Generation,
         startup: &crate::protocol::startup::StartupMessage,
         peer: std::net::SocketAddr,
     ) -> QueryGuard {
@@ -157,10 +157,10 @@ impl QueryGuard {
             startup.application(),
             startup.database(),
             Some(peer.ip()),
-            sluice.metrics.clone(),
-            sluice.stats.clone(),
-            sluice.alerts.clone(),
-            sluice.cancels.clone(),
+            frontend.metrics.clone(),
+            frontend.stats.clone(),
+            frontend.alerts.clone(),
+            frontend.cancels.clone(),
         )
     }
 
@@ -374,7 +374,7 @@ impl QueryGuard {
     pub(super) async fn watchdog(
         &self,
         progress: &NodeProgress,
-        generation: Arc<crate::server::Generation>,
+        generation: Arc<crate::generation::Generation>,
     ) {
         // A session keeps the rules it started under: without a budget among
         // them there is nothing to watch, and a pending future costs the
@@ -423,7 +423,10 @@ impl QueryGuard {
 }
 
 /// Sends a CancelRequest for `target` to its node, as a client would.
-async fn send_cancel(generation: &crate::server::Generation, target: &crate::cancel::CancelTarget) {
+async fn send_cancel(
+    generation: &crate::generation::Generation,
+    target: &crate::cancel::CancelTarget,
+) {
     if let Err(e) = generation.node_connector.send_cancel(target).await {
         tracing::warn!(
             node = target.node,
@@ -441,7 +444,7 @@ mod tests {
     fn guard() -> QueryGuard {
         let config = Config::parse(
             "[warehouse]\nnodes = [\"127.0.0.1:5441\"]\n\n[[rules]]\nname = \"no-secrets\"\ntables = [\"secret\"]\naction = \"reject\"\n",
-            "sluice.toml",
+            "frontend.toml",
             std::path::Path::new("."),
         )
         .unwrap();

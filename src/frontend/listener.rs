@@ -16,22 +16,23 @@ use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 
+use super::Frontend;
 use super::negotiate::{Opening, negotiate, send_fatal};
 use super::session;
 use crate::cancel::CancelRoute;
 use crate::cluster::{self, Take};
+use crate::generation::Generation;
 use crate::metrics::Refusal;
 use crate::protocol::backend::ErrorFields;
 use crate::protocol::sqlstate;
 use crate::protocol::startup::CancelKey;
-use crate::server::{Generation, Sluice};
 
 /// Accepts clients until sluice stops.
-pub async fn accept_loop(sluice: Arc<Sluice>, listener: TcpListener) {
+pub async fn accept_loop(frontend: Arc<Frontend>, listener: TcpListener) {
     loop {
         let accepted = tokio::select! {
             r = listener.accept() => r,
-            _ = sluice.kill.cancelled() => return,
+            _ = frontend.kill.cancelled() => return,
         };
         let (tcp, peer) = match accepted {
             Ok(pair) => pair,
@@ -42,15 +43,15 @@ pub async fn accept_loop(sluice: Arc<Sluice>, listener: TcpListener) {
                 continue;
             }
         };
-        let sluice2 = sluice.clone();
-        sluice.sessions.spawn(handle(sluice2, tcp, peer));
+        let frontend2 = frontend.clone();
+        frontend.sessions.spawn(handle(frontend2, tcp, peer));
     }
 }
 
-async fn handle(sluice: Arc<Sluice>, tcp: TcpStream, peer: SocketAddr) {
+async fn handle(frontend: Arc<Frontend>, tcp: TcpStream, peer: SocketAddr) {
     let _ = tcp.set_nodelay(true);
     let local = tcp.local_addr().ok();
-    let generation = sluice.generation();
+    let generation = frontend.generation();
     let startup_timeout = generation.config.server.startup_timeout;
     let opening = match tokio::time::timeout(startup_timeout, negotiate(tcp, &generation)).await {
         Ok(Ok(opening)) => opening,
@@ -65,7 +66,7 @@ async fn handle(sluice: Arc<Sluice>, tcp: TcpStream, peer: SocketAddr) {
     };
     match opening {
         Opening::Closed => {}
-        Opening::Cancel(key) => forward_cancel(&sluice, &generation, key, peer, local).await,
+        Opening::Cancel(key) => forward_cancel(&frontend, &generation, key, peer, local).await,
         Opening::Session {
             mut stream,
             startup,
@@ -75,7 +76,7 @@ async fn handle(sluice: Arc<Sluice>, tcp: TcpStream, peer: SocketAddr) {
                 // up a drain. The kill token still ends it.
                 let admin = generation.config.admin.clone();
                 tokio::spawn(crate::admin::serve(
-                    sluice.clone(),
+                    frontend.console.clone(),
                     admin,
                     stream,
                     startup,
@@ -83,8 +84,8 @@ async fn handle(sluice: Arc<Sluice>, tcp: TcpStream, peer: SocketAddr) {
                 ));
                 return;
             }
-            if sluice.is_draining() {
-                sluice.metrics.client_refused(Refusal::Draining);
+            if frontend.is_draining() {
+                frontend.metrics.client_refused(Refusal::Draining);
                 let error = ErrorFields::fatal(sqlstate::CANNOT_CONNECT_NOW, "sluice is shutting down and accepts no new sessions")
                     .with_hint("Reconnect in a moment; another sluice instance or this one after its restart will serve you.");
                 send_fatal(&mut stream, &error).await;
@@ -93,7 +94,7 @@ async fn handle(sluice: Arc<Sluice>, tcp: TcpStream, peer: SocketAddr) {
             let server = &generation.config.server;
             let user = startup.user();
             let _slot = match ClientSlot::take(
-                &sluice,
+                &frontend,
                 user,
                 server.max_client_connections,
                 server.max_client_connections_per_user,
@@ -114,13 +115,13 @@ async fn handle(sluice: Arc<Sluice>, tcp: TcpStream, peer: SocketAddr) {
                         Over::User(limit) => (Refusal::UserLimit, limit),
                     };
                     tracing::warn!(%peer, user, limit, "refused a client over the connection limit: {message}");
-                    sluice.metrics.client_refused(refusal);
+                    frontend.metrics.client_refused(refusal);
                     let error = ErrorFields::fatal(sqlstate::TOO_MANY_CONNECTIONS, message);
                     send_fatal(&mut stream, &error).await;
                     return;
                 }
             };
-            session::run(sluice.clone(), generation, stream, startup, peer).await;
+            session::run(frontend.clone(), generation, stream, startup, peer).await;
         }
     }
 }
@@ -134,38 +135,41 @@ enum Over {
 /// Holds one of the `max_client_connections` places, and one of its user's
 /// `max_client_connections_per_user`, until dropped.
 struct ClientSlot<'a> {
-    sluice: &'a Sluice,
+    frontend: &'a Frontend,
     /// The user whose count this slot holds, when a per-user limit applies.
     user: Option<String>,
 }
 
 impl<'a> ClientSlot<'a> {
     fn take(
-        sluice: &'a Sluice,
+        frontend: &'a Frontend,
         user: &str,
         limit: usize,
         per_user: Option<usize>,
     ) -> Result<ClientSlot<'a>, Over> {
-        let before = sluice.clients.fetch_add(1, Ordering::AcqRel);
+        let before = frontend.clients.fetch_add(1, Ordering::AcqRel);
         if before >= limit {
-            sluice.clients.fetch_sub(1, Ordering::AcqRel);
+            frontend.clients.fetch_sub(1, Ordering::AcqRel);
             return Err(Over::Total(limit));
         }
         let mut held_user = None;
         if let Some(per_user) = per_user {
             // The entry's shard lock makes check and increment one step.
-            let mut count = sluice.clients_by_user.entry(user.to_string()).or_insert(0);
+            let mut count = frontend
+                .clients_by_user
+                .entry(user.to_string())
+                .or_insert(0);
             if *count >= per_user {
                 drop(count);
-                sluice.clients.fetch_sub(1, Ordering::AcqRel);
+                frontend.clients.fetch_sub(1, Ordering::AcqRel);
                 return Err(Over::User(per_user));
             }
             *count += 1;
             held_user = Some(user.to_string());
         }
-        sluice.metrics.client_connected();
+        frontend.metrics.client_connected();
         Ok(ClientSlot {
-            sluice,
+            frontend,
             user: held_user,
         })
     }
@@ -173,14 +177,16 @@ impl<'a> ClientSlot<'a> {
 
 impl Drop for ClientSlot<'_> {
     fn drop(&mut self) {
-        self.sluice.clients.fetch_sub(1, Ordering::AcqRel);
+        self.frontend.clients.fetch_sub(1, Ordering::AcqRel);
         if let Some(user) = &self.user {
-            self.sluice.clients_by_user.remove_if_mut(user, |_, count| {
-                *count -= 1;
-                *count == 0
-            });
+            self.frontend
+                .clients_by_user
+                .remove_if_mut(user, |_, count| {
+                    *count -= 1;
+                    *count == 0
+                });
         }
-        self.sluice.metrics.client_disconnected();
+        self.frontend.metrics.client_disconnected();
     }
 }
 
@@ -189,14 +195,14 @@ impl Drop for ClientSlot<'_> {
 /// key. Unknown keys are dropped without a word, as PostgreSQL does; known
 /// ones beyond `server.cancel_rate` are dropped too, logged once per flood.
 async fn forward_cancel(
-    sluice: &Sluice,
+    frontend: &Frontend,
     generation: &Generation,
     key: CancelKey,
     peer: SocketAddr,
     local: Option<SocketAddr>,
 ) {
     let cluster = &generation.config.cluster;
-    let target = match sluice.cancels.route(&key, !cluster.peers.is_empty()) {
+    let target = match frontend.cancels.route(&key, !cluster.peers.is_empty()) {
         CancelRoute::Node(target) => target,
         CancelRoute::Drop(why) => {
             tracing::debug!(%peer, why, "ignored a CancelRequest");
@@ -218,7 +224,7 @@ async fn forward_cancel(
                     return;
                 }
             }
-            let own: Vec<SocketAddr> = std::iter::once(sluice.listen_addr).chain(local).collect();
+            let own: Vec<SocketAddr> = std::iter::once(frontend.listen_addr).chain(local).collect();
             let reached = cluster::forward_cancel(cluster, &own, &marked).await;
             tracing::info!(
                 %peer,
@@ -244,12 +250,12 @@ async fn forward_cancel(
         }
         return;
     }
-    let _sending = sluice.cancels.sending(&target);
+    let _sending = frontend.cancels.sending(&target);
     // The session may have ended between the lookup and the mark above; its
     // node connection may then already serve another client, whom this
     // cancel must not reach. (A session forgets its key before it looks at
     // the marks: see `session::run`.)
-    if sluice.cancels.lookup(&key).is_none() {
+    if frontend.cancels.lookup(&key).is_none() {
         tracing::debug!(%peer, "dropped a CancelRequest: its session ended meanwhile");
         return;
     }

@@ -10,11 +10,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::config::ClientTlsMode;
+use crate::generation::Generation;
 use crate::net::Stream;
 use crate::protocol::backend::{ErrorFields, REQUEST_DECLINED, SSL_ACCEPTED};
 use crate::protocol::startup::{self, CancelKey, StartupMessage, StartupPacket};
 use crate::protocol::{ProtocolError, sqlstate};
-use crate::server::Generation;
 
 /// How a connection's opening ended.
 pub enum Opening {

@@ -14,10 +14,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::owed::{Done, Kind};
-use super::registry::{ClientState, SessionEntry};
 use crate::backend::Node;
 use crate::metrics::{Metrics, Route};
 use crate::protocol::backend::{self, TransactionStatus};
+use crate::registry::{ClientState, SessionEntry};
 
 pub struct SessionObserver {
     metrics: Arc<Metrics>,

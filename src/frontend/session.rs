@@ -27,16 +27,17 @@ use std::sync::Arc;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use super::Frontend;
 use crate::backend::idle::IdleConnection;
 use crate::backend::node::Attached;
 use crate::config::Dialect;
+use crate::generation::Generation;
 use crate::net::{MessageStream, Stream};
 use crate::protocol::backend::{self, ErrorFields};
 use crate::protocol::frame::{Frame, Scanner, Treatment};
 use crate::protocol::startup::{ClientDialect, StartupMessage};
 use crate::protocol::vertica;
 use crate::protocol::{ProtocolError, frontend, sqlstate};
-use crate::server::{Generation, Sluice};
 
 use super::catalog_answer::{Answers, AsIs};
 use super::downstream::{ClientWriter, Downstream, End, Ending, Greeting, NodeSide, Phase, finish};
@@ -44,17 +45,17 @@ use super::guard::{QueryGuard, Screening};
 use super::negotiate::send_fatal;
 use super::observe::SessionObserver;
 use super::owed::NodeProgress;
-use super::registry::{KillSignal, NewSession};
 use super::router::{Batch, Plan, Router};
 use super::translate;
 use super::upstream::{ClientSide, Upstream};
+use crate::registry::{KillSignal, NewSession};
 
 /// The node's first answer is read in one piece of up to this size.
 const FIRST_READ: usize = 8 * 1024;
 
 /// Runs a session to its end.
 pub async fn run(
-    sluice: Arc<Sluice>,
+    frontend: Arc<Frontend>,
     generation: Arc<Generation>,
     mut client: Stream,
     startup: StartupMessage,
@@ -73,7 +74,7 @@ pub async fn run(
         startup.raw()
     };
     let Some((attached, server, first_answer)) = open_session(
-        &sluice,
+        &frontend,
         &generation,
         &mut client,
         packet,
@@ -90,7 +91,7 @@ pub async fn run(
         "session started");
 
     // Observability (issue 5): the session registry and what the relay reports.
-    let registered = sluice.registry.register(
+    let registered = frontend.registry.register(
         NewSession {
             user: startup.user(),
             database: startup.database(),
@@ -98,11 +99,11 @@ pub async fn run(
             peer,
             node: &node,
         },
-        &sluice.kill,
+        &frontend.kill,
     );
     registered.entry().set_dialect(startup.dialect());
     let observer = SessionObserver::new(
-        sluice.metrics.clone(),
+        frontend.metrics.clone(),
         attached.node().clone(),
         registered.entry().clone(),
     );
@@ -112,9 +113,9 @@ pub async fn run(
             .as_ref()
             .map(|pool| (pool.freshness().clone(), Arc::from(startup.database()))),
     );
-    let guard = QueryGuard::for_session(&sluice, &generation, &startup, peer);
+    let guard = QueryGuard::for_session(&frontend, &generation, &startup, peer);
     let session = Session {
-        sluice: &sluice,
+        frontend: &frontend,
         generation: &generation,
         startup: &startup,
         peer,
@@ -144,7 +145,7 @@ pub async fn run(
 
 /// One session's parts, for the relay.
 struct Session<'a> {
-    sluice: &'a Arc<Sluice>,
+    frontend: &'a Arc<Frontend>,
     generation: &'a Arc<Generation>,
     startup: &'a StartupMessage,
     peer: SocketAddr,
@@ -194,7 +195,7 @@ impl Session<'_> {
         );
         let mut router = Router::new(
             generation.classifier.clone(),
-            Some(self.sluice.metrics.clone()),
+            Some(self.frontend.metrics.clone()),
         );
         if translated {
             router = router.for_vertica();
@@ -208,7 +209,7 @@ impl Session<'_> {
             database: self.startup.database(),
             progress: self.progress,
             observer: self.observer,
-            metrics: &self.sluice.metrics,
+            metrics: &self.frontend.metrics,
             client: client_side,
         };
         let mut downstream = Downstream {
@@ -216,7 +217,7 @@ impl Session<'_> {
             progress: self.progress,
             guard: self.guard,
             observer: self.observer,
-            cancels: &self.sluice.cancels,
+            cancels: &self.frontend.cancels,
             node: self.node,
             phase: Phase::Startup,
             greeting: Greeting::Recording(BytesMut::new()),
@@ -271,7 +272,7 @@ impl Session<'_> {
                     && from_node.at_boundary()
                     && self.attached.node().is_healthy()
                     && !self.guard.cancel_on_its_way()
-                    && !self.sluice.kill.is_cancelled() =>
+                    && !self.frontend.kill.is_cancelled() =>
             {
                 Some(greeting.clone())
             }
@@ -281,7 +282,7 @@ impl Session<'_> {
         let ending = Ending {
             end,
             phase: downstream.phase,
-            shutting_down: self.sluice.kill.is_cancelled(),
+            shutting_down: self.frontend.kill.is_cancelled(),
             unsent: &downstream.unsent,
             client_between_messages: from_node.at_boundary(),
             node_between_messages: from_client.at_boundary(),
@@ -359,23 +360,23 @@ async fn reset(stream: &mut Stream) -> Result<(), String> {
 /// failure. When none can be had, the client is told why and `None` is
 /// returned.
 async fn open_session(
-    sluice: &Sluice,
+    frontend: &Frontend,
     generation: &Generation,
     client: &mut Stream,
     startup: &[u8],
     peer: SocketAddr,
     user: &str,
 ) -> Option<(Attached, Stream, BytesMut)> {
-    let candidates = sluice.nodes.candidates();
+    let candidates = frontend.nodes.candidates();
     if candidates.is_empty() {
-        let total = sluice.nodes.all().len();
+        let total = frontend.nodes.all().len();
         let error = ErrorFields::fatal(
             sqlstate::CONNECTION_FAILURE,
             format!("no warehouse node is available: all {total} nodes are out of rotation"),
         )
         .with_hint("The nodes failed their health checks; sluice puts them back as soon as they answer again.");
         tracing::warn!(%peer, user = user, "refused a session: no healthy node");
-        sluice
+        frontend
             .metrics
             .client_refused(crate::metrics::Refusal::NoNode);
         send_fatal(client, &error).await;
@@ -411,7 +412,7 @@ async fn open_session(
         }
     }
     let Some(opened) = connected else {
-        sluice
+        frontend
             .metrics
             .client_refused(crate::metrics::Refusal::NoNode);
         let error = ErrorFields::fatal(

@@ -9,24 +9,23 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::Node;
 use crate::alerts::{AlertEvent, Alerts};
-use crate::server::Generation;
+use crate::backend::Node;
+use crate::generation::{Generation, Generations};
 
 /// Runs the health check of `node` until the node is retired or sluice stops.
 pub async fn run(
     node: Arc<Node>,
-    generations: watch::Receiver<Arc<Generation>>,
+    generations: Generations,
     alerts: Arc<Alerts>,
     stop: CancellationToken,
 ) {
     let mut good_streak = 0u32;
     let mut bad_streak = 0u32;
     loop {
-        let generation = generations.borrow().clone();
+        let generation = generations.current();
         let warehouse = &generation.config.warehouse;
         let started = Instant::now();
         let verdict = check(node.addr(), &generation).await;
