@@ -3,7 +3,7 @@
 //! The `metrics` macros look a metric up by name and labels on every call
 //! (≈ 60–150 ns with labels); the relay counts every write, so [`Metrics`]
 //! registers each handle once, at start, and hands out plain methods
-//! (`metrics.query_routed(Route::Catalog)`). Per-node handles are made when a
+//! (`metrics.query_routed(QueryEnd::Rejected)`). Per-node handles are made when a
 //! node joins ([`Metrics::node`]). Labels that are only known at run time and
 //! stay few (SQLSTATE classes, rule names) are registered on first use and
 //! cached.
@@ -28,43 +28,50 @@ use metrics_exporter_prometheus::{
     Matcher, PrometheusBuilder, PrometheusHandle, PrometheusRecorder,
 };
 
+pub use crate::classify::Route;
+
 /// Upper bounds (seconds) of the latency buckets, exported and internal alike.
 pub const LATENCY_BUCKETS: [f64; 16] = [
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0,
 ];
 
-/// Where a query went.
+/// How a query ended, as `sluice_queries_total{route}` labels it:
+/// answered where it was routed ([`Route`], the one type for where a query
+/// goes), or stopped by a rule.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Route {
-    /// Relayed to a warehouse node.
-    Node,
-    /// Answered from sluice's catalog copy.
-    Catalog,
+pub enum QueryEnd {
+    /// Answered by a warehouse node or by the catalog copy.
+    Answered(Route),
     /// Refused by a rule before it reached a node.
     Rejected,
     /// Cancelled by a rule while it ran.
     Cancelled,
 }
 
-impl Route {
-    pub const ALL: [Route; 4] = [
-        Route::Node,
-        Route::Catalog,
-        Route::Rejected,
-        Route::Cancelled,
+impl QueryEnd {
+    pub const ALL: [QueryEnd; 4] = [
+        QueryEnd::Answered(Route::Node),
+        QueryEnd::Answered(Route::Catalog),
+        QueryEnd::Rejected,
+        QueryEnd::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
         match self {
-            Route::Node => "node",
-            Route::Catalog => "catalog",
-            Route::Rejected => "rejected",
-            Route::Cancelled => "cancelled",
+            QueryEnd::Answered(Route::Node) => "node",
+            QueryEnd::Answered(Route::Catalog) => "catalog",
+            QueryEnd::Rejected => "rejected",
+            QueryEnd::Cancelled => "cancelled",
         }
     }
 
     fn index(self) -> usize {
-        self as usize
+        match self {
+            QueryEnd::Answered(Route::Node) => 0,
+            QueryEnd::Answered(Route::Catalog) => 1,
+            QueryEnd::Rejected => 2,
+            QueryEnd::Cancelled => 3,
+        }
     }
 }
 
@@ -290,7 +297,7 @@ impl Metrics {
                 client_refused: Refusal::ALL.map(|r| {
                     metrics::counter!("sluice_client_connections_refused_total", "reason" => r.as_str())
                 }),
-                queries: Route::ALL
+                queries: QueryEnd::ALL
                     .map(|r| metrics::counter!("sluice_queries_total", "route" => r.as_str())),
                 query_duration: Default::default(),
                 client_received_bytes: metrics::counter!("sluice_client_received_bytes_total"),
@@ -353,7 +360,7 @@ impl Metrics {
             "# HELP {name} Query duration from the client's Query or Sync to ReadyForQuery, by route.\n\
              # TYPE {name} histogram\n"
         );
-        for route in Route::ALL {
+        for route in QueryEnd::ALL {
             let durations = &self.query_duration[route.index()];
             let route = route.as_str();
             let counts = durations.buckets.snapshot();
@@ -411,18 +418,18 @@ impl Metrics {
 
     /// Counts a query by where it went, without a duration (e.g. a rejection
     /// answered at once).
-    pub fn query_routed(&self, route: Route) {
+    pub fn query_routed(&self, route: QueryEnd) {
         self.queries[route.index()].increment(1);
         self.totals.queries.fetch_add(1, Ordering::Relaxed);
         match route {
-            Route::Rejected => self.totals.rejected.fetch_add(1, Ordering::Relaxed),
-            Route::Cancelled => self.totals.cancelled.fetch_add(1, Ordering::Relaxed),
-            Route::Node | Route::Catalog => 0,
+            QueryEnd::Rejected => self.totals.rejected.fetch_add(1, Ordering::Relaxed),
+            QueryEnd::Cancelled => self.totals.cancelled.fetch_add(1, Ordering::Relaxed),
+            QueryEnd::Answered(_) => 0,
         };
     }
 
     /// Counts a finished query and its duration, client request to ReadyForQuery.
-    pub fn query_finished(&self, route: Route, elapsed: Duration) {
+    pub fn query_finished(&self, route: QueryEnd, elapsed: Duration) {
         self.query_routed(route);
         let bucket = bucket_of(elapsed.as_secs_f64());
         let durations = &self.query_duration[route.index()];
@@ -682,8 +689,8 @@ mod tests {
         m.client_connected();
         m.client_connected();
         m.client_disconnected();
-        m.query_finished(Route::Node, Duration::from_millis(3));
-        m.query_routed(Route::Rejected);
+        m.query_finished(QueryEnd::Answered(Route::Node), Duration::from_millis(3));
+        m.query_routed(QueryEnd::Rejected);
         m.error(*b"42");
         m.error(*b"42");
         m.error([0, 0xff]);

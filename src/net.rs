@@ -219,6 +219,10 @@ impl<R: AsyncRead + Unpin> MessageStream<R> {
         self.scanner = scanner;
     }
 
+    pub fn get_ref(&self) -> &R {
+        &self.rd
+    }
+
     pub fn get_mut(&mut self) -> &mut R {
         &mut self.rd
     }

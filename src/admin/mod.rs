@@ -18,7 +18,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use tokio_util::sync::CancellationToken;
 
@@ -27,9 +27,9 @@ use crate::backend::NodeSet;
 use crate::config::{Admin, AdminAuth};
 use crate::generation::{CatalogCopy, Generation, Generations};
 use crate::metrics::{Metrics, Refusal};
-use crate::net::Stream;
+use crate::net::{MessageStream, ReadError, Stream};
 use crate::protocol::backend::{self, ErrorFields, TransactionStatus};
-use crate::protocol::frame::{Frame, Item, Scanner, Treatment};
+use crate::protocol::frame::{Frame, Scanner, Treatment};
 use crate::protocol::frontend;
 use crate::protocol::sqlstate;
 use crate::protocol::startup::StartupMessage;
@@ -49,9 +49,7 @@ const PASSWORD_MESSAGE: u8 = frontend::PASSWORD;
 
 /// The console's side of one connection.
 struct Conn {
-    stream: Stream,
-    buf: BytesMut,
-    scanner: Scanner,
+    stream: MessageStream<Stream>,
 }
 
 enum ConnError {
@@ -64,34 +62,26 @@ enum ConnError {
 impl Conn {
     /// Reads one whole message. Cancel safe: bytes read stay in `buf`.
     async fn read(&mut self) -> Result<Frame, ConnError> {
-        loop {
-            match self.scanner.next(&mut self.buf) {
-                Ok(Some(Item::Inspect(frame))) => return Ok(frame),
-                // Every tag is inspected; a relay run cannot come out.
-                Ok(Some(Item::Relay(_))) | Ok(None) => {}
-                Err(e) => {
-                    return Err(ConnError::Protocol(ErrorFields::fatal(
-                        e.sqlstate(),
-                        format!("invalid message from client: {e}"),
-                    )));
-                }
-            }
-            match self.stream.read_buf(&mut self.buf).await {
-                Ok(0) | Err(_) => return Err(ConnError::Gone),
-                Ok(_) => {}
-            }
+        match self.stream.frame().await {
+            Ok(Some(frame)) => Ok(frame),
+            Ok(None) | Err(ReadError::Io(_)) => Err(ConnError::Gone),
+            Err(ReadError::Protocol(e)) => Err(ConnError::Protocol(ErrorFields::fatal(
+                e.sqlstate(),
+                format!("invalid message from client: {e}"),
+            ))),
         }
     }
 
     async fn write(&mut self, out: &mut BytesMut) -> Result<(), ConnError> {
-        let r = self.stream.write_all(out).await;
+        let r = self.stream.get_mut().write_all(out).await;
         out.clear();
         r.map_err(|_| ConnError::Gone)
     }
 
     async fn fatal(&mut self, error: &ErrorFields) {
-        let _ = self.stream.write_all(&error.to_bytes()).await;
-        let _ = self.stream.shutdown().await;
+        let stream = self.stream.get_mut();
+        let _ = stream.write_all(&error.to_bytes()).await;
+        let _ = stream.shutdown().await;
     }
 }
 
@@ -132,9 +122,7 @@ pub async fn serve(
     peer: SocketAddr,
 ) {
     let mut conn = Conn {
-        stream,
-        buf: BytesMut::with_capacity(1024),
-        scanner: Scanner::new(MAX_MESSAGE, |_| Treatment::Inspect),
+        stream: MessageStream::new(stream, Scanner::new(MAX_MESSAGE, |_| Treatment::Inspect)),
     };
     let user = startup.user().to_string();
     let login = tokio::select! {

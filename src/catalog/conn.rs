@@ -4,15 +4,15 @@
 use std::collections::HashSet;
 
 use bytes::BytesMut;
-use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 use super::CatalogError;
 use crate::config::Catalog;
+use crate::net::{MessageStream, ReadError};
 use crate::protocol::backend;
 use crate::protocol::frame::{Frame, Item, Scanner, Treatment};
-use crate::protocol::frontend;
+use crate::protocol::login;
 use crate::protocol::startup::StartupMessage;
 
 /// Answers from the copy are inspected whole, except rows, which stream.
@@ -41,9 +41,7 @@ pub struct Login<'a> {
 }
 
 pub struct CatalogConn {
-    stream: TcpStream,
-    buf: BytesMut,
-    scanner: Scanner,
+    stream: MessageStream<TcpStream>,
     pub database: String,
     /// The role set by the last `SET ROLE`, if any.
     pub role: Option<String>,
@@ -78,9 +76,7 @@ impl CatalogConn {
             })?;
         let _ = stream.set_nodelay(true);
         let mut conn = CatalogConn {
-            stream,
-            buf: BytesMut::with_capacity(8192),
-            scanner: Scanner::new(usize::MAX, treatment),
+            stream: MessageStream::new(stream, Scanner::new(usize::MAX, treatment)),
             database: database.to_string(),
             role: None,
             search_path: None,
@@ -95,7 +91,7 @@ impl CatalogConn {
                 ("application_name", "sluice catalog"),
             ])
         };
-        conn.stream.write_all(&startup).await?;
+        conn.stream.get_mut().write_all(&startup).await?;
         conn.authenticate(login).await?;
         Ok(conn)
     }
@@ -105,69 +101,28 @@ impl CatalogConn {
     pub fn set_whole_rows(&mut self, whole: bool) {
         if self.is_clean() {
             let t: fn(u8) -> Treatment = if whole { whole_rows } else { treatment };
-            self.scanner = Scanner::new(usize::MAX, t);
+            self.stream.rescan(Scanner::new(usize::MAX, t));
         }
     }
 
     async fn authenticate(&mut self, login: &Login<'_>) -> Result<(), CatalogError> {
-        let password = login.password.as_bytes();
-        let user = login.user.as_bytes();
-        let mut scram: Option<ScramSha256> = None;
+        let mut answerer = login::Answerer::default();
         loop {
             let frame = self.next_frame().await?;
             let body = frame.body();
             match frame.tag() {
                 backend::AUTHENTICATION => {
-                    let code = i32::from_be_bytes(
-                        body.get(..4)
-                            .and_then(|b| b.try_into().ok())
-                            .unwrap_or([0xff; 4]),
-                    );
+                    let request = login::request(body, login.vertica);
                     let mut out = BytesMut::new();
-                    match code {
-                        0 => continue,
-                        3 => frontend::encode_password(&mut out, password),
-                        // Vertica: password grace period; the login goes on.
-                        11 if login.vertica => continue,
-                        65536 | 66048 if login.vertica => {
-                            let salt = body.get(4..8).unwrap_or(&[]);
-                            let user_salt = body.get(12..28).unwrap_or(&[]);
-                            let hash = crate::protocol::vertica::sha512_password(
-                                password, user_salt, salt,
-                            );
-                            frontend::encode_password(&mut out, hash.as_bytes());
-                        }
-                        5 | 65541 if code == 5 || login.vertica => {
-                            let salt: [u8; 4] = body
-                                .get(4..8)
-                                .and_then(|b| b.try_into().ok())
-                                .unwrap_or([0; 4]);
-                            let hash =
-                                postgres_protocol::authentication::md5_hash(user, password, salt);
-                            frontend::encode_password(&mut out, hash.as_bytes());
-                        }
-                        10 if !login.vertica => {
-                            let s = ScramSha256::new(password, ChannelBinding::unsupported());
-                            frontend::encode_sasl_initial_response(
-                                &mut out,
-                                SCRAM_SHA_256,
-                                s.message(),
-                            );
-                            scram = Some(s);
-                        }
-                        11 | 12 if !login.vertica => {
-                            let s = scram.as_mut().ok_or(CatalogError::UnsupportedAuth(code))?;
-                            if code == 11 {
-                                s.update(&body[4..]).map_err(CatalogError::Scram)?;
-                                frontend::encode_sasl_response(&mut out, s.message());
-                            } else {
-                                s.finish(&body[4..]).map_err(CatalogError::Scram)?;
-                                continue;
-                            }
-                        }
-                        other => return Err(CatalogError::UnsupportedAuth(other)),
+                    answerer.answer(
+                        &request,
+                        login.user.as_bytes(),
+                        login.password.as_bytes(),
+                        &mut out,
+                    )?;
+                    if !out.is_empty() {
+                        self.stream.get_mut().write_all(&out).await?;
                     }
-                    self.stream.write_all(&out).await?;
                 }
                 backend::ERROR_RESPONSE => {
                     let (code, message) = backend::error_summary(body);
@@ -192,24 +147,19 @@ impl CatalogConn {
 
     /// The next item of the answer stream: rows as relayable runs, the rest whole.
     pub async fn next_item(&mut self) -> Result<Item, CatalogError> {
-        loop {
-            if let Some(item) = self.scanner.next(&mut self.buf)? {
-                return Ok(item);
-            }
-            if self.buf.capacity() - self.buf.len() < 4096 {
-                self.buf.reserve(64 * 1024);
-            }
-            if self.stream.read_buf(&mut self.buf).await? == 0 {
-                return Err(CatalogError::Io(std::io::Error::new(
-                    std::io::ErrorKind::UnexpectedEof,
-                    "the catalog copy closed the connection",
-                )));
-            }
+        match self.stream.next().await {
+            Ok(Some(item)) => Ok(item),
+            Ok(None) => Err(CatalogError::Io(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the catalog copy closed the connection",
+            ))),
+            Err(ReadError::Protocol(e)) => Err(e.into()),
+            Err(ReadError::Io(e)) => Err(e.into()),
         }
     }
 
     pub async fn send(&mut self, bytes: &[u8]) -> Result<(), CatalogError> {
-        self.stream.write_all(bytes).await?;
+        self.stream.get_mut().write_all(bytes).await?;
         Ok(())
     }
 
@@ -218,11 +168,11 @@ impl CatalogConn {
     /// it sat idle in the pool.
     pub fn is_alive(&self) -> bool {
         let mut probe = [0u8; 1];
-        matches!(self.stream.try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        matches!(self.stream.get_ref().try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
     /// True when the connection is between answers and can be reused.
     pub fn is_clean(&self) -> bool {
-        self.buf.is_empty() && self.scanner.at_boundary()
+        !self.stream.has_buffered() && self.stream.at_boundary()
     }
 }

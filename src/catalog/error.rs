@@ -14,10 +14,8 @@ pub enum CatalogError {
     },
     #[error("the catalog copy refused the login: {message} (SQLSTATE {code})")]
     Refused { code: String, message: String },
-    #[error("the catalog copy asked for authentication method {0}, which sluice does not support")]
-    UnsupportedAuth(i32),
-    #[error("SCRAM exchange with the catalog copy failed: {0}")]
-    Scram(std::io::Error),
+    #[error("cannot log in to the catalog copy: {0}")]
+    Login(#[from] crate::protocol::login::LoginError),
     #[error("the catalog copy is out of use for {0:?} after failing")]
     Resting(std::time::Duration),
     #[error("no catalog connection was free within {0:?}")]

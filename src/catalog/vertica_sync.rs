@@ -31,7 +31,7 @@ use super::shape::{quote_ident, quote_literal};
 use super::sync::{SyncError, SyncReport};
 use super::{CatalogError, CatalogPool};
 use crate::config::{Catalog, Config, Dialect};
-use crate::protocol::{backend, vertica};
+use crate::protocol::{backend, frontend, vertica};
 
 /// The v_catalog tables clients read (vertica-protocol.md §6).
 pub const TABLES: &[&str] = &[
@@ -396,10 +396,7 @@ async fn copy_table(
         if let Some(e) = &error {
             // CopyFail: the copy rolls the COPY back.
             let mut fail = BytesMut::new();
-            fail.put_u8(b'f');
-            fail.put_i32(4 + e.len() as i32 + 1);
-            fail.put_slice(e.as_bytes());
-            fail.put_u8(0);
+            frontend::encode_copy_fail(&mut fail, e);
             copy.send(&fail).await.map_err(copy_failed)?;
             let _ = finish_copy(copy, table).await;
         } else {
@@ -441,9 +438,7 @@ async fn send_copy_data(copy: &mut CatalogConn, data: &mut BytesMut) -> Result<(
         return Ok(());
     }
     let mut msg = BytesMut::with_capacity(data.len() + 5);
-    msg.put_u8(b'd');
-    msg.put_i32(4 + data.len() as i32);
-    msg.put_slice(data);
+    frontend::encode_copy_data(&mut msg, data);
     data.clear();
     copy.send(&msg).await.map_err(copy_failed)
 }

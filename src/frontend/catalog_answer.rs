@@ -22,7 +22,7 @@ use super::observe::SessionObserver;
 use super::owed::NodeProgress;
 use super::router::{Batch, Router};
 use crate::catalog::{CatalogConn, CatalogError, CatalogPool, Lease};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, QueryEnd, Route};
 use crate::protocol::frame::{Frame, Item};
 use crate::protocol::{ProtocolError, backend, frontend};
 
@@ -186,7 +186,7 @@ pub(super) async fn answer_from_catalog(
             pool.give_back(lease, true);
             lookup
                 .metrics
-                .query_finished(crate::metrics::Route::Catalog, started.elapsed());
+                .query_finished(QueryEnd::Answered(Route::Catalog), started.elapsed());
         }
         Err(CatalogMiss::Unanswered(CatalogError::Io(_))) | Err(CatalogMiss::Broken(_)) => {
             // The connection is gone or mid-answer: not reusable.
@@ -241,7 +241,7 @@ async fn exchange(
         request.extend_from_slice(frame.raw());
     }
     if lookup.hide_ready {
-        request.extend_from_slice(&[frontend::SYNC, 0, 0, 0, 4]);
+        request.extend_from_slice(&frontend::SYNC_MESSAGE);
     }
     tokio::time::timeout_at(deadline, conn.send(&request))
         .await

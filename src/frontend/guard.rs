@@ -25,7 +25,7 @@ use crate::cancel::CancelRegistry;
 use crate::classify::fingerprint::mask;
 use crate::classify::{Action, Classification, Fingerprint, RuleSet, SessionInfo, Verdict};
 use crate::config::Config;
-use crate::metrics::{Metrics, Route};
+use crate::metrics::{Metrics, QueryEnd};
 use crate::protocol::backend::ErrorFields;
 use crate::protocol::sqlstate;
 use crate::stats::{self, Outcome, QueryStats};
@@ -256,7 +256,7 @@ impl QueryGuard {
             Action::Reject => {
                 tracing::info!(rule = &*v.rule, user = self.user, application = self.application,
                     %fingerprint, "a rule rejected a query");
-                self.metrics.query_routed(Route::Rejected);
+                self.metrics.query_routed(QueryEnd::Rejected);
                 for c in checked {
                     self.stats.record(stats::Execution {
                         fingerprint: c.class.fingerprint,

@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use super::owed::{Done, Kind};
 use crate::backend::Node;
-use crate::metrics::{Metrics, Route};
+use crate::metrics::{Metrics, QueryEnd, Route};
 use crate::protocol::backend::{self, TransactionStatus};
 use crate::registry::{ClientState, SessionEntry};
 
@@ -61,9 +61,9 @@ impl SessionObserver {
             return;
         }
         let route = if done.cancelled {
-            Route::Cancelled
+            QueryEnd::Cancelled
         } else {
-            Route::Node
+            QueryEnd::Answered(Route::Node)
         };
         self.metrics
             .query_finished(route, at.saturating_duration_since(done.started));

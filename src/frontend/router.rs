@@ -30,13 +30,6 @@ use crate::protocol::frontend::{self, ParseParts};
 /// resists crafted collisions at a fraction of SipHash's cost per lookup.
 type Names = foldhash::fast::RandomState;
 
-/// Where a batch goes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Dest {
-    Node,
-    Catalog,
-}
-
 /// A closing name no statement has: Close of it is answered by CloseComplete
 /// and changes nothing.
 const ABSENT: &str = "sluice_absent";
@@ -403,29 +396,34 @@ impl Router {
     /// The messages to send the node for `batch`: statements the node lacks
     /// are prepared first.
     pub fn node_plan(&mut self, batch: Batch) -> Plan {
+        // Usually nothing changes: the batch's own vector goes as it is.
+        let mut frames = batch.frames;
         let mut ahead = Vec::new();
-        let mut frames = Vec::with_capacity(batch.frames.len());
         let mut hidden_answers = 0;
         let mut hidden_closes = 0;
-        for frame in batch.frames {
+        let mut i = 0;
+        while i < frames.len() {
+            let frame = &frames[i];
             match frame.tag() {
                 frontend::PARSE => {
                     if let Ok(p) = frontend::parse_parts(frame.body())
                         && let Some(s) = self.statements.get_mut(p.name)
                     {
+                        s.on_node = true;
                         if std::mem::take(&mut s.stale_on_node) {
-                            frames.push(frontend::encode_target(
+                            let close = frontend::encode_target(
                                 frontend::CLOSE,
                                 b'S',
                                 &String::from_utf8_lossy(p.name),
-                            ));
+                            );
+                            frames.insert(i, close);
                             hidden_closes += 1;
+                            i += 1;
                         }
-                        s.on_node = true;
                     }
                 }
                 frontend::BIND | frontend::DESCRIBE => {
-                    if let Some(name) = statement_named(&frame)
+                    if let Some(name) = statement_named(frame)
                         && let Some(s) = self.statements.get_mut(name)
                         && !s.on_node
                     {
@@ -448,15 +446,13 @@ impl Router {
                         && !s.on_node
                         && !s.stale_on_node
                     {
-                        frames.push(frontend::encode_target(frontend::CLOSE, b'S', ABSENT));
-                        continue;
+                        frames[i] = frontend::encode_target(frontend::CLOSE, b'S', ABSENT);
                     }
                 }
                 _ => {}
             }
-            frames.push(frame);
+            i += 1;
         }
-        // Usually nothing goes ahead: no second vector then.
         let frames = if ahead.is_empty() {
             frames
         } else {

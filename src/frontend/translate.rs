@@ -39,8 +39,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 
-use bytes::{BufMut, BytesMut};
-use postgres_protocol::authentication::sasl::{ChannelBinding, SCRAM_SHA_256, ScramSha256};
+use bytes::BytesMut;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::net::{MessageStream, ReadError, ReadHalf};
@@ -48,13 +47,14 @@ use crate::protocol::backend::{self, ErrorFields, TransactionStatus};
 use crate::protocol::frame::{Frame, Treatment};
 use crate::protocol::startup::{CancelKey, StartupMessage};
 use crate::protocol::vertica::{self, Conversions};
-use crate::protocol::{ProtocolError, frontend};
+use crate::protocol::{ProtocolError, frontend, login};
 
 use super::catalog_answer::Answers;
 use super::downstream::{ClientWriter, End, NodeSide};
 use super::owed::{Kind, NodeProgress, Sent};
 use super::router::{Batch, Plan, Router};
 use super::upstream::ClientSide;
+use super::vertica_sql;
 
 /// The savepoint each statement of a Vertica client's transaction runs
 /// under, so that its failure rolls back only itself, as on Vertica.
@@ -331,6 +331,12 @@ async fn expect_password(client: &mut MessageStream<ReadHalf>) -> Result<Frame, 
 }
 
 /// The login, up to the node's AuthenticationOk (forwarded).
+///
+/// Cleartext and MD5 requests are relayed (Vertica's MD5 request carries
+/// a user salt too, which MD5 does not use, §2). A SCRAM request (codes
+/// 10–12 mean other things to Vertica drivers) is answered by sluice itself
+/// ([`login::Answerer`]), with the password it asks the client for in
+/// cleartext.
 pub(super) async fn authenticate(
     node: &mut MessageStream<ReadHalf>,
     node_wr: &mut (impl AsyncWrite + Unpin),
@@ -339,112 +345,66 @@ pub(super) async fn authenticate(
     user: &str,
     client_tls: bool,
 ) -> Result<(), End> {
-    let mut scram: Option<ScramSha256> = None;
+    let mut answerer = login::Answerer::default();
+    let mut password: Option<Vec<u8>> = None;
     loop {
         let frame = node_frame(node).await?;
         match frame.tag() {
             backend::AUTHENTICATION => {
-                let body = frame.body();
-                match backend::auth_code(body) {
-                    backend::AUTH_OK => {
-                        client_wr.write_all(frame.raw()).await.map_err(End::Io)?;
+                let request = login::request(frame.body(), false);
+                let mut out = BytesMut::new();
+                match request {
+                    login::Request::Ok => {
+                        client_wr.write_all(frame.raw()).await?;
                         return Ok(());
                     }
-                    backend::AUTH_CLEARTEXT => {
-                        client_wr.write_all(frame.raw()).await.map_err(End::Io)?;
+                    login::Request::Cleartext => {
+                        client_wr.write_all(frame.raw()).await?;
                         let p = expect_password(client).await?;
-                        node_wr.write_all(p.raw()).await.map_err(End::Io)?;
+                        node_wr.write_all(p.raw()).await?;
+                        continue;
                     }
-                    backend::AUTH_MD5 => {
-                        // Vertica's MD5 request also carries a 16-byte user
-                        // salt, which MD5 does not use (§2).
-                        let mut out = BytesMut::new();
-                        out.put_u8(backend::AUTHENTICATION);
-                        out.put_i32(4 + 4 + 4 + 4 + 16);
-                        out.put_i32(5);
-                        out.put_slice(body.get(4..8).unwrap_or(&[0; 4]));
-                        out.put_i32(16);
-                        out.put_slice(&[0; 16]);
-                        client_wr.write_all(&out).await.map_err(End::Io)?;
+                    login::Request::Md5 { salt } => {
+                        vertica::encode_md5_request(&mut out, salt);
+                        client_wr.write_all(&out).await?;
                         let p = expect_password(client).await?;
-                        node_wr.write_all(p.raw()).await.map_err(End::Io)?;
+                        node_wr.write_all(p.raw()).await?;
+                        continue;
                     }
-                    backend::AUTH_SASL => {
-                        let offered = body[4..]
-                            .split(|b| *b == 0)
-                            .any(|m| m == SCRAM_SHA_256.as_bytes());
-                        if !offered {
-                            return Err(End::Auth(
-                                "the warehouse node offers no SASL mechanism sluice can use for a Vertica client".into(),
-                            ));
-                        }
+                    login::Request::Sasl { .. } if password.is_none() => {
                         if !client_tls {
                             tracing::warn!(
                                 user,
                                 "asking a Vertica client for its password in cleartext over an unencrypted connection (the node wants SCRAM); enable [server.tls]"
                             );
                         }
-                        // Vertica drivers do not know SCRAM: ask for the
-                        // password and do the exchange with the node here.
-                        let mut out = BytesMut::new();
-                        out.put_u8(backend::AUTHENTICATION);
-                        out.put_i32(8);
-                        out.put_i32(3);
-                        client_wr.write_all(&out).await.map_err(End::Io)?;
+                        backend::encode_authentication_request(&mut out, backend::AUTH_CLEARTEXT);
+                        client_wr.write_all(&out).await?;
+                        out.clear();
                         let p = expect_password(client).await?;
-                        let password = p.body().strip_suffix(&[0]).unwrap_or(p.body());
-                        let s = ScramSha256::new(password, ChannelBinding::unsupported());
-                        let mut out = BytesMut::new();
-                        frontend::encode_sasl_initial_response(
-                            &mut out,
-                            SCRAM_SHA_256,
-                            s.message(),
-                        );
-                        node_wr.write_all(&out).await.map_err(End::Io)?;
-                        scram = Some(s);
+                        password = Some(p.body().strip_suffix(&[0]).unwrap_or(p.body()).to_vec());
                     }
-                    backend::AUTH_SASL_CONTINUE => {
-                        let s = scram.as_mut().ok_or(End::Auth(
-                            "the warehouse node continued a SASL exchange that never started"
-                                .into(),
-                        ))?;
-                        s.update(&body[4..]).map_err(|e| {
-                            End::Auth(format!(
-                                "SCRAM exchange with the warehouse node failed: {e}"
-                            ))
-                        })?;
-                        let mut out = BytesMut::new();
-                        frontend::encode_sasl_response(&mut out, s.message());
-                        node_wr.write_all(&out).await.map_err(End::Io)?;
-                    }
-                    backend::AUTH_SASL_FINAL => {
-                        let mut s = scram.take().ok_or(End::Auth(
-                            "the warehouse node finished a SASL exchange that never started".into(),
-                        ))?;
-                        s.finish(&body[4..]).map_err(|e| {
-                            End::Auth(format!(
-                                "the warehouse node's SCRAM signature is wrong: {e}"
-                            ))
-                        })?;
-                    }
-                    code => {
-                        return Err(End::Auth(format!(
-                            "the warehouse node asks for authentication method {code}, which sluice cannot offer a Vertica client"
-                        )));
-                    }
+                    _ => {}
+                }
+                let secret = password.as_deref().unwrap_or_default();
+                answerer
+                    .answer(&request, user.as_bytes(), secret, &mut out)
+                    .map_err(|e| End::Auth(format!("the warehouse node's login: {e}")))?;
+                if !out.is_empty() {
+                    node_wr.write_all(&out).await?;
                 }
             }
             backend::ERROR_RESPONSE => {
                 let e = vertica::error_to_vertica(frame.tag(), frame.body())
                     .map_err(End::NodeProtocol)?;
-                client_wr.write_all(e.raw()).await.map_err(End::Io)?;
+                client_wr.write_all(e.raw()).await?;
                 return Err(End::Refused);
             }
             vertica::NEGOTIATE_PROTOCOL_VERSION => {}
             backend::NOTICE_RESPONSE => {
                 let n = vertica::error_to_vertica(frame.tag(), frame.body())
                     .map_err(End::NodeProtocol)?;
-                client_wr.write_all(n.raw()).await.map_err(End::Io)?;
+                client_wr.write_all(n.raw()).await?;
             }
             _ => client_wr.write_all(frame.raw()).await?,
         }
@@ -569,7 +529,7 @@ impl ClientSide for Translation<'_> {
         let mut s = self.shared.lock().expect("session state");
         if tag == frontend::QUERY
             && let Ok(text) = frontend::query_text(frame.body())
-            && let Some(on) = super::vertica_sql::set_autocommit(text)
+            && let Some(on) = vertica_sql::set_autocommit(text)
         {
             s.autocommit = on;
             s.announce_autocommit = true;
@@ -583,12 +543,10 @@ impl ClientSide for Translation<'_> {
             // A statement parsed again under its name replaces the old one,
             // as in Vertica (vertica-python reuses "s0"): the router closes
             // the old one on the node first.
-            frontend::PARSE => {
-                super::vertica_sql::parse_to_postgres(frame.body()).map(|(f, name, t)| {
-                    self.tags.insert(name, t);
-                    f
-                })
-            }
+            frontend::PARSE => vertica_sql::parse_to_postgres(frame.body()).map(|(f, name, t)| {
+                self.tags.insert(name, t);
+                f
+            }),
             frontend::BIND => {
                 let (_, statement, _) = frontend::bind_names(frame.body())?;
                 s.binds.push_back(statement.to_vec());

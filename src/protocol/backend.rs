@@ -121,7 +121,12 @@ pub fn error_class(body: &[u8]) -> Option<[u8; 2]> {
 }
 
 pub fn encode_authentication_ok(buf: &mut BytesMut) {
-    write::message(buf, AUTHENTICATION, |b| b.put_i32(AUTH_OK));
+    encode_authentication_request(buf, AUTH_OK);
+}
+
+/// An Authentication message that is only its code (Ok, CleartextPassword).
+pub fn encode_authentication_request(buf: &mut BytesMut, code: i32) {
+    write::message(buf, AUTHENTICATION, |b| b.put_i32(code));
 }
 
 /// AuthenticationSASL offering the given mechanisms.

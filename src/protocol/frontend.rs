@@ -169,6 +169,16 @@ pub fn encode_sasl_response(buf: &mut BytesMut, data: &[u8]) {
     write::message(buf, PASSWORD, |b| b.put_slice(data));
 }
 
+/// CopyData: a piece of the COPY stream.
+pub fn encode_copy_data(buf: &mut BytesMut, data: &[u8]) {
+    write::message(buf, b'd', |b| b.put_slice(data));
+}
+
+/// CopyFail: the client gives up the COPY, saying why.
+pub fn encode_copy_fail(buf: &mut BytesMut, why: &str) {
+    write::message(buf, b'f', |b| write::cstr(b, why));
+}
+
 /// Raw bytes of a frame list, for writing in one go.
 pub fn concat(frames: &[Frame]) -> Bytes {
     let mut buf = BytesMut::with_capacity(frames.iter().map(|f| f.raw().len()).sum());

@@ -10,12 +10,15 @@
 //!   message (SSLRequest, CancelRequest, Vertica's LoadBalanceRequest, ...).
 //! * [`backend`]: messages servers send, and the ones sluice writes itself.
 //! * [`frontend`]: messages clients send.
+//! * [`login`]: the client side of a login: what each Authentication
+//!   request asks for, and the answer with a password (SCRAM included).
 //! * [`sqlstate`]: the SQLSTATE codes sluice reports.
 //! * [`vertica`]: Vertica's dialect, translated to and from PostgreSQL's.
 
 pub mod backend;
 pub mod frame;
 pub mod frontend;
+pub mod login;
 pub mod sqlstate;
 pub mod startup;
 pub mod vertica;

@@ -44,8 +44,9 @@ pub use describe::{
 };
 pub use error::error_to_vertica;
 pub use startup::{
-    LoadBalanceResponse, encode_auto_commit, encode_vertica_parameters, encode_vertica_startup,
-    negotiated_protocol, parameter_status, postgres_startup, requested_autocommit, sha512_password,
+    LoadBalanceResponse, encode_auto_commit, encode_md5_request, encode_vertica_parameters,
+    encode_vertica_startup, negotiated_protocol, parameter_status, postgres_startup,
+    requested_autocommit, sha512_password,
 };
 pub use values::{
     bytea_hex, bytea_to_vertica, data_row_to_vertica, data_row_values, vertica_unescape,

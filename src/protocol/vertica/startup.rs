@@ -14,6 +14,17 @@ use crate::protocol::write::{self, read_cstr};
 /// PostgreSQL refuse the login (§7, "unrecognized configuration parameter").
 const KEPT_PARAMETERS: &[&str] = &["user", "database"];
 
+/// Vertica's MD5 password request: PostgreSQL's salt, then a 16-byte user
+/// salt that MD5 does not use (§2; Vertica drivers read it).
+pub fn encode_md5_request(buf: &mut BytesMut, salt: [u8; 4]) {
+    write::message(buf, backend::AUTHENTICATION, |b| {
+        b.put_i32(backend::AUTH_MD5);
+        b.put_slice(&salt);
+        b.put_i32(16);
+        b.put_slice(&[0; 16]);
+    });
+}
+
 /// The StartupMessage (protocol 3.0) that stands for a Vertica client's
 /// startup towards PostgreSQL: user and database kept, `client_label` as
 /// `application_name`, and the output styles Vertica drivers parse.
