@@ -51,7 +51,9 @@ impl Hasher for PreHashed {
     }
 }
 
-type TextMap = DashMap<u64, (Box<str>, Arc<Classification>), BuildHasherDefault<PreHashed>>;
+/// Texts (and shapes) kept as bytes: a shape needs no UTF-8 check, which
+/// cost every query whose exact text the cache did not know.
+type TextMap = DashMap<u64, (Box<[u8]>, Arc<Classification>), BuildHasherDefault<PreHashed>>;
 
 pub struct ClassificationCache {
     /// By exact text.
@@ -111,7 +113,7 @@ impl ClassificationCache {
         }
         let key = self.hasher.hash_one(sql);
         if let Some(entry) = self.entries.get(&key)
-            && &*entry.0 == sql
+            && &*entry.0 == sql.as_bytes()
         {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return (entry.1.clone(), true);
@@ -119,7 +121,7 @@ impl ClassificationCache {
         let shape = super::fingerprint::shape(sql);
         let shape_key = self.hasher.hash_one(&shape);
         if let Some(entry) = self.shapes.get(&shape_key)
-            && *entry.0 == shape
+            && *entry.0 == *shape
         {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return (entry.1.clone(), true);
@@ -143,7 +145,7 @@ impl ClassificationCache {
                 &self.entries,
                 self.capacity,
                 key,
-                sql.into(),
+                sql.as_bytes().into(),
                 &classification,
             );
         }
@@ -176,7 +178,7 @@ fn insert_bounded(
     map: &TextMap,
     capacity: usize,
     key: u64,
-    text: Box<str>,
+    text: Box<[u8]>,
     classification: &Arc<Classification>,
 ) {
     if map.len() >= capacity {

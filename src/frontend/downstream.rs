@@ -255,9 +255,14 @@ impl<N: NodeSide> Downstream<'_, N> {
                 self.progress.answered(pass.catalog_changed, pass.rewatch);
             }
             if !out.is_empty() {
+                // Uncontended but for a catalog answer: taking the lock
+                // without a future is the cheap path.
                 let mut wr = match held.take() {
                     Some(guard) => guard,
-                    None => client_wr.lock().await,
+                    None => match client_wr.try_lock() {
+                        Ok(guard) => guard,
+                        Err(_) => client_wr.lock().await,
+                    },
                 };
                 self.unsent = std::mem::take(&mut out);
                 if let Err(e) = wr.write_all(&self.unsent).await {
@@ -273,8 +278,9 @@ impl<N: NodeSide> Downstream<'_, N> {
             if !done.is_empty() {
                 let at = Instant::now();
                 for d in done.drain(..) {
-                    self.guard.record(&d, at);
-                    self.observer.finished(&d, at);
+                    let elapsed = at.saturating_duration_since(d.started);
+                    self.guard.record(&d, at, elapsed);
+                    self.observer.finished(&d, elapsed);
                 }
             }
             if let Some(status) = pass.settled {

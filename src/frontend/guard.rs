@@ -345,9 +345,9 @@ impl QueryGuard {
         notice
     }
 
-    /// A batch of the client's ended at `at` (its ReadyForQuery): its
-    /// statistics, if it executed anything.
-    pub(super) fn record(&self, done: &Done, at: Instant) {
+    /// A batch of the client's ended at `at` (its ReadyForQuery), `elapsed`
+    /// after it was sent: its statistics, if it executed anything.
+    pub(super) fn record(&self, done: &Done, at: Instant, elapsed: Duration) {
         let Some(execution) = &done.execution else {
             return;
         };
@@ -361,7 +361,7 @@ impl QueryGuard {
             user: &self.user,
             application: &self.application,
             text: &execution.text,
-            duration: at.saturating_duration_since(done.started),
+            duration: elapsed,
             finished: at,
             rows: done.rows,
             bytes: done.bytes,

@@ -11,7 +11,7 @@
 //! the queue of what the node owes ([`super::owed`]).
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::Duration;
 
 use super::owed::{Done, Kind};
 use crate::backend::Node;
@@ -53,10 +53,10 @@ impl SessionObserver {
         self.entry.set_state(ClientState::Active);
     }
 
-    /// A batch ended at `at` (its ReadyForQuery): a client's is a query
+    /// A batch ended `elapsed` after it was sent: a client's is a query
     /// answered by the node, or cancelled by a rule's watchdog (counted
     /// there, once).
-    pub(super) fn finished(&self, done: &Done, at: Instant) {
+    pub(super) fn finished(&self, done: &Done, elapsed: Duration) {
         if done.kind != Kind::Client {
             return;
         }
@@ -65,8 +65,7 @@ impl SessionObserver {
         } else {
             QueryEnd::Answered(Route::Node)
         };
-        self.metrics
-            .query_finished(route, at.saturating_duration_since(done.started));
+        self.metrics.query_finished(route, elapsed);
         self.node.metrics().query();
     }
 
