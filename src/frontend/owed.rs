@@ -12,7 +12,7 @@
 //! whether the connection is fit to keep.
 //!
 //! No sockets, no clock, no locks: the session keeps it behind one mutex
-//! ([`super::catalog_answer::NodeProgress`]) and the unit tests below feed
+//! ([`NodeProgress`]) and the unit tests below feed
 //! it tags.
 
 use std::collections::VecDeque;

@@ -1,4 +1,8 @@
-//! A Vertica client answered by a PostgreSQL node: the translating relay.
+//! What is Vertica's in a session of a Vertica client answered by a
+//! PostgreSQL node: the login carried through, [`Translation`] for the
+//! client direction and [`Conversion`] for the node direction. The session
+//! itself — open, both loops, finish — is the one every client gets
+//! ([`super::session`], [`super::upstream`], [`super::downstream`]).
 //!
 //! When `warehouse.dialect = "postgres"` and a Vertica driver connects, the
 //! whole session is translated (vertica-protocol.md §5.2, with
@@ -13,15 +17,16 @@
 //! * client to node: Parse (`?` numbered), Bind (type OIDs dropped, text
 //!   results), `SET SESSION AUTOCOMMIT`, and a hidden `BEGIN` ahead of the
 //!   first statement after a transaction when autocommit is off (Vertica's
-//!   default; PostgreSQL would commit each statement);
+//!   default; PostgreSQL would commit each statement), and in a transaction
+//!   each statement under a hidden savepoint, so that an error rolls back
+//!   only its statement, as on Vertica;
 //! * node to client: RowDescription and ParameterDescription in Vertica's
 //!   layout, a CommandDescription after each Describe of a statement, errors
 //!   without PostgreSQL's `V` field, bytea values octal-escaped, and DML
 //!   answered with Vertica's row-count result (`OUTPUT`);
 //! * rules, the watchdog and statistics: each batch is screened by the same
-//!   [`QueryGuard`] and [`Screening`] as a PostgreSQL session's before it
-//!   goes anywhere, in the client direction both share
-//!   ([`super::upstream`]; [`Translation`] is what is Vertica's in it).
+//!   guard as a PostgreSQL session's before it goes anywhere, in the client
+//!   direction both share.
 //!
 //! Unlike the plain relay, both directions inspect every message (COPY data
 //! from the client excepted): rows must be looked at to be converted.

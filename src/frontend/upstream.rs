@@ -6,8 +6,9 @@
 //! them into batches, and decides each batch's fate in one place: the rules
 //! ([`Screening`]) may answer it here, the catalog copy may answer a lookup
 //! ([`super::catalog_answer`]), and otherwise it is queued for the node,
-//! with what the node direction needs to know of it ([`NodeProgress`], the
-//! [`QueryGuard`]).
+//! with what the node direction needs to know of it: an entry in what the
+//! node owes ([`NodeProgress`]), with what it executes and its budget from
+//! the [`QueryGuard`].
 //!
 //! What a Vertica client needs on top of the PostgreSQL protocol is behind
 //! one small trait, [`ClientSide`]: a generic parameter, not a trait
