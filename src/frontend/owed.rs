@@ -149,6 +149,10 @@ pub(super) struct Owed {
     /// back to it first, and meanwhile the client is shown `T`, as Vertica
     /// would.
     rollback_owed: bool,
+    /// A query of sluice's own failed (a cancel landed on it, a savepoint
+    /// was missing): the savepoint cannot be trusted, so the transaction's
+    /// failure is the client's to see, until it ends.
+    hidden_failed: bool,
 }
 
 impl Owed {
@@ -160,6 +164,7 @@ impl Owed {
             status: TransactionStatus::Idle,
             ddl_since_idle: false,
             rollback_owed: false,
+            hidden_failed: false,
         };
         owed.send(
             Kind::Startup,
@@ -269,11 +274,11 @@ impl Owed {
         match tag {
             backend::ERROR_RESPONSE => {
                 if front.kind == Kind::Hidden {
-                    return if backend::is_fatal(body) {
-                        Action::Relay
-                    } else {
-                        Action::Hide
-                    };
+                    if backend::is_fatal(body) {
+                        return Action::Relay;
+                    }
+                    self.hidden_failed = true;
+                    return Action::Hide;
                 }
                 front.error = true;
                 let cancelled = front.fired
@@ -290,7 +295,9 @@ impl Owed {
             _ if front.kind == Kind::Hidden => {
                 // Notices and notifications are the session's, whoever asked.
                 match tag {
-                    backend::NOTICE_RESPONSE | backend::NOTIFICATION_RESPONSE => Action::Relay,
+                    backend::NOTICE_RESPONSE
+                    | backend::NOTIFICATION_RESPONSE
+                    | backend::PARAMETER_STATUS => Action::Relay,
                     _ => Action::Hide,
                 }
             }
@@ -326,7 +333,10 @@ impl Owed {
             front.sent.readies = front.sent.readies.saturating_sub(1);
             hide = front.kind == Kind::Hidden;
             self.ddl_since_idle |= front.sent.ddl;
-            if front.sent.statement_level && status == TransactionStatus::Failed {
+            if front.sent.statement_level
+                && status == TransactionStatus::Failed
+                && !self.hidden_failed
+            {
                 self.rollback_owed = true;
             }
             if front.sent.readies == 0 {
@@ -353,6 +363,9 @@ impl Owed {
             // A rollback of the whole transaction (or its commit) ends the
             // statement's failure with it.
             self.rollback_owed = false;
+        }
+        if status == TransactionStatus::Idle {
+            self.hidden_failed = false;
         }
         Ready {
             shown: self.shown_status(),
@@ -582,6 +595,8 @@ mod tests {
     fn a_failed_statement_under_a_savepoint_shows_the_transaction_going() {
         let mut owed = logged_in();
         let mut done = Vec::new();
+        // sluice's SAVEPOINT ahead of the statement, then the statement.
+        owed.send(Kind::Hidden, query(1), T0());
         owed.send(
             Kind::Client,
             Sent {
@@ -590,17 +605,59 @@ mod tests {
             },
             T0(),
         );
-        owed.send(Kind::Hidden, query(1), T0());
+        assert_eq!(owed.message(b'C', b"SAVEPOINT\0"), Action::Hide);
+        assert!(owed.ready(InTransaction, 0, &mut done).hide);
         owed.message(b'E', &error("22012", "ERROR"));
         let r = owed.ready(Failed, 0, &mut done);
         assert_eq!((r.shown, r.hide), (InTransaction, false));
-        // The savepoint's release fails too; hidden.
-        assert_eq!(owed.message(b'E', &error("25P02", "ERROR")), Action::Hide);
-        assert_eq!(owed.ready(Failed, 0, &mut done).shown, InTransaction);
         assert_eq!(owed.shown_status(), InTransaction);
         assert!(!owed.catalog_may_answer());
         assert!(owed.take_rollback());
         assert!(!owed.take_rollback(), "the duty is taken once");
+    }
+
+    #[test]
+    fn a_failed_query_of_sluices_leaves_the_failure_to_the_client() {
+        let mut owed = logged_in();
+        let mut done = Vec::new();
+        // A cancel landed on sluice's SAVEPOINT: the statement after it
+        // fails with 25P02, and no savepoint can be trusted to roll back to.
+        owed.send(Kind::Hidden, query(1), T0());
+        owed.send(
+            Kind::Client,
+            Sent {
+                statement_level: true,
+                ..query(1)
+            },
+            T0(),
+        );
+        assert_eq!(owed.message(b'E', &error("57014", "ERROR")), Action::Hide);
+        owed.ready(Failed, 0, &mut done);
+        assert_eq!(owed.message(b'E', &error("25P02", "ERROR")), Action::Relay);
+        assert_eq!(owed.ready(Failed, 0, &mut done).shown, Failed);
+        assert!(!owed.take_rollback());
+        // The client rolls back; the next transaction starts clean.
+        owed.send(Kind::Client, query(1), T0());
+        owed.ready(Idle, 0, &mut done);
+        owed.send(Kind::Hidden, query(1), T0());
+        owed.send(
+            Kind::Client,
+            Sent {
+                statement_level: true,
+                ..query(1)
+            },
+            T0(),
+        );
+        owed.ready(InTransaction, 0, &mut done);
+        owed.message(b'E', &error("22012", "ERROR"));
+        assert_eq!(owed.ready(Failed, 0, &mut done).shown, InTransaction);
+    }
+
+    #[test]
+    fn parameter_status_reaches_the_client_whoever_asked() {
+        let mut owed = logged_in();
+        owed.send(Kind::Hidden, query(1), T0());
+        assert_eq!(owed.message(b'S', b"TimeZone\0UTC\0"), Action::Relay);
     }
 
     #[test]

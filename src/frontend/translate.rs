@@ -425,9 +425,9 @@ fn starts_work(tag: u8) -> bool {
     )
 }
 
-/// Statements that begin or end a transaction or manage savepoints: they
-/// run as they are, never under sluice's own savepoint (a client's
-/// savepoints would be released with it).
+/// Statements that begin or end a transaction, manage savepoints or set
+/// how the transaction runs: they run as they are, never under sluice's own
+/// savepoint (a client's savepoints would be released with it).
 fn controls_transaction(batch: &Batch) -> bool {
     batch.frames.iter().any(|frame| {
         let text = match frame.tag() {
@@ -449,6 +449,9 @@ fn controls_transaction(batch: &Batch) -> bool {
             "savepoint",
             "release",
             "prepare",
+            // SET TRANSACTION ... must not run in a subtransaction; no SET
+            // needs statement-level rollback.
+            "set",
         ]
         .iter()
         .any(|w| word.eq_ignore_ascii_case(w))
@@ -492,10 +495,11 @@ pub(super) struct Translation<'a> {
     /// Statement name → command tag, for CommandDescription.
     tags: HashMap<Vec<u8>, String>,
     /// A batch up to Flush went under sluice's savepoint: the batch that
-    /// syncs it releases it.
+    /// syncs it ends the statement.
     savepoint_open: bool,
-    /// The batch just planned runs under sluice's savepoint, to release after it.
-    release_after: bool,
+    /// A statement ran under sluice's savepoint: the next batch releases it
+    /// (or rolls back to it) first.
+    release_owed: bool,
 }
 
 impl<'a> Translation<'a> {
@@ -504,7 +508,7 @@ impl<'a> Translation<'a> {
             shared,
             tags: HashMap::new(),
             savepoint_open: false,
-            release_after: false,
+            release_owed: false,
         }
     }
 
@@ -620,8 +624,15 @@ impl ClientSide for Translation<'_> {
             (owed.status(), owed.take_rollback())
         };
         let mut ahead: Vec<String> = Vec::new();
+        // The last statement's savepoint goes first: rolled back to when the
+        // statement failed, released when it did not. Never right after the
+        // statement itself, where a COPY's data must follow it.
         if rollback {
             ahead.push(format!("ROLLBACK TO SAVEPOINT {SAVEPOINT}"));
+        }
+        if std::mem::take(&mut self.release_owed)
+            && (rollback || status == TransactionStatus::InTransaction)
+        {
             ahead.push(format!("RELEASE SAVEPOINT {SAVEPOINT}"));
         }
         let mut statement_level = false;
@@ -646,18 +657,10 @@ impl ClientSide for Translation<'_> {
         if !ahead.is_empty() {
             hidden_query(&ahead.join("; "), out, progress);
         }
-        self.release_after = statement_level;
+        self.release_owed |= statement_level;
         let mut plan = router.node_plan(batch);
         plan.statement_level = statement_level;
         plan
-    }
-
-    /// The statement's savepoint is released after it (when it failed, the
-    /// release fails too, hidden, and the next batch rolls back to it).
-    fn after_batch(&mut self, out: &mut BytesMut, progress: &NodeProgress) {
-        if std::mem::take(&mut self.release_after) {
-            hidden_query(&format!("RELEASE SAVEPOINT {SAVEPOINT}"), out, progress);
-        }
     }
 
     fn catalog_answers(&mut self) -> impl Answers + Send + '_ {

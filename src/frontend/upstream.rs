@@ -94,10 +94,6 @@ pub(super) trait ClientSide {
         progress: &NodeProgress,
     ) -> Plan;
 
-    /// The batch planned last went to `out`: anything of the session's own
-    /// that must follow it.
-    fn after_batch(&mut self, _out: &mut BytesMut, _progress: &NodeProgress) {}
-
     /// How the catalog copy's answer to the next batch reaches the client.
     fn catalog_answers(&mut self) -> impl Answers + Send + '_;
 }
@@ -357,7 +353,6 @@ impl<C: ClientSide> Upstream<'_, C> {
             execution: self.guard.execution(&checked, budget),
         };
         self.progress.send(Kind::Client, sent, now);
-        self.client.after_batch(out, self.progress);
     }
 }
 

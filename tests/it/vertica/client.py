@@ -225,6 +225,17 @@ def statement_rollback():
         assert count() == 3, "ROLLBACK left rows behind"
         cur.execute("SELECT count(*) FROM vp_stmt")
         assert cur.fetchall() == [[3]]
+        # COPY in the transaction: its data follows the statement, nothing
+        # of sluice's comes between them.
+        cur.copy("COPY vp_stmt FROM STDIN", "100\n101\n")
+        cur.execute("SELECT count(*) FROM vp_stmt")
+        assert cur.fetchall() == [[5]], "COPY in a transaction"
+        conn.rollback()
+        # Statements that set how the transaction runs run as they are.
+        cur.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        cur.execute("SHOW transaction_isolation")
+        assert cur.fetchall() == [["repeatable read"]]
+        conn.rollback()
         # The client's own savepoints keep working beside sluice's.
         cur.execute("INSERT INTO vp_stmt VALUES (6)")
         cur.execute("SAVEPOINT mine")
