@@ -345,6 +345,9 @@ impl<N: NodeSide> Downstream<'_, N> {
                     pass.catalog_changed |= ready.catalog_changed;
                     pass.rewatch |= ready.rewatch;
                     if !ready.hide {
+                        if let Some(answer) = &ready.answer_ahead {
+                            out.extend_from_slice(answer);
+                        }
                         self.side.ready(out);
                         if ready.shown == status {
                             out.extend_from_slice(frame.raw());

@@ -68,6 +68,10 @@ pub(super) struct Sent {
     /// transaction): when it fails, the transaction goes on.
     pub statement_level: bool,
     pub execution: Option<Execution>,
+    /// sluice's own answer to part of the batch (a rule's rejection of what
+    /// followed a Flush), in the client's terms: it goes just ahead of the
+    /// batch's ReadyForQuery, after the node's answers to what it holds.
+    pub answer_ahead: Option<bytes::Bytes>,
 }
 
 /// One batch whose answers have not all arrived.
@@ -124,6 +128,8 @@ pub(super) struct Ready {
     /// The watchdog must look again: the running batch changed and a
     /// budget came or went with it.
     pub rewatch: bool,
+    /// sluice's own answer to write just ahead of this ReadyForQuery.
+    pub answer_ahead: Option<bytes::Bytes>,
 }
 
 /// The watchdog's view of the running batch.
@@ -198,6 +204,9 @@ impl Owed {
             last.sent.hidden_close_completes += sent.hidden_close_completes;
             last.sent.ddl |= sent.ddl;
             last.sent.statement_level |= sent.statement_level;
+            if last.sent.answer_ahead.is_none() {
+                last.sent.answer_ahead = sent.answer_ahead;
+            }
             return watched;
         }
         self.next_id += 1;
@@ -328,9 +337,13 @@ impl Owed {
         self.status = status;
         let mut hide = false;
         let mut rewatch = false;
+        let mut answer_ahead = None;
         if let Some(front) = self.queue.front_mut() {
             front.bytes += bytes;
             front.sent.readies = front.sent.readies.saturating_sub(1);
+            if front.sent.readies == 0 {
+                answer_ahead = front.sent.answer_ahead.take();
+            }
             hide = front.kind == Kind::Hidden;
             self.ddl_since_idle |= front.sent.ddl;
             if front.sent.statement_level
@@ -372,6 +385,7 @@ impl Owed {
             hide,
             catalog_changed,
             rewatch,
+            answer_ahead,
         }
     }
 
@@ -651,6 +665,28 @@ mod tests {
         owed.ready(InTransaction, 0, &mut done);
         owed.message(b'E', &error("22012", "ERROR"));
         assert_eq!(owed.ready(Failed, 0, &mut done).shown, InTransaction);
+    }
+
+    #[test]
+    fn sluices_answer_to_part_of_a_batch_goes_ahead_of_its_ready_for_query() {
+        let mut owed = logged_in();
+        let mut done = Vec::new();
+        // Parse/Describe/Flush went to the node; the Bind/Execute/Sync a
+        // rule rejected becomes a Sync whose answer carries the rejection.
+        owed.send(Kind::Client, Sent::default(), T0());
+        owed.send(
+            Kind::Client,
+            Sent {
+                readies: 1,
+                answer_ahead: Some(bytes::Bytes::from_static(b"E...")),
+                ..Sent::default()
+            },
+            T0(),
+        );
+        assert_eq!(owed.message(b'1', b""), Action::Relay);
+        let r = owed.ready(Idle, 0, &mut done);
+        assert_eq!(r.answer_ahead.as_deref(), Some(&b"E..."[..]));
+        assert!(owed.is_empty());
     }
 
     #[test]

@@ -240,8 +240,17 @@ impl<C: ClientSide> Upstream<'_, C> {
         match end {
             AnswerEnd::AtSync => {}
             AnswerEnd::SyncNode => {
+                // The node still answers what it holds (up to a Flush, some
+                // of it maybe not yet): the rejection goes to the client
+                // after those answers, just ahead of the Sync's ReadyForQuery.
                 out.extend_from_slice(&frontend::SYNC_MESSAGE);
-                self.asked_node(1);
+                self.observer.asked();
+                let sent = Sent {
+                    readies: 1,
+                    answer_ahead: Some(std::mem::take(&mut answer).freeze()),
+                    ..Sent::default()
+                };
+                self.progress.send(Kind::Client, sent, Instant::now());
             }
             AnswerEnd::Ready => {
                 let status = self.progress.owed().shown_status();
@@ -351,6 +360,7 @@ impl<C: ClientSide> Upstream<'_, C> {
             ddl,
             statement_level: plan.statement_level,
             execution: self.guard.execution(&checked, budget),
+            answer_ahead: None,
         };
         self.progress.send(Kind::Client, sent, now);
     }

@@ -471,3 +471,64 @@ async fn reload_changes_the_active_rules() {
     let third = sluice.client().await;
     refused(&third, "SELECT * FROM pg_class").await;
 }
+
+/// A driver pipelining a prepare up to Flush and then a batch a rule
+/// rejects: sluice's rejection reaches the client after the node's answers
+/// to the prepare, just ahead of the Sync's ReadyForQuery, in protocol order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rejection_after_a_flush_follows_the_nodes_answers() {
+    let node = node("rules-after-flush");
+    prepare(&node).await;
+    let sluice = Sluice::start(&[&node], &setup(RULES));
+    let port = sluice.port;
+    tokio::task::spawn_blocking(move || {
+        use std::io::Write;
+        let mut session = RawSession::open(port);
+        fn message(tag: u8, body: &[u8]) -> Vec<u8> {
+            let mut m = vec![tag];
+            m.extend_from_slice(&((body.len() + 4) as i32).to_be_bytes());
+            m.extend_from_slice(body);
+            m
+        }
+        let parse = |name: &str, sql: &str| {
+            let mut b = Vec::new();
+            b.extend_from_slice(name.as_bytes());
+            b.push(0);
+            b.extend_from_slice(sql.as_bytes());
+            b.push(0);
+            b.extend_from_slice(&0i16.to_be_bytes());
+            message(b'P', &b)
+        };
+        let mut write = Vec::new();
+        write.extend(parse("s1", "SELECT 1"));
+        write.extend(message(b'D', b"Ss1\0"));
+        write.extend(message(b'H', b""));
+        // In the same write: a batch a rule rejects (a delete).
+        write.extend(parse("s2", "DELETE FROM users"));
+        write.extend(message(b'B', b"\0s2\0\0\0\0\0\0\0"));
+        write.extend(message(b'E', b"\0\0\0\0\0"));
+        write.extend(message(b'S', b""));
+        session.tcp.write_all(&write).unwrap();
+        let mut tags = Vec::new();
+        loop {
+            let (tag, _) = session.read_message();
+            tags.push(tag);
+            if tag == b'Z' {
+                break;
+            }
+        }
+        assert_eq!(tags, b"1tTEZ", "{:?}", String::from_utf8_lossy(&tags));
+        // The session goes on.
+        session.send_query("SELECT 1");
+        assert_eq!(session.finish_query(), None);
+    })
+    .await
+    .unwrap();
+    let users = connect(&node.conn_string("postgres"))
+        .await
+        .query_one("SELECT count(*) FROM users", &[])
+        .await
+        .unwrap()
+        .get::<_, i64>(0);
+    assert_eq!(users, 3, "the rejected delete never ran");
+}
