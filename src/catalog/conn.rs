@@ -171,6 +171,11 @@ impl CatalogConn {
         matches!(self.stream.get_ref().try_read(&mut probe), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
     }
 
+    /// True when nothing of a message is half read.
+    pub fn at_boundary(&self) -> bool {
+        self.stream.at_boundary()
+    }
+
     /// True when the connection is between answers and can be reused.
     pub fn is_clean(&self) -> bool {
         !self.stream.has_buffered() && self.stream.at_boundary()

@@ -355,6 +355,9 @@ async fn exchange(
                     .write_all(&out)
                     .await
                     .map_err(CatalogMiss::ClientGone)?;
+                // A large answer streams in relayed runs: if the copy fails
+                // now, the client may be inside a row.
+                client.set_mid_message(!conn.at_boundary());
             }
             written = true;
             out.clear();

@@ -114,11 +114,22 @@ pub(super) struct ClientWriter {
     wr: WriteHalf,
     /// A write was cut off after this many of its bytes.
     cut: Option<usize>,
+    /// The last write ended inside a message (a catalog answer streaming).
+    mid_message: bool,
 }
 
 impl ClientWriter {
     pub(super) fn new(wr: WriteHalf) -> ClientWriter {
-        ClientWriter { wr, cut: None }
+        ClientWriter {
+            wr,
+            cut: None,
+            mid_message: false,
+        }
+    }
+
+    /// Whether the last whole write left the client inside a message.
+    pub(super) fn set_mid_message(&mut self, mid: bool) {
+        self.mid_message = mid;
     }
 
     /// Writes all of `bytes`. Cancel safe in the sense that matters here:
@@ -488,7 +499,7 @@ pub(super) async fn finish(
     // A write cut off by the end (KILL CLIENT, a drain, while the client
     // read slowly) is completed first, briefly, so that the client gets
     // whole messages and then the reason.
-    let mut between_messages = client_between_messages;
+    let mut between_messages = client_between_messages && !client.mid_message;
     if let Some(done) = client.cut() {
         let rest = unsent.get(done..).unwrap_or_default();
         between_messages &= !unsent.is_empty()

@@ -530,6 +530,16 @@ mod tests {
         }
     }
 
+    /// sluice's SAVEPOINT ahead of a client's statement, then the statement.
+    fn under_savepoint(owed: &mut Owed) {
+        owed.send(Kind::Hidden, query(1), T0());
+        let statement = Sent {
+            statement_level: true,
+            ..query(1)
+        };
+        owed.send(Kind::Client, statement, T0());
+    }
+
     fn error(code: &str, severity: &str) -> Vec<u8> {
         let mut body = Vec::new();
         body.push(b'S');
@@ -610,15 +620,7 @@ mod tests {
         let mut owed = logged_in();
         let mut done = Vec::new();
         // sluice's SAVEPOINT ahead of the statement, then the statement.
-        owed.send(Kind::Hidden, query(1), T0());
-        owed.send(
-            Kind::Client,
-            Sent {
-                statement_level: true,
-                ..query(1)
-            },
-            T0(),
-        );
+        under_savepoint(&mut owed);
         assert_eq!(owed.message(b'C', b"SAVEPOINT\0"), Action::Hide);
         assert!(owed.ready(InTransaction, 0, &mut done).hide);
         owed.message(b'E', &error("22012", "ERROR"));
@@ -636,15 +638,7 @@ mod tests {
         let mut done = Vec::new();
         // A cancel landed on sluice's SAVEPOINT: the statement after it
         // fails with 25P02, and no savepoint can be trusted to roll back to.
-        owed.send(Kind::Hidden, query(1), T0());
-        owed.send(
-            Kind::Client,
-            Sent {
-                statement_level: true,
-                ..query(1)
-            },
-            T0(),
-        );
+        under_savepoint(&mut owed);
         assert_eq!(owed.message(b'E', &error("57014", "ERROR")), Action::Hide);
         owed.ready(Failed, 0, &mut done);
         assert_eq!(owed.message(b'E', &error("25P02", "ERROR")), Action::Relay);
@@ -653,15 +647,7 @@ mod tests {
         // The client rolls back; the next transaction starts clean.
         owed.send(Kind::Client, query(1), T0());
         owed.ready(Idle, 0, &mut done);
-        owed.send(Kind::Hidden, query(1), T0());
-        owed.send(
-            Kind::Client,
-            Sent {
-                statement_level: true,
-                ..query(1)
-            },
-            T0(),
-        );
+        under_savepoint(&mut owed);
         owed.ready(InTransaction, 0, &mut done);
         owed.message(b'E', &error("22012", "ERROR"));
         assert_eq!(owed.ready(Failed, 0, &mut done).shown, InTransaction);
