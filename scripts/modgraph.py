@@ -109,19 +109,24 @@ _ATTRIBUTE = re.compile(r"\s*#\s*\[")
 _FILE_MOD = re.compile(r"\s*(?:pub(?:\s*\([^)]*\))?\s+)?mod\s+(\w+)\s*;")
 
 
-def _skip_attribute(text, i):
-    """`i` at `#`: the offset after the attribute's closing `]`."""
-    j = text.index("[", i)
+def _closing(text, j, opener, closer):
+    """`j` at `opener`: the offset of its matching `closer`, or the text's
+    length when it has none."""
     depth = 0
     while j < len(text):
-        if text[j] == "[":
+        if text[j] == opener:
             depth += 1
-        elif text[j] == "]":
+        elif text[j] == closer:
             depth -= 1
             if depth == 0:
-                return j + 1
+                return j
         j += 1
     return len(text)
+
+
+def _skip_attribute(text, i):
+    """`i` at `#`: the offset after the attribute's closing `]`."""
+    return min(_closing(text, text.index("[", i), "[", "]") + 1, len(text))
 
 
 def _item_end(text, i):
@@ -136,15 +141,7 @@ def _item_end(text, i):
         elif ch in ")]":
             depth -= 1
         elif ch == "{":
-            k, braces = j, 0
-            while k < len(text):
-                if text[k] == "{":
-                    braces += 1
-                elif text[k] == "}":
-                    braces -= 1
-                    if braces == 0:
-                        break
-                k += 1
+            k = _closing(text, j, "{", "}")
             if depth == 0:
                 return k + 1
             j = k

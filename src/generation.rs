@@ -116,11 +116,6 @@ impl Generations {
     pub fn current(&self) -> Arc<Generation> {
         self.0.borrow().clone()
     }
-
-    /// The channel itself, for a task that waits for the next reload.
-    pub fn receiver(&self) -> watch::Receiver<Arc<Generation>> {
-        self.0.clone()
-    }
 }
 
 impl crate::config::Current for Generations {

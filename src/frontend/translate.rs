@@ -438,43 +438,22 @@ fn controls_transaction(batch: &Batch) -> bool {
         let Some(text) = text.and_then(|t| std::str::from_utf8(t).ok()) else {
             return false;
         };
-        let word = first_word(text);
-        [
-            "begin",
-            "start",
-            "commit",
-            "end",
-            "rollback",
-            "abort",
-            "savepoint",
-            "release",
-            "prepare",
-            // SET TRANSACTION ... must not run in a subtransaction; no SET
-            // needs statement-level rollback.
-            "set",
-        ]
-        .iter()
-        .any(|w| word.eq_ignore_ascii_case(w))
+        matches!(
+            vertica_sql::command_tag(text).as_str(),
+            "BEGIN"
+                | "START"
+                | "COMMIT"
+                | "END"
+                | "ROLLBACK"
+                | "ABORT"
+                | "SAVEPOINT"
+                | "RELEASE"
+                | "PREPARE"
+                // SET TRANSACTION ... must not run in a subtransaction; no
+                // SET needs statement-level rollback.
+                | "SET"
+        )
     })
-}
-
-/// The first word of a statement, past whitespace and comments.
-fn first_word(text: &str) -> &str {
-    let mut word = "";
-    crate::lex::each_piece(text, |kind, range| {
-        if word.is_empty() && kind == crate::lex::Kind::Text {
-            let piece = &text[range];
-            let end = piece
-                .find(|c: char| !c.is_ascii_alphabetic())
-                .unwrap_or(piece.len());
-            word = &piece[..end];
-            if word.is_empty() {
-                // Punctuation first: no keyword to find.
-                word = " ";
-            }
-        }
-    });
-    word
 }
 
 /// The client direction of a translated session: messages translated, the
@@ -722,18 +701,5 @@ impl NodeSide for Conversion<'_> {
 
     fn error(&self, error: &ErrorFields, notice: bool, out: &mut BytesMut) {
         encode_error(error, notice, out);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_first_word_is_found_past_comments_and_space() {
-        assert_eq!(first_word("  SAVEPOINT mine"), "SAVEPOINT");
-        assert_eq!(first_word("/* x */ -- y\n rollback;"), "rollback");
-        assert_eq!(first_word("(SELECT 1)"), " ");
-        assert_eq!(first_word(""), "");
     }
 }

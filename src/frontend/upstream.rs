@@ -165,7 +165,10 @@ impl<C: ClientSide> Upstream<'_, C> {
                     if let Some(batch) = self.router.take_pending() {
                         self.queue_for_node(batch, &mut out, None);
                     }
-                    self.asked_node(1);
+                    self.asked_node(Sent {
+                        readies: 1,
+                        ..Sent::default()
+                    });
                     out.extend_from_slice(frame.raw());
                 }
                 _ => {
@@ -244,13 +247,11 @@ impl<C: ClientSide> Upstream<'_, C> {
                 // of it maybe not yet): the rejection goes to the client
                 // after those answers, just ahead of the Sync's ReadyForQuery.
                 out.extend_from_slice(&frontend::SYNC_MESSAGE);
-                self.observer.asked();
-                let sent = Sent {
+                self.asked_node(Sent {
                     readies: 1,
                     answer_ahead: Some(std::mem::take(&mut answer).freeze()),
                     ..Sent::default()
-                };
-                self.progress.send(Kind::Client, sent, Instant::now());
+                });
             }
             AnswerEnd::Ready => {
                 let status = self.progress.owed().shown_status();
@@ -319,14 +320,10 @@ impl<C: ClientSide> Upstream<'_, C> {
         }
     }
 
-    /// A message of `readies` Syncs that is not a batch of its own went
-    /// to the node (a FunctionCall, a Sync ending a refused batch).
-    fn asked_node(&self, readies: u32) {
+    /// A message that is not a batch of its own went to the node (a
+    /// FunctionCall, a Sync ending a refused batch): what the node owes for it.
+    fn asked_node(&self, sent: Sent) {
         self.observer.asked();
-        let sent = Sent {
-            readies,
-            ..Sent::default()
-        };
         self.progress.send(Kind::Client, sent, Instant::now());
     }
 

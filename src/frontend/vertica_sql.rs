@@ -105,6 +105,8 @@ mod tests {
     fn command_tags() {
         assert_eq!(command_tag("  select 1"), "SELECT");
         assert_eq!(command_tag("-- c\n/* x */ insert into t"), "INSERT");
+        assert_eq!(command_tag("  SAVEPOINT mine"), "SAVEPOINT");
+        assert_eq!(command_tag("/* x */ -- y\n rollback;"), "ROLLBACK");
         assert_eq!(command_tag("(SELECT 1)"), "SELECT");
         assert_eq!(command_tag(""), "");
     }

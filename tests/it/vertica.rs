@@ -28,16 +28,23 @@ fn python() -> PathBuf {
     python
 }
 
-/// Runs a scenario of client.py; fails the test with its output unless it
-/// ends with "ok <scenario>".
-fn scenario(name: &str, sluice: &Sluice, node: &LocalCluster, extra: &[&str]) -> String {
+/// client.py's command line for a scenario.
+fn client_py(name: &str, sluice: &Sluice, node: &LocalCluster, extra: &[&str]) -> Command {
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/vertica/client.py");
-    let out = Command::new(python())
+    let mut command = Command::new(python());
+    command
         .arg(script)
         .arg(name)
         .arg(sluice.port.to_string())
         .arg(node.port().to_string())
-        .args(extra)
+        .args(extra);
+    command
+}
+
+/// Runs a scenario of client.py; fails the test with its output unless it
+/// ends with "ok <scenario>".
+fn scenario(name: &str, sluice: &Sluice, node: &LocalCluster, extra: &[&str]) -> String {
+    let out = client_py(name, sluice, node, extra)
         .output()
         .expect("python runs");
     let text = format!("{}{}", stdout(&out), stderr(&out));
@@ -247,14 +254,7 @@ fn a_vertica_session_ended_mid_result_or_mid_copy_gets_whole_messages_and_a_clea
                 ..Setup::default()
             };
             let mut sluice = Sluice::start(&[&node], &setup);
-            let script =
-                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/it/vertica/client.py");
-            let mut child = Command::new(python())
-                .arg(script)
-                .arg("killed")
-                .arg(sluice.port.to_string())
-                .arg(node.port().to_string())
-                .arg(what)
+            let mut child = client_py("killed", &sluice, &node, &[what])
                 .stdout(std::process::Stdio::piped())
                 .stderr(std::process::Stdio::piped())
                 .spawn()
