@@ -203,6 +203,24 @@ impl Registration {
     pub fn client_key(&self) -> &CancelKey {
         &self.client_key
     }
+
+    /// The session detached from its node: a cancel with this key finds
+    /// nothing to cancel (and is not forwarded: this instance made it).
+    pub fn suspend(&self) {
+        self.registry.targets.remove(&self.client_key);
+    }
+
+    /// The session has a node connection again: the same client key now
+    /// stands for this one.
+    pub fn resume(&self, node: &str, node_key: CancelKey) {
+        self.registry.targets.insert(
+            self.client_key.clone(),
+            CancelTarget {
+                node: node.to_string(),
+                key: node_key,
+            },
+        );
+    }
 }
 
 impl Drop for Registration {

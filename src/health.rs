@@ -87,50 +87,26 @@ pub async fn check(addr: &str, generation: &Generation) -> Result<(), String> {
 
 async fn check_inner(addr: &str, generation: &Generation) -> Result<(), String> {
     let warehouse = &generation.config.warehouse;
-    let (host, port) = addr.rsplit_once(':').ok_or("address has no port")?;
-    let mut pg = tokio_postgres::Config::new();
-    pg.host(host)
-        .port(port.parse().map_err(|_| "address has a bad port")?)
-        .user(&warehouse.service_user)
-        .dbname(&warehouse.service_database)
-        .application_name("sluice health check")
-        .connect_timeout(
-            warehouse
-                .connect_timeout
-                .min(warehouse.health_check_timeout),
-        );
-    if !warehouse.service_password.is_empty() {
-        pg.password(warehouse.service_password.expose());
-    }
-    let describe = |e: tokio_postgres::Error| describe_pg_error(&e);
-    let client = match generation.node_connector.tls_config() {
-        Some(tls) => {
-            pg.ssl_mode(match warehouse.tls.mode {
-                crate::config::NodeTlsMode::Prefer => tokio_postgres::config::SslMode::Prefer,
-                _ => tokio_postgres::config::SslMode::Require,
-            });
-            let (client, conn) = pg
-                .connect(tokio_postgres_rustls::MakeRustlsConnect::new(
-                    (**tls).clone(),
-                ))
-                .await
-                .map_err(describe)?;
-            tokio::spawn(conn);
-            client
-        }
-        None => {
-            let (client, conn) = pg.connect(tokio_postgres::NoTls).await.map_err(describe)?;
-            tokio::spawn(conn);
-            client
-        }
-    };
-    client.simple_query("SELECT 1").await.map_err(describe)?;
+    let client = generation
+        .node_connector
+        .service_client(
+            addr,
+            warehouse,
+            "sluice health check",
+            warehouse.health_check_timeout,
+        )
+        .await
+        .map_err(|e| describe_pg_error(&e))?;
+    client
+        .simple_query("SELECT 1")
+        .await
+        .map_err(|e| describe_pg_error(&e))?;
     Ok(())
 }
 
 /// tokio-postgres prints only "db error" for server errors; the server's
 /// message is what an operator needs to read.
-fn describe_pg_error(e: &tokio_postgres::Error) -> String {
+pub fn describe_pg_error(e: &tokio_postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!(
             "{}: {} (SQLSTATE {})",

@@ -9,6 +9,7 @@
 //! * [`config`]: the TOML configuration, validated with line-and-key errors.
 //! * [`frontend`]: the client side: listener, pre-startup negotiation, sessions.
 //! * [`backend`]: the node side: node list, round robin, connections, health checks.
+//! * [`auth`]: clients authenticated by sluice (`auth_query`, cleartext), and node logins on their behalf.
 //! * [`cancel`]: sluice's own cancel keys and the node keys they stand for.
 //! * [`catalog`]: the catalog copy: its connection pool and the sync that fills it.
 //! * [`classify`]: what a query reads and writes, and so where it runs.
@@ -27,6 +28,7 @@
 
 pub mod admin;
 pub mod alerts;
+pub mod auth;
 pub mod backend;
 pub mod cancel;
 pub mod catalog;

@@ -145,6 +145,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            raise_open_file_limit();
             runtime_with(loaded.server.threads()).block_on(async {
                 let running = match sluice::server::start(loaded, Some(config)).await {
                     Ok(r) => r,
@@ -261,4 +262,22 @@ fn init_logging() {
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .init();
+}
+
+/// Two sockets per client session (client and node) soon pass the usual
+/// soft limit of 1,024 open files; the hard limit is the operator's word.
+fn raise_open_file_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit read and write the struct passed; no
+    // other memory is touched.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
 }

@@ -196,6 +196,8 @@ pub struct NodeMetrics {
     connections_reused: Counter,
     /// Node connections kept between clients, now.
     idle_connections: Gauge,
+    /// Sessions waiting for a connection under `[pooling] max_node_connections`.
+    pool_waiting: Gauge,
 }
 
 impl NodeMetrics {
@@ -209,7 +211,13 @@ impl NodeMetrics {
             connections_reused: Counter::noop(),
             idle_connections: Gauge::noop(),
             queries: Counter::noop(),
+            pool_waiting: Gauge::noop(),
         }
+    }
+
+    /// How many sessions wait for a connection to this node now.
+    pub fn set_pool_waiting(&self, n: usize) {
+        self.pool_waiting.set(n as f64);
     }
 
     pub fn set_healthy(&self, healthy: bool) {
@@ -271,6 +279,9 @@ pub struct Metrics {
     alerts_failed: Counter,
     alerts_dropped: Counter,
     admin_commands: Counter,
+    detached_sessions: Gauge,
+    pool_wait: Histogram,
+    reattached: Counter,
 }
 
 impl Default for Metrics {
@@ -323,6 +334,9 @@ impl Metrics {
                 alerts_failed: metrics::counter!("sluice_alerts_failed_total"),
                 alerts_dropped: metrics::counter!("sluice_alerts_dropped_total"),
                 admin_commands: metrics::counter!("sluice_admin_commands_total"),
+                detached_sessions: metrics::gauge!("sluice_detached_sessions"),
+                pool_wait: metrics::histogram!("sluice_pool_wait_seconds"),
+                reattached: metrics::counter!("sluice_session_reattached_total"),
                 recorder: recorder.clone(),
             }
         })
@@ -345,6 +359,7 @@ impl Metrics {
                 "sluice_node_connections_reused_total", "node" => addr.clone()
             ),
             idle_connections: metrics::gauge!("sluice_node_idle_connections", "node" => addr.clone()),
+            pool_waiting: metrics::gauge!("sluice_pool_waiting_clients", "node" => addr.clone()),
         });
         m.set_healthy(true);
         m
@@ -398,6 +413,22 @@ impl Metrics {
 
     pub fn client_disconnected(&self) {
         self.client_connections.decrement(1.0);
+    }
+
+    /// A session gave its node connection back (`true`) or took one again.
+    pub fn session_detached(&self, detached: bool) {
+        if detached {
+            self.detached_sessions.increment(1.0);
+        } else {
+            self.detached_sessions.decrement(1.0);
+            self.reattached.increment(1);
+        }
+    }
+
+    /// How long a detached session took to have a node connection again
+    /// (waiting under the cap, and the login).
+    pub fn pool_waited(&self, waited: Duration) {
+        self.pool_wait.record(waited.as_secs_f64());
     }
 
     pub fn client_refused(&self, why: Refusal) {
@@ -583,6 +614,23 @@ impl Metrics {
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
     describe_gauge!("sluice_client_connections", "Client sessions open now.");
+    describe_gauge!(
+        "sluice_detached_sessions",
+        "Client sessions open without a node connection ([pooling] idle_detach)."
+    );
+    describe_counter!(
+        "sluice_session_reattached_total",
+        "Times a detached session took a node connection again."
+    );
+    describe_histogram!(
+        "sluice_pool_wait_seconds",
+        Unit::Seconds,
+        "Time a detached session took to have a node connection again: waiting under the cap, then the login."
+    );
+    describe_gauge!(
+        "sluice_pool_waiting_clients",
+        "Sessions waiting for a connection to the node under [pooling] max_node_connections."
+    );
     describe_counter!(
         "sluice_client_connections_total",
         "Client sessions started."

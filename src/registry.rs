@@ -66,7 +66,9 @@ pub struct SessionEntry {
     pub database: String,
     pub application: String,
     pub peer: SocketAddr,
-    pub node: String,
+    /// The node it is attached to, and how it holds it (see
+    /// [`crate::frontend::pooled`]): changes when the session detaches.
+    attachment: std::sync::Mutex<(String, String)>,
     pub connected_at: SystemTime,
     state: AtomicU8,
     /// The client's protocol dialect: 0 PostgreSQL, 1 Vertica.
@@ -133,6 +135,25 @@ impl SessionEntry {
         self.dialect.store(v, Ordering::Relaxed);
     }
 
+    /// The node, empty while detached.
+    pub fn node(&self) -> String {
+        self.attachment.lock().expect("attachment lock").0.clone()
+    }
+
+    /// How the session holds its node connection: `pinned (...)`,
+    /// `attached`, `detached`.
+    pub fn pooling(&self) -> String {
+        self.attachment.lock().expect("attachment lock").1.clone()
+    }
+
+    pub fn set_attachment(&self, node: &str, pooling: &str) {
+        let mut a = self.attachment.lock().expect("attachment lock");
+        a.0.clear();
+        a.0.push_str(node);
+        a.1.clear();
+        a.1.push_str(pooling);
+    }
+
     pub fn dialect(&self) -> ClientDialect {
         match self.dialect.load(Ordering::Relaxed) {
             1 => ClientDialect::Vertica,
@@ -170,7 +191,10 @@ impl SessionRegistry {
             database: s.database.to_string(),
             application: s.application.to_string(),
             peer: s.peer,
-            node: s.node.to_string(),
+            attachment: std::sync::Mutex::new((
+                s.node.to_string(),
+                "pinned (passthrough login)".into(),
+            )),
             connected_at: SystemTime::now(),
             state: AtomicU8::new(ClientState::Startup as u8),
             dialect: AtomicU8::new(0),

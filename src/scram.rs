@@ -9,6 +9,13 @@
 //! and three HMAC/SHA-256 computations, on the `hmac`, `sha2` and `base64`
 //! crates that postgres-protocol itself uses; nothing here is hand-rolled
 //! cryptography. Channel binding (SCRAM-SHA-256-PLUS) is not offered.
+//!
+//! A client's exchange with sluice proves its ClientKey (the proof XOR the
+//! client signature, checked against StoredKey): [`Proven`] keeps it, and
+//! [`KeyLogin`] logs in to a node that stores the same verifier with it,
+//! as PgBouncer's SCRAM passthrough does, so that sluice can open node
+//! connections for a client it authenticated without ever knowing the
+//! password.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -101,6 +108,22 @@ pub enum ScramError {
     ChannelBinding,
     #[error("the password does not match")]
     WrongPassword,
+    #[error("the server sent a malformed SCRAM message: {0}")]
+    Server(&'static str),
+}
+
+/// What a client's exchange proved: its ClientKey, with the verifier's
+/// ServerKey to check the node's signature. Never printed.
+#[derive(Clone)]
+pub struct Proven {
+    client_key: [u8; 32],
+    server_key: [u8; 32],
+}
+
+impl std::fmt::Debug for Proven {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Proven(***)")
+    }
 }
 
 /// The server's half of one exchange, between its two messages.
@@ -159,8 +182,9 @@ impl Exchange {
         ))
     }
 
-    /// Checks client-final-message; returns server-final-message.
-    pub fn finish(self, client_final: &[u8]) -> Result<String, ScramError> {
+    /// Checks client-final-message; returns server-final-message and what
+    /// the client proved.
+    pub fn finish(self, client_final: &[u8]) -> Result<(String, Proven), ScramError> {
         let text =
             std::str::from_utf8(client_final).map_err(|_| ScramError::Malformed("not UTF-8"))?;
         let (without_proof, proof) = text
@@ -205,7 +229,76 @@ impl Exchange {
             return Err(ScramError::WrongPassword);
         }
         let server_signature = hmac(&self.verifier.server_key, auth_message.as_bytes());
-        Ok(format!("v={}", B64.encode(server_signature)))
+        let proven = Proven {
+            client_key,
+            server_key: self.verifier.server_key,
+        };
+        Ok((format!("v={}", B64.encode(server_signature)), proven))
+    }
+}
+
+/// The client's half of an exchange with a node, from proven keys.
+pub struct KeyLogin {
+    keys: Proven,
+    client_first_bare: String,
+    /// The server's signature, expected in server-final-message.
+    expected: Option<[u8; 32]>,
+}
+
+impl KeyLogin {
+    /// Starts an exchange; returns it and client-first-message.
+    pub fn new(keys: Proven) -> (KeyLogin, String) {
+        let mut random = [0u8; 18];
+        rand::fill(&mut random[..]);
+        let client_first_bare = format!("n=,r={}", B64.encode(random));
+        let first = format!("n,,{client_first_bare}");
+        (
+            KeyLogin {
+                keys,
+                client_first_bare,
+                expected: None,
+            },
+            first,
+        )
+    }
+
+    /// Reads server-first-message; returns client-final-message.
+    pub fn update(&mut self, server_first: &[u8]) -> Result<String, ScramError> {
+        let text =
+            std::str::from_utf8(server_first).map_err(|_| ScramError::Server("not UTF-8"))?;
+        let nonce = text
+            .split(',')
+            .find_map(|a| a.strip_prefix("r="))
+            .ok_or(ScramError::Server("no nonce"))?;
+        let ours = &self.client_first_bare["n=,r=".len()..];
+        if !nonce.starts_with(ours) || nonce.len() == ours.len() {
+            return Err(ScramError::Server("the nonce does not extend the client's"));
+        }
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{},{text},{without_proof}", self.client_first_bare);
+        let stored_key = Sha256::digest(self.keys.client_key);
+        let signature = hmac(&stored_key, auth_message.as_bytes());
+        let mut proof = [0u8; 32];
+        for i in 0..32 {
+            proof[i] = self.keys.client_key[i] ^ signature[i];
+        }
+        self.expected = Some(hmac(&self.keys.server_key, auth_message.as_bytes()));
+        Ok(format!("{without_proof},p={}", B64.encode(proof)))
+    }
+
+    /// Checks server-final-message: the node knows the same verifier.
+    pub fn finish(&self, server_final: &[u8]) -> Result<(), ScramError> {
+        let text =
+            std::str::from_utf8(server_final).map_err(|_| ScramError::Server("not UTF-8"))?;
+        let signature = text
+            .split(',')
+            .find_map(|a| a.strip_prefix("v="))
+            .and_then(|v| B64.decode(v).ok())
+            .ok_or(ScramError::Server("no server signature"))?;
+        match self.expected {
+            Some(expected) if signature[..] == expected[..] => Ok(()),
+            _ => Err(ScramError::Server("the server's signature does not match")),
+        }
     }
 }
 
@@ -227,11 +320,42 @@ mod tests {
         let mut client = ScramSha256::new(password.as_bytes(), ChannelBinding::unrequested());
         let (exchange, server_first) = Exchange::start(verifier.clone(), client.message())?;
         client.update(server_first.as_bytes()).unwrap();
-        let server_final = exchange.finish(client.message())?;
+        let (server_final, _) = exchange.finish(client.message())?;
         client
             .finish(server_final.as_bytes())
             .expect("the client accepts the server's signature");
         Ok(())
+    }
+
+    /// What a client proved to sluice logs sluice in where the same
+    /// verifier is stored (another exchange, as a node would run it).
+    #[test]
+    fn proven_keys_log_in_again_without_the_password() {
+        let v = Verifier::from_password("s3cret");
+        let mut client = ScramSha256::new(b"s3cret", ChannelBinding::unrequested());
+        let (exchange, server_first) = Exchange::start(v.clone(), client.message()).unwrap();
+        client.update(server_first.as_bytes()).unwrap();
+        let (_, proven) = exchange.finish(client.message()).unwrap();
+        assert_eq!(format!("{proven:?}"), "Proven(***)");
+
+        let (mut login, first) = KeyLogin::new(proven.clone());
+        let (node, node_first) = Exchange::start(v.clone(), first.as_bytes()).unwrap();
+        let last = login.update(node_first.as_bytes()).unwrap();
+        let (node_final, _) = node.finish(last.as_bytes()).unwrap();
+        login.finish(node_final.as_bytes()).unwrap();
+
+        // Another user's verifier refuses the proof, and a node that does
+        // not know the verifier cannot sign.
+        let other = Verifier::from_password("s3cret");
+        let (mut login, first) = KeyLogin::new(proven);
+        let (node, node_first) = Exchange::start(other, first.as_bytes()).unwrap();
+        let last = login.update(node_first.as_bytes()).unwrap();
+        assert_eq!(
+            node.finish(last.as_bytes()).err(),
+            Some(ScramError::WrongPassword)
+        );
+        assert!(login.finish(b"v=AAAA").is_err());
+        assert!(login.update(b"r=elsewhere,s=AA==,i=1").is_err());
     }
 
     #[test]

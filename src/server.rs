@@ -146,6 +146,9 @@ impl Sluice {
             .frontend
             .nodes
             .replace(&generation.config.warehouse.nodes);
+        self.frontend
+            .nodes
+            .set_cap(generation.config.pooling.max_node_connections);
         let nodes = generation.config.warehouse.nodes.len();
         self.generations.send_replace(Arc::new(generation));
         self.start_health_checks(joined);
@@ -287,6 +290,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
             metrics,
             stats,
             alerts,
+            secrets: Default::default(),
             console,
             listen_addr,
             clients: AtomicUsize::new(0),
@@ -306,6 +310,9 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
     });
     let frontend = &sluice.frontend;
     let joined = frontend.nodes.replace(&generation.config.warehouse.nodes);
+    frontend
+        .nodes
+        .set_cap(generation.config.pooling.max_node_connections);
     sluice.start_health_checks(joined);
     if generation.config.catalog.is_some() {
         let ctx = crate::catalog::refresh::Context {

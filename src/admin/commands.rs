@@ -53,6 +53,7 @@ pub fn execute(console: &Console, command: Command) -> Result<Reply, ErrorFields
         Command::ShowNodes => Ok(show_nodes(console)),
         Command::ShowClients => Ok(show_clients(console)),
         Command::ShowServers => Ok(show_servers(console)),
+        Command::ShowPools => Ok(show_pools(console)),
         Command::ShowQueries => Ok(show_queries(console)),
         Command::ShowRules => Ok(show_rules(console)),
         Command::ShowAlerts => Ok(show_alerts(console)),
@@ -124,6 +125,47 @@ fn show_nodes(console: &Console) -> Reply {
     )
 }
 
+/// Each node's connections under `[pooling]`: attached to sessions, kept
+/// between them, the cap, free slots and sessions waiting for one; and
+/// the sessions detached from any node.
+fn show_pools(console: &Console) -> Reply {
+    let detached = console
+        .registry
+        .list()
+        .iter()
+        .filter(|c| c.pooling() == "detached")
+        .count();
+    let rows = console
+        .nodes
+        .all()
+        .iter()
+        .map(|n| {
+            let slots = n.slots();
+            vec![
+                s(n.addr()),
+                s(n.sessions()),
+                s(n.idle_count()),
+                slots.cap().and_then(s),
+                slots.cap().and_then(|_| s(slots.free())),
+                s(slots.waiting()),
+                s(detached),
+            ]
+        })
+        .collect();
+    Reply::rows(
+        &[
+            "node",
+            "attached",
+            "kept",
+            "max_node_connections",
+            "free",
+            "waiting",
+            "detached_sessions",
+        ],
+        rows,
+    )
+}
+
 fn show_servers(console: &Console) -> Reply {
     let rows = console
         .nodes
@@ -153,10 +195,11 @@ fn show_clients(console: &Console) -> Reply {
                 s(&c.database),
                 s(&c.application),
                 s(c.peer),
-                s(&c.node),
+                s(c.node()),
                 s(c.state().as_str()),
                 time(c.connected_at),
                 s(c.dialect()),
+                s(c.pooling()),
             ]
         })
         .collect();
@@ -171,6 +214,7 @@ fn show_clients(console: &Console) -> Reply {
             "state",
             "connected_at",
             "dialect",
+            "pooling",
         ],
         rows,
     )

@@ -319,7 +319,7 @@ async fn login(conn: &mut Conn, admin: &Admin, user: &str) -> Result<(), ConnErr
     conn.write(&mut out).await?;
 
     let frame = expect_password_message(conn).await?;
-    let server_final = exchange.finish(frame.body()).map_err(|e| {
+    let (server_final, _) = exchange.finish(frame.body()).map_err(|e| {
         tracing::info!(user, reason = %e, "admin SCRAM exchange failed");
         failed()
     })?;

@@ -10,6 +10,7 @@ pub enum Command {
     ShowNodes,
     ShowClients,
     ShowServers,
+    ShowPools,
     ShowQueries,
     ShowRules,
     ShowAlerts,
@@ -27,7 +28,7 @@ pub enum Command {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParseError(pub String);
 
-pub const COMMANDS: &str = "SHOW NODES | CLIENTS | SERVERS | QUERIES | RULES | ALERTS | CATALOG | CONFIG | VERSION | HELP, RELOAD, PAUSE NODE 'host:port', RESUME NODE 'host:port', KILL CLIENT id";
+pub const COMMANDS: &str = "SHOW NODES | CLIENTS | SERVERS | POOLS | QUERIES | RULES | ALERTS | CATALOG | CONFIG | VERSION | HELP, RELOAD, PAUSE NODE 'host:port', RESUME NODE 'host:port', KILL CLIENT id";
 
 /// Splits a query text into its statements and parses each; blank
 /// statements are skipped.
@@ -129,6 +130,7 @@ pub fn parse(text: &str) -> Result<Command, ParseError> {
             "NODES" => Ok(Command::ShowNodes),
             "CLIENTS" => Ok(Command::ShowClients),
             "SERVERS" => Ok(Command::ShowServers),
+            "POOLS" => Ok(Command::ShowPools),
             "QUERIES" => Ok(Command::ShowQueries),
             "RULES" => Ok(Command::ShowRules),
             "ALERTS" => Ok(Command::ShowAlerts),

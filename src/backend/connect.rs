@@ -49,6 +49,49 @@ impl NodeConnector {
         self.timeout
     }
 
+    /// A connection to `addr` as the service account (health checks,
+    /// `auth_query`), TLS as configured; `timeout` bounds the connect.
+    pub async fn service_client(
+        &self,
+        addr: &str,
+        warehouse: &Warehouse,
+        application: &str,
+        timeout: Duration,
+    ) -> Result<tokio_postgres::Client, tokio_postgres::Error> {
+        let (host, port) = addr.rsplit_once(':').unwrap_or((addr, "5432"));
+        let mut pg = tokio_postgres::Config::new();
+        pg.host(host)
+            .port(port.parse().unwrap_or(5432))
+            .user(&warehouse.service_user)
+            .dbname(&warehouse.service_database)
+            .application_name(application)
+            .connect_timeout(self.timeout.min(timeout));
+        if !warehouse.service_password.is_empty() {
+            pg.password(warehouse.service_password.expose());
+        }
+        let client = match &self.tls {
+            Some(tls) => {
+                pg.ssl_mode(match self.mode {
+                    NodeTlsMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+                    _ => tokio_postgres::config::SslMode::Require,
+                });
+                let (client, conn) = pg
+                    .connect(tokio_postgres_rustls::MakeRustlsConnect::new(
+                        (**tls).clone(),
+                    ))
+                    .await?;
+                tokio::spawn(conn);
+                client
+            }
+            None => {
+                let (client, conn) = pg.connect(tokio_postgres::NoTls).await?;
+                tokio::spawn(conn);
+                client
+            }
+        };
+        Ok(client)
+    }
+
     /// Connects to `addr`, negotiating TLS first when configured; the whole
     /// of it must finish within the connect timeout.
     pub async fn connect(&self, addr: &str) -> Result<Stream, BackendError> {

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use super::pool::Slot;
 use crate::net::Stream;
 
 /// A node connection between clients.
@@ -34,6 +35,11 @@ pub struct IdleConnection {
     /// What the node sent between the startup and the first ReadyForQuery.
     pub greeting: Bytes,
     pub stream: Stream,
+    /// The node asked for a password when it was opened: only a client
+    /// sluice authenticated itself may have it (see [`crate::auth`]).
+    pub proven: bool,
+    /// Its place under the node's cap.
+    pub slot: Option<Slot>,
     since: Instant,
 }
 
@@ -43,6 +49,8 @@ impl IdleConnection {
             startup,
             greeting,
             stream,
+            proven: false,
+            slot: None,
             since: Instant::now(),
         }
     }
@@ -58,10 +66,15 @@ impl IdleConnections {
     /// A kept connection opened with `startup`, newest first (the least
     /// likely to have been closed by the node meanwhile). Connections older
     /// than `max_idle` are closed on the way.
-    pub fn take(&self, startup: &[u8], max_idle: Duration) -> Option<IdleConnection> {
+    /// `proven`: the client was authenticated by sluice, and may have a
+    /// connection the node let in by password.
+    pub fn take(&self, startup: &[u8], proven: bool, max_idle: Duration) -> Option<IdleConnection> {
         let mut kept = self.kept.lock().expect("idle connections lock");
         expire(&mut kept, max_idle);
-        while let Some(i) = kept.iter().rposition(|c| c.startup == startup) {
+        while let Some(i) = kept
+            .iter()
+            .rposition(|c| c.startup == startup && (proven || !c.proven))
+        {
             let connection = kept.remove(i)?;
             // The node may have closed it meanwhile (restart, idle timeout).
             if connection.stream.is_quiet() {
@@ -90,6 +103,16 @@ impl IdleConnections {
             &mut self.kept.lock().expect("idle connections lock"),
             max_idle,
         );
+    }
+
+    /// Closes the oldest kept connection, giving back its slot; false when
+    /// none is kept.
+    pub fn close_oldest(&self) -> bool {
+        self.kept
+            .lock()
+            .expect("idle connections lock")
+            .pop_front()
+            .is_some()
     }
 
     /// Closes every kept connection (the node went down or left the config).

@@ -5,10 +5,12 @@
 //! * [`connect`]: a TCP (and optionally TLS) connection to a node.
 //! * [`health`]: the periodic health check that moves nodes in and out of rotation.
 //! * [`idle`]: node connections kept between clients that log in the same way.
+//! * [`pool`]: the cap on each node's connections, and the wait for a free one.
 
 pub mod connect;
 pub mod idle;
 pub mod node;
+pub mod pool;
 
 mod error;
 

@@ -18,6 +18,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use super::idle::{IdleConnection, IdleConnections};
+use super::pool::{Full, Slot, Slots};
 use crate::metrics::{Metrics, NodeMetrics};
 
 pub struct Node {
@@ -34,6 +35,8 @@ pub struct Node {
     metrics: NodeMetrics,
     /// Node connections between clients (see [`super::idle`]).
     idle: IdleConnections,
+    /// The cap on its connections (see [`super::pool`]).
+    slots: Slots,
 }
 
 impl Node {
@@ -51,6 +54,7 @@ impl Node {
             assigned: AtomicU64::new(0),
             retired: CancellationToken::new(),
             idle: IdleConnections::default(),
+            slots: Slots::default(),
         }
     }
 
@@ -95,8 +99,13 @@ impl Node {
     }
 
     /// A kept connection for a client whose startup packet is `startup`.
-    pub fn take_idle(&self, startup: &[u8], max_idle: Duration) -> Option<IdleConnection> {
-        let taken = self.idle.take(startup, max_idle);
+    pub fn take_idle(
+        &self,
+        startup: &[u8],
+        proven: bool,
+        max_idle: Duration,
+    ) -> Option<IdleConnection> {
+        let taken = self.idle.take(startup, proven, max_idle);
         if taken.is_some() {
             self.metrics.connection_reused();
         }
@@ -105,7 +114,12 @@ impl Node {
     }
 
     /// Keeps a reset connection for the next client that logs in the same way.
+    /// When sessions wait for a slot of this node, the connection is
+    /// closed instead: its slot goes to the first of them.
     pub fn keep_idle(&self, connection: IdleConnection, capacity: usize, max_idle: Duration) {
+        if self.slots.waiting() > 0 {
+            return;
+        }
         self.idle.put(connection, capacity, max_idle);
         self.metrics.set_idle_connections(self.idle.len());
     }
@@ -117,6 +131,28 @@ impl Node {
             None => self.idle.clear(),
         }
         self.metrics.set_idle_connections(self.idle.len());
+    }
+
+    pub fn slots(&self) -> &Slots {
+        &self.slots
+    }
+
+    /// A place under the node's cap for a new connection: a free one, or
+    /// one a kept connection gives up, or else one freed within `wait`.
+    pub async fn take_slot(&self, wait: Duration) -> Result<Option<Slot>, Full> {
+        loop {
+            match self.slots.try_take() {
+                Ok(slot) => return Ok(slot),
+                Err(()) if self.idle.close_oldest() => {
+                    self.metrics.set_idle_connections(self.idle.len());
+                }
+                Err(()) => break,
+            }
+        }
+        self.metrics.set_pool_waiting(self.slots.waiting() + 1);
+        let taken = self.slots.take(wait).await;
+        self.metrics.set_pool_waiting(self.slots.waiting());
+        taken
     }
 
     /// How many connections are kept between clients.
@@ -219,6 +255,14 @@ impl NodeSet {
             .filter(|n| n.is_healthy() && !n.is_paused())
             .cloned()
             .collect()
+    }
+
+    /// Sets every node's connection cap (`[pooling] max_node_connections`);
+    /// called after every [`NodeSet::replace`].
+    pub fn set_cap(&self, cap: Option<usize>) {
+        for node in self.all().iter() {
+            node.slots.set_cap(cap);
+        }
     }
 
     pub fn healthy_count(&self) -> usize {

@@ -10,6 +10,7 @@ mod catalog;
 mod cluster;
 mod error;
 mod observability;
+mod pooling;
 mod raw;
 mod rules;
 mod server;
@@ -34,6 +35,7 @@ pub trait Current: Send + Sync + 'static {
 pub use observability::{
     Admin, AdminAuth, AdminUser, AlertEvents, Alerts, Condition, Threshold, ThresholdMetric,
 };
+pub use pooling::{Auth, AuthMode, Pooling};
 use raw::RawConfig;
 pub use rules::{Limits, Stats};
 pub use server::{ClientTlsMode, Server, ServerTls};
@@ -58,6 +60,8 @@ pub struct Config {
     pub rules: RuleSet,
     pub limits: Limits,
     pub stats: Stats,
+    pub auth: Auth,
+    pub pooling: Pooling,
 }
 
 impl Config {
@@ -266,7 +270,12 @@ impl Validator<'_> {
         let rules = self.rules(raw.rules);
         let limits = self.limits(raw.limits);
         let stats = self.stats(raw.stats);
+        let client_tls = server.as_ref().is_some_and(|s| s.tls.is_some());
+        let auth = self.auth(raw.auth, default_dialect, client_tls);
+        let pooling = self.pooling(raw.pooling);
         Some(Config {
+            auth: auth?,
+            pooling: pooling?,
             rules: rules?,
             limits: limits?,
             stats: stats?,

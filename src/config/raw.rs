@@ -25,6 +25,44 @@ pub struct RawConfig {
     /// `[stats]`: query statistics by fingerprint.
     #[serde(default)]
     pub stats: RawStats,
+    #[serde(default)]
+    pub auth: RawAuth,
+    #[serde(default)]
+    pub pooling: RawPooling,
+}
+
+/// `[auth]`: who checks the client's password.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    #[serde(default = "defaults::auth_mode")]
+    pub mode: Spanned<String>,
+    #[serde(default = "defaults::auth_query")]
+    pub auth_query: Spanned<String>,
+    #[serde(default = "defaults::auth_cache")]
+    pub cache: Spanned<String>,
+}
+
+impl Default for RawAuth {
+    fn default() -> Self {
+        toml::from_str("").expect("every auth key has a default")
+    }
+}
+
+/// `[pooling]`: node connections shared between client sessions.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPooling {
+    pub idle_detach: Option<Spanned<String>>,
+    pub max_node_connections: Option<Spanned<i64>>,
+    #[serde(default = "defaults::wait_timeout")]
+    pub wait_timeout: Spanned<String>,
+}
+
+impl Default for RawPooling {
+    fn default() -> Self {
+        toml::from_str("").expect("every pooling key has a default")
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -320,6 +358,18 @@ mod defaults {
 
     pub fn listen() -> Spanned<String> {
         s("127.0.0.1:5433")
+    }
+    pub fn auth_mode() -> Spanned<String> {
+        s("passthrough")
+    }
+    pub fn auth_query() -> Spanned<String> {
+        s("SELECT usename, passwd FROM pg_shadow WHERE usename = $1")
+    }
+    pub fn auth_cache() -> Spanned<String> {
+        s("60s")
+    }
+    pub fn wait_timeout() -> Spanned<String> {
+        s("30s")
     }
     pub fn metrics_listen() -> Spanned<String> {
         s("127.0.0.1:9187")

@@ -87,6 +87,13 @@ pub(super) enum End {
     /// The catalog copy failed after part of its answer reached the client.
     CatalogBroken(CatalogError),
     Io(std::io::Error),
+    /// See [`Stop::Detach`].
+    Detach,
+    /// See [`Stop::NeedNode`].
+    NeedNode,
+    /// A detached session could not have a node connection again: the
+    /// client is told this.
+    NoConnection(ErrorFields),
 }
 
 impl From<std::io::Error> for End {
@@ -103,6 +110,8 @@ impl From<Stop> for End {
             Stop::NodeProtocol(e) => End::NodeProtocol(e),
             Stop::CatalogBroken(e) => End::CatalogBroken(e),
             Stop::Io(e) => End::Io(e),
+            Stop::Detach => End::Detach,
+            Stop::NeedNode => End::NeedNode,
         }
     }
 }
@@ -206,8 +215,9 @@ pub(super) struct Downstream<'a, N> {
     pub guard: &'a QueryGuard,
     pub observer: &'a SessionObserver,
     pub cancels: &'a Arc<CancelRegistry>,
-    /// The node's address, for the cancel registry and logs.
-    pub node: &'a str,
+    /// The node it reads, for the cancel registry, metrics and logs;
+    /// another after a re-attach.
+    pub node: Arc<crate::backend::Node>,
     pub phase: Phase,
     pub greeting: Greeting,
     /// The client's cancel key, once the node's arrived.
@@ -291,7 +301,7 @@ impl<N: NodeSide> Downstream<'_, N> {
                 for d in done.drain(..) {
                     let elapsed = at.saturating_duration_since(d.started);
                     self.guard.record(&d, at, elapsed);
-                    self.observer.finished(&d, elapsed);
+                    self.observer.finished(&d, elapsed, &self.node);
                 }
             }
             if let Some(status) = pass.settled {
@@ -336,11 +346,11 @@ impl<N: NodeSide> Downstream<'_, N> {
             match frame.tag() {
                 backend::BACKEND_KEY_DATA => {
                     let key = backend::backend_key_data(frame.body()).map_err(End::NodeProtocol)?;
-                    self.guard.set_target(crate::cancel::CancelTarget {
-                        node: self.node.to_string(),
+                    self.guard.set_target(Some(crate::cancel::CancelTarget {
+                        node: self.node.addr().to_string(),
                         key: key.clone(),
-                    });
-                    let registration = self.cancels.register(self.node, key);
+                    }));
+                    let registration = self.cancels.register(self.node.addr(), key);
                     self.side.backend_key(registration.client_key(), out);
                     self.registration = Some(registration);
                 }
@@ -394,7 +404,12 @@ impl<N: NodeSide> Downstream<'_, N> {
             self.observer.error(frame.body());
             if self.phase == Phase::Startup {
                 let (code, message) = backend::error_summary(frame.body());
-                tracing::info!(node = self.node, code, message, "node refused the session");
+                tracing::info!(
+                    node = self.node.addr(),
+                    code,
+                    message,
+                    "node refused the session"
+                );
                 // SCRAM channel binding ties the login to one TLS
                 // connection; sluice's two legs are two connections.
                 if message.contains("channel binding")
@@ -441,7 +456,7 @@ pub(super) async fn finish(
     ending: Ending<'_>,
     side: &impl NodeSide,
     client: &mut ClientWriter,
-    node_wr: &mut WriteHalf,
+    node_wr: Option<&mut WriteHalf>,
 ) {
     let Ending {
         end,
@@ -458,6 +473,8 @@ pub(super) async fn finish(
     use crate::protocol::sqlstate;
     let error = match end {
         End::ClientLeft | End::Refused | End::Io(_) => None,
+        End::Detach | End::NeedNode => None,
+        End::NoConnection(error) => Some(error.clone()),
         End::NodeClosed if phase == Phase::Ending => None,
         End::NodeClosed => Some(ErrorFields::fatal(
             sqlstate::CONNECTION_FAILURE,
@@ -515,9 +532,9 @@ pub(super) async fn finish(
         let _ = client.write_all(&bytes).await;
     }
     client.shutdown().await;
-    if keep_node {
+    let Some(node_wr) = node_wr.filter(|_| !keep_node) else {
         return;
-    }
+    };
     // A node left without Terminate logs "unexpected EOF"; say goodbye
     // properly when the stream is between messages.
     if !matches!(end, End::NodeClosed) && node_between_messages {

@@ -17,7 +17,7 @@
 //! NoticeResponse naming the rule.
 
 use std::net::IpAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::alerts::{AlertEvent, Alerts};
@@ -139,7 +139,7 @@ pub struct QueryGuard {
     alerts: Arc<Alerts>,
     cancels: Arc<CancelRegistry>,
     /// The node and key to cancel with, once BackendKeyData arrived.
-    target: OnceLock<crate::cancel::CancelTarget>,
+    target: Mutex<Option<crate::cancel::CancelTarget>>,
 }
 
 impl QueryGuard {
@@ -186,7 +186,7 @@ impl QueryGuard {
             stats,
             alerts,
             cancels,
-            target: OnceLock::new(),
+            target: Mutex::new(None),
         }
     }
 
@@ -317,16 +317,18 @@ impl QueryGuard {
         })
     }
 
-    /// The node's cancel key arrived.
-    pub fn set_target(&self, target: crate::cancel::CancelTarget) {
-        let _ = self.target.set(target);
+    /// The node's cancel key arrived; `None`: the session detached.
+    pub fn set_target(&self, target: Option<crate::cancel::CancelTarget>) {
+        *self.target.lock().expect("cancel target lock") = target;
     }
 
     /// Whether a cancel of this session's queries is still on its way to
     /// the node: its node connection must not serve another client yet.
     pub fn cancel_on_its_way(&self) -> bool {
         self.target
-            .get()
+            .lock()
+            .expect("cancel target lock")
+            .as_ref()
             .is_some_and(|t| self.cancels.is_sending(t))
     }
 
@@ -410,7 +412,8 @@ impl QueryGuard {
                 duration: running.budget,
                 sample: mask(&execution.text),
             });
-            if let Some(target) = self.target.get().cloned() {
+            let target = self.target.lock().expect("cancel target lock").clone();
+            if let Some(target) = target {
                 let generation = generation.clone();
                 let sending = self.cancels.sending(&target);
                 tokio::spawn(async move {

@@ -26,6 +26,7 @@ pub mod listener;
 pub mod negotiate;
 pub mod observe;
 mod owed;
+pub(crate) mod pooled;
 pub mod router;
 pub mod session;
 pub mod translate;
@@ -61,6 +62,8 @@ pub struct Frontend {
     /// Query statistics by fingerprint (`SHOW QUERIES`, `/queries`).
     pub stats: Arc<QueryStats>,
     pub alerts: Arc<Alerts>,
+    /// Secrets read by `[auth] auth_query`, cached.
+    pub secrets: Arc<crate::auth::Secrets>,
     /// Where startups for the database `sluice` go.
     pub console: Arc<Console>,
     /// The client listener's address, as bound.

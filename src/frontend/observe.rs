@@ -21,21 +21,17 @@ use crate::registry::{ClientState, SessionEntry};
 
 pub struct SessionObserver {
     metrics: Arc<Metrics>,
-    node: Arc<Node>,
     entry: Arc<SessionEntry>,
 }
 
 impl SessionObserver {
-    pub fn new(
-        metrics: Arc<Metrics>,
-        node: Arc<Node>,
-        entry: Arc<SessionEntry>,
-    ) -> SessionObserver {
-        SessionObserver {
-            metrics,
-            node,
-            entry,
-        }
+    pub fn new(metrics: Arc<Metrics>, entry: Arc<SessionEntry>) -> SessionObserver {
+        SessionObserver { metrics, entry }
+    }
+
+    /// The session's registry entry (node and pooling state for `SHOW CLIENTS`).
+    pub fn entry(&self) -> &SessionEntry {
+        &self.entry
     }
 
     /// Bytes read from the client.
@@ -56,7 +52,7 @@ impl SessionObserver {
     /// A batch ended `elapsed` after it was sent: a client's is a query
     /// answered by the node, or cancelled by a rule's watchdog (counted
     /// there, once).
-    pub(super) fn finished(&self, done: &Done, elapsed: Duration) {
+    pub(super) fn finished(&self, done: &Done, elapsed: Duration, node: &Node) {
         if done.kind != Kind::Client {
             return;
         }
@@ -66,7 +62,7 @@ impl SessionObserver {
             QueryEnd::Answered(Route::Node)
         };
         self.metrics.query_finished(route, elapsed);
-        self.node.metrics().query();
+        node.metrics().query();
     }
 
     /// The node owes nothing more: the session waits for its client.

@@ -21,18 +21,23 @@
 //! ([`ClientWriter`]); the node direction holds it while a message is half
 //! written, so catalog answers never land inside a node message.
 
+use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Frontend;
+use super::pooled::{Inventory, Saved, describe, greeting_key, replay, reset, take_inventory};
+use crate::auth::{self, ClientLogin, Credential, NodeLoginError};
 use crate::backend::idle::IdleConnection;
 use crate::backend::node::Attached;
-use crate::config::Dialect;
+use crate::backend::pool::Slot;
+use crate::config::{AuthMode, Dialect};
 use crate::generation::Generation;
-use crate::net::{MessageStream, Stream};
+use crate::net::{MessageStream, ReadHalf, Stream, WriteHalf};
 use crate::protocol::backend::{self, ErrorFields};
 use crate::protocol::frame::{Frame, Scanner, Treatment};
 use crate::protocol::startup::{ClientDialect, StartupMessage};
@@ -64,29 +69,53 @@ pub async fn run(
     // A Vertica driver in front of PostgreSQL nodes: the whole session is
     // translated. In front of Vertica nodes it is relayed byte for byte,
     // like any PostgreSQL session (unknown message types pass through).
+    let config = &generation.config;
     let translated = startup.dialect() == ClientDialect::Vertica
-        && generation.config.warehouse.dialect == Dialect::Postgres;
-    let translated_startup;
+        && config.warehouse.dialect == Dialect::Postgres;
     let packet = if translated {
-        translated_startup = vertica::postgres_startup(&startup);
-        &translated_startup[..]
+        Bytes::from(vertica::postgres_startup(&startup))
     } else {
-        startup.raw()
+        Bytes::copy_from_slice(startup.raw())
     };
-    let Some((attached, server, first_answer)) = open_session(
+    // sluice checks the password itself when configured to (PostgreSQL
+    // clients; cleartext only over TLS), so it can log in again later.
+    let checks_password = !translated
+        && match config.auth.mode {
+            AuthMode::Passthrough => false,
+            AuthMode::AuthQuery => true,
+            AuthMode::Cleartext => client.is_tls(),
+        };
+    let credential = if checks_password {
+        match auth::authenticate(
+            &mut client,
+            startup.user(),
+            &generation,
+            &frontend.nodes,
+            &frontend.secrets,
+        )
+        .await
+        {
+            Ok(ClientLogin::Proved(credential)) => Some(credential),
+            Ok(ClientLogin::Refused) | Err(_) => return,
+        }
+    } else {
+        None
+    };
+    let Some(opened) = open_session(
         &frontend,
         &generation,
         &mut client,
-        packet,
+        &packet,
         peer,
         startup.user(),
+        credential.as_ref(),
     )
     .await
     else {
         return;
     };
-    let node = attached.node().addr().to_string();
-    tracing::debug!(%peer, node, user = startup.user(), database = startup.database(),
+    let node = opened.attached.node().clone();
+    tracing::debug!(%peer, node = node.addr(), user = startup.user(), database = startup.database(),
         application = startup.application(), dialect = %startup.dialect(), translated,
         "session started");
 
@@ -97,16 +126,12 @@ pub async fn run(
             database: startup.database(),
             application: startup.application(),
             peer,
-            node: &node,
+            node: node.addr(),
         },
         &frontend.kill,
     );
     registered.entry().set_dialect(startup.dialect());
-    let observer = SessionObserver::new(
-        frontend.metrics.clone(),
-        attached.node().clone(),
-        registered.entry().clone(),
-    );
+    let observer = SessionObserver::new(frontend.metrics.clone(), registered.entry().clone());
     let progress = NodeProgress::new(
         generation
             .catalog
@@ -114,17 +139,29 @@ pub async fn run(
             .map(|pool| (pool.freshness().clone(), Arc::from(startup.database()))),
     );
     let guard = QueryGuard::for_session(&frontend, &generation, &startup, peer);
+    let pooling = if translated {
+        Pooling::Pinned("pinned (Vertica translation)")
+    } else if config.warehouse.dialect != Dialect::Postgres {
+        Pooling::Pinned("pinned (Vertica node)")
+    } else {
+        match config.pooling.idle_detach {
+            Some(after) => Pooling::MayDetach(after),
+            None => Pooling::Pinned("pinned (no idle_detach)"),
+        }
+    };
     let session = Session {
         frontend: &frontend,
         generation: &generation,
         startup: &startup,
+        packet: &packet,
         peer,
-        attached: &attached,
-        node: &node,
         observer: &observer,
         progress: &progress,
         guard: &guard,
         kill: KillSignal::new(registered.entry().token.clone()),
+        credential,
+        pooling,
+        saved: Saved::default(),
     };
     let ends = if translated {
         let state = translate::Shared::for_session(&startup);
@@ -132,14 +169,67 @@ pub async fn run(
             translate::Translation::new(&state),
             translate::Conversion::new(&state, &startup),
         );
-        session.relay(sides, client, server, first_answer).await
+        session.relay(sides, client, opened).await
     } else {
-        session
-            .relay((Postgres, Postgres), client, server, first_answer)
-            .await
+        session.relay((Postgres, Postgres), client, opened).await
     };
-    if let Some(kept) = ends {
+    if let Some((attached, kept)) = ends {
         keep_connection(attached, kept, &generation.config.warehouse).await;
+    }
+}
+
+/// Whether a session may give its node connection back while idle.
+#[derive(Clone, Copy)]
+enum Pooling {
+    /// After this long idle outside a transaction, if it can log in again.
+    MayDetach(Duration),
+    /// Never; why, for `SHOW CLIENTS`.
+    Pinned(&'static str),
+}
+
+/// A node connection a session was opened on or took again.
+struct Opened {
+    attached: Attached,
+    slot: Option<Slot>,
+    stream: Stream,
+    /// What the node sent first: its greeting (all of it, from a kept
+    /// connection or a login sluice made), or the start of its answer to
+    /// the client's startup.
+    first_answer: BytesMut,
+    /// Opened by a password login: only a client sluice authenticated may
+    /// have it after this one.
+    proven: bool,
+}
+
+/// A session's connection to its node, while attached.
+struct Link {
+    attached: Attached,
+    slot: Option<Slot>,
+    from: MessageStream<ReadHalf>,
+    wr: WriteHalf,
+    proven: bool,
+}
+
+impl Link {
+    fn new(opened: Opened, treatment: fn(u8) -> Treatment) -> Link {
+        let (rd, wr) = opened.stream.into_split();
+        Link {
+            attached: opened.attached,
+            slot: opened.slot,
+            from: MessageStream::with_read(
+                rd,
+                Scanner::new(usize::MAX, treatment),
+                opened.first_answer,
+            ),
+            wr,
+            proven: opened.proven,
+        }
+    }
+
+    /// The connection whole again, for a reset or a query of sluice's own.
+    fn into_stream(self) -> (Attached, Option<Slot>, Stream, bool) {
+        let (rd, _) = self.from.into_parts();
+        (self.attached, self.slot, rd.unsplit(self.wr), self.proven)
     }
 }
 
@@ -148,32 +238,37 @@ struct Session<'a> {
     frontend: &'a Arc<Frontend>,
     generation: &'a Arc<Generation>,
     startup: &'a StartupMessage,
+    /// The startup packet nodes get (a Vertica client's, translated).
+    packet: &'a Bytes,
     peer: SocketAddr,
-    attached: &'a Attached,
-    node: &'a str,
     observer: &'a SessionObserver,
     progress: &'a NodeProgress,
     guard: &'a QueryGuard,
     /// Fires on KILL CLIENT and at shutdown.
     kill: KillSignal,
+    /// How sluice logs in again for this client; `None`: the login was
+    /// the node's (relayed), and only a trusted one can be made again.
+    credential: Option<Credential>,
+    pooling: Pooling,
+    /// What the session had set on its node when it last detached.
+    saved: Saved,
 }
 
 impl Session<'_> {
-    /// Relays the session both ways until it ends, then finishes it.
-    /// Returns the node connection when it may serve another client.
+    /// Relays the session both ways until it ends, then finishes it;
+    /// detaches and re-attaches on the way when pooling says so. Returns
+    /// the node connection when it may serve another client.
     async fn relay<C: ClientSide + Send, N: NodeSide + Send>(
         mut self,
         (client_side, node_side): (C, N),
         client: Stream,
-        server: Stream,
-        first_answer: BytesMut,
-    ) -> Option<IdleConnection> {
+        opened: Opened,
+    ) -> Option<(Attached, IdleConnection)> {
         let translated = C::TRANSLATED;
         let generation = self.generation;
         let client_tls = client.is_tls();
         let (client_rd, client_wr) = client.into_split();
         let client_wr = tokio::sync::Mutex::new(ClientWriter::new(client_wr));
-        let (node_rd, mut node_wr) = server.into_split();
         let client_treatment = match self.startup.dialect() {
             _ if translated => translate::client_treatment,
             ClientDialect::Vertica => vertica_client_treatment,
@@ -188,11 +283,8 @@ impl Session<'_> {
         } else {
             node_treatment
         };
-        let mut from_node = MessageStream::with_read(
-            node_rd,
-            Scanner::new(usize::MAX, node_treatment),
-            first_answer,
-        );
+        let node = opened.attached.node().clone();
+        let mut link = Some(Link::new(opened, node_treatment));
         let mut router = Router::new(
             generation.classifier.clone(),
             Some(self.frontend.metrics.clone()),
@@ -200,7 +292,7 @@ impl Session<'_> {
         if translated {
             router = router.for_vertica();
         }
-        let upstream = Upstream {
+        let mut upstream = Upstream {
             guard: self.guard,
             screening: Screening::default(),
             router,
@@ -211,6 +303,14 @@ impl Session<'_> {
             observer: self.observer,
             metrics: &self.frontend.metrics,
             client: client_side,
+            out: BytesMut::new(),
+            batches: VecDeque::new(),
+            detach: match self.pooling {
+                Pooling::MayDetach(after) => Some(after),
+                Pooling::Pinned(_) => None,
+            },
+            detach_armed: true,
+            idle_since: None,
         };
         let mut downstream = Downstream {
             side: node_side,
@@ -218,39 +318,78 @@ impl Session<'_> {
             guard: self.guard,
             observer: self.observer,
             cancels: &self.frontend.cancels,
-            node: self.node,
+            node,
             phase: Phase::Startup,
             greeting: Greeting::Recording(BytesMut::new()),
             registration: None,
             unsent: BytesMut::new(),
         };
-        let login = if translated {
+        if let Pooling::Pinned(why) = self.pooling {
+            self.observer
+                .entry()
+                .set_attachment(downstream.node.addr(), why);
+        } else if self.credential.is_some() {
+            self.observer
+                .entry()
+                .set_attachment(downstream.node.addr(), "attached");
+        }
+        let login = match link.as_mut() {
             // A Vertica driver's login is carried through by sluice.
-            let mut wr = client_wr.lock().await;
-            tokio::select! {
-                login = translate::authenticate(&mut from_node, &mut node_wr, &mut from_client,
-                    &mut wr, self.startup.user(), client_tls) => login,
-                _ = &mut self.kill => Err(End::Killed),
+            Some(l) if translated => {
+                let mut wr = client_wr.lock().await;
+                tokio::select! {
+                    login = translate::authenticate(&mut l.from, &mut l.wr, &mut from_client,
+                        &mut wr, self.startup.user(), client_tls) => login,
+                    _ = &mut self.kill => Err(End::Killed),
+                }
             }
-        } else {
-            Ok(())
+            _ => Ok(()),
         };
         let end = match login {
             Err(end) => end,
-            Ok(()) => {
-                let up = upstream.run(&mut from_client, &mut node_wr, &client_wr);
-                let down = downstream.run(&mut from_node, &client_wr);
-                // Biased: polled in this order on every wake-up, without
-                // drawing a random start; the relay directions are what
-                // wakes the task.
-                tokio::select! {
-                    biased;
-                    stop = up => stop.into(),
-                    end = down => end,
-                    _ = self.guard.watchdog(self.progress, generation.clone()) => unreachable!("the watchdog runs until the session ends"),
-                    _ = &mut self.kill => End::Killed,
+            Ok(()) => loop {
+                let end = match link.as_mut() {
+                    Some(l) => {
+                        let up = upstream.run(&mut from_client, Some(&mut l.wr), &client_wr);
+                        let down = downstream.run(&mut l.from, &client_wr);
+                        // Biased: polled in this order on every wake-up, without
+                        // drawing a random start; the relay directions are what
+                        // wakes the task.
+                        tokio::select! {
+                            biased;
+                            stop = up => stop.into(),
+                            end = down => end,
+                            _ = self.guard.watchdog(self.progress, generation.clone()) => unreachable!("the watchdog runs until the session ends"),
+                            _ = &mut self.kill => End::Killed,
+                        }
+                    }
+                    None => tokio::select! {
+                        biased;
+                        stop = upstream.run(&mut from_client, None, &client_wr) => stop.into(),
+                        _ = &mut self.kill => End::Killed,
+                    },
+                };
+                match end {
+                    End::Detach => {
+                        let l = link.take().expect("only an attached session detaches");
+                        match self
+                            .detach(l, &mut upstream, &mut downstream, node_treatment)
+                            .await
+                        {
+                            Ok(stays) => link = stays,
+                            Err(end) => break end,
+                        }
+                    }
+                    End::NeedNode => match self
+                        .attach(&mut upstream, &mut downstream, node_treatment)
+                        .await
+                    {
+                        Ok(l) => link = Some(l),
+                        Err(error) => break End::NoConnection(error),
+                    },
+                    end => break end,
                 }
-            }
+            },
         };
         // The client's cancel key goes first: a cancel that looks it up from
         // now on finds nothing, and one that found it is marked as on its way
@@ -259,18 +398,18 @@ impl Session<'_> {
         // The client left cleanly with the node idle: the connection may
         // serve the next client that logs in the same way.
         let warehouse = &generation.config.warehouse;
-        let greeting = match (&end, &downstream.greeting) {
-            (End::ClientLeft, Greeting::Trusted(greeting))
+        let greeting = match (&end, &downstream.greeting, &link) {
+            (End::ClientLeft, Greeting::Trusted(greeting), Some(l))
                 if warehouse.idle_connections > 0
                     && !translated
                     // DISCARD ALL is PostgreSQL's: Vertica has no reset to trust.
                     && warehouse.dialect == Dialect::Postgres
                     && downstream.phase == Phase::Ready
                     && self.progress.owed().idle_in_no_transaction()
-                    && !from_node.has_buffered()
+                    && !l.from.has_buffered()
                     && from_client.at_boundary()
-                    && from_node.at_boundary()
-                    && self.attached.node().is_healthy()
+                    && l.from.at_boundary()
+                    && l.attached.node().is_healthy()
                     && !self.guard.cancel_on_its_way()
                     && !self.frontend.kill.is_cancelled() =>
             {
@@ -284,26 +423,160 @@ impl Session<'_> {
             phase: downstream.phase,
             shutting_down: self.frontend.kill.is_cancelled(),
             unsent: &downstream.unsent,
-            client_between_messages: from_node.at_boundary(),
+            client_between_messages: link.as_ref().is_none_or(|l| l.from.at_boundary()),
             node_between_messages: from_client.at_boundary(),
-            node: self.node,
+            node: downstream.node.addr(),
             peer: self.peer,
             keep_node: greeting.is_some(),
         };
-        finish(ending, &downstream.side, &mut client_wr, &mut node_wr).await;
+        finish(
+            ending,
+            &downstream.side,
+            &mut client_wr,
+            link.as_mut().map(|l| &mut l.wr),
+        )
+        .await;
         let greeting = greeting?;
-        let (node_rd, _) = from_node.into_parts();
-        Some(IdleConnection::new(
-            Bytes::copy_from_slice(self.startup.raw()),
-            greeting,
-            node_rd.unsplit(node_wr),
-        ))
+        let (attached, slot, stream, proven) = link?.into_stream();
+        let mut kept = IdleConnection::new(self.packet.clone(), greeting, stream);
+        kept.proven = proven;
+        kept.slot = slot;
+        Some((attached, kept))
+    }
+
+    /// The session has been idle long enough: asks the node what it holds,
+    /// and gives the connection back unless that pins it. `Ok(Some)`: the
+    /// session stays attached.
+    async fn detach<C: ClientSide, N: NodeSide>(
+        &mut self,
+        link: Link,
+        upstream: &mut Upstream<'_, C>,
+        downstream: &mut Downstream<'_, N>,
+        node_treatment: fn(u8) -> Treatment,
+    ) -> Result<Option<Link>, End> {
+        // A relayed login is made again only if the node asked for nothing.
+        let can_log_in = self.credential.is_some()
+            || matches!(downstream.greeting, Greeting::Trusted(ref g) if g.first() == Some(&backend::AUTHENTICATION));
+        if !can_log_in {
+            upstream.detach = None;
+            return Ok(Some(link));
+        }
+        let quiet = downstream.phase == Phase::Ready
+            && self.progress.owed().idle_in_no_transaction()
+            && upstream.out.is_empty()
+            && link.from.at_boundary()
+            && !link.from.has_buffered()
+            && !self.guard.cancel_on_its_way();
+        if !quiet {
+            upstream.idle_since = None;
+            return Ok(Some(link));
+        }
+        let timeout = self.generation.config.warehouse.connect_timeout;
+        let node = link.attached.node().clone();
+        let (attached, slot, mut stream, proven) = link.into_stream();
+        let user = self.startup.user();
+        let inventory = tokio::time::timeout(timeout, take_inventory(&mut stream, user))
+            .await
+            .unwrap_or_else(|_| Err("no answer in time".into()));
+        let saved = match inventory {
+            Ok(Inventory::Saved(saved)) => saved,
+            Ok(Inventory::Pinned(why)) => {
+                tracing::debug!(peer = %self.peer, node = node.addr(), why, "session stays pinned");
+                self.observer
+                    .entry()
+                    .set_attachment(node.addr(), &format!("pinned ({why})"));
+                upstream.detach_armed = false;
+                let opened = Opened {
+                    attached,
+                    slot,
+                    stream,
+                    first_answer: BytesMut::new(),
+                    proven,
+                };
+                return Ok(Some(Link::new(opened, node_treatment)));
+            }
+            Err(why) => {
+                tracing::info!(peer = %self.peer, node = node.addr(), why, "the node failed while the session detached");
+                return Err(End::NodeClosed);
+            }
+        };
+        tracing::debug!(peer = %self.peer, node = node.addr(), saved = describe(&saved), "session detached");
+        self.saved = saved;
+        if let Some(r) = &downstream.registration {
+            r.suspend();
+        }
+        self.guard.set_target(None);
+        self.observer.entry().set_attachment("", "detached");
+        self.frontend.metrics.session_detached(true);
+        let greeting = match &downstream.greeting {
+            Greeting::Trusted(g) => g.clone(),
+            _ => return Ok(None),
+        };
+        let mut kept = IdleConnection::new(self.packet.clone(), greeting, stream);
+        kept.proven = proven;
+        kept.slot = slot;
+        keep_connection(attached, kept, &self.generation.config.warehouse).await;
+        Ok(None)
+    }
+
+    /// A detached session needs a node again: takes a connection (a kept
+    /// one, or a new login), replays what the session had set, and points
+    /// the client's cancel key at it. The error is what the client is told.
+    async fn attach<C: ClientSide, N: NodeSide>(
+        &mut self,
+        upstream: &mut Upstream<'_, C>,
+        downstream: &mut Downstream<'_, N>,
+        node_treatment: fn(u8) -> Treatment,
+    ) -> Result<Link, ErrorFields> {
+        let credential = self.credential.clone().unwrap_or(Credential::Trusted);
+        let started = std::time::Instant::now();
+        let mut opened = take_connection(
+            self.frontend,
+            self.generation,
+            self.packet,
+            self.startup.user(),
+            Some(&credential),
+        )
+        .await?;
+        self.frontend.metrics.pool_waited(started.elapsed());
+        let addr = opened.attached.node().addr().to_string();
+        let timeout = self.generation.config.warehouse.connect_timeout;
+        let replayed = tokio::time::timeout(timeout, replay(&mut opened.stream, &self.saved))
+            .await
+            .unwrap_or_else(|_| Err("no answer in time".into()));
+        if let Err(why) = replayed {
+            tracing::warn!(peer = %self.peer, node = addr, why, "could not restore a session's settings on a node");
+            return Err(ErrorFields::fatal(
+                sqlstate::CONNECTION_FAILURE,
+                format!(
+                    "sluice could not restore this session's settings on warehouse node {addr}: {why}"
+                ),
+            ));
+        }
+        let greeting = opened.first_answer.split().freeze();
+        let key = greeting_key(&greeting);
+        if let (Some(r), Some(key)) = (&downstream.registration, key.clone()) {
+            r.resume(&addr, key);
+        }
+        self.guard
+            .set_target(key.map(|key| crate::cancel::CancelTarget {
+                node: addr.clone(),
+                key,
+            }));
+        downstream.node = opened.attached.node().clone();
+        downstream.greeting = Greeting::Trusted(greeting);
+        upstream.detach_armed = true;
+        upstream.idle_since = None;
+        self.observer.entry().set_attachment(&addr, "attached");
+        self.frontend.metrics.session_detached(false);
+        tracing::debug!(peer = %self.peer, node = addr, "session attached again");
+        Ok(Link::new(opened, node_treatment))
     }
 }
 
-/// Resets a node connection whose client left and keeps it for the next
-/// client with the same startup packet; a connection that does not reset
-/// cleanly within the connect timeout is closed.
+/// Resets a node connection whose client left (or detached) and keeps it
+/// for the next client with the same startup packet; a connection that
+/// does not reset cleanly within the connect timeout is closed.
 async fn keep_connection(
     attached: Attached,
     mut kept: IdleConnection,
@@ -312,6 +585,9 @@ async fn keep_connection(
     let node = attached.node().clone();
     // Counted as a session no more: the node has no client on it.
     drop(attached);
+    if warehouse.idle_connections == 0 {
+        return;
+    }
     match tokio::time::timeout(warehouse.connect_timeout, reset(&mut kept.stream)).await {
         Ok(Ok(())) => node.keep_idle(kept, warehouse.idle_connections, warehouse.idle_timeout),
         Ok(Err(why)) => {
@@ -328,105 +604,166 @@ async fn keep_connection(
     }
 }
 
-/// `DISCARD ALL` (what PgBouncer's `server_reset_query` does): temporary
-/// tables, prepared statements, settings, LISTENs, advisory locks and
-/// `SET ROLE` of the last client are gone before the next one comes.
-async fn reset(stream: &mut Stream) -> Result<(), String> {
-    stream
-        .write_all(frontend::encode_query("DISCARD ALL").raw())
-        .await
-        .map_err(|e| e.to_string())?;
-    let mut answers = MessageStream::new(stream, Scanner::new(64 << 10, |_| Treatment::Inspect));
-    loop {
-        let Some(frame) = answers.frame().await.map_err(|e| e.to_string())? else {
-            return Err("the node closed it".into());
-        };
-        match frame.tag() {
-            backend::COMMAND_COMPLETE
-            | backend::PARAMETER_STATUS
-            | backend::NOTICE_RESPONSE
-            | backend::NOTIFICATION_RESPONSE => {}
-            backend::READY_FOR_QUERY if frame.body() == b"I" => return Ok(()),
-            backend::ERROR_RESPONSE => {
-                return Err(backend::error_summary(frame.body()).1);
-            }
-            other => return Err(format!("unexpected message {:?}", char::from(other))),
-        }
-    }
-}
-
-/// Chooses the node for a new session and opens the session there with
-/// `startup`: healthy nodes in round-robin order, the next one on any
-/// failure. When none can be had, the client is told why and `None` is
-/// returned.
-async fn open_session(
+/// A node connection for a session: a kept one logged in the same way, or
+/// a new one, on the healthy nodes in round-robin order under each node's
+/// cap: first wherever a slot is free now, then waiting in turn at the
+/// first node for `[pooling] wait_timeout`. `credential`: sluice logs in
+/// with it; `None`: the client's startup is handed to the node and its
+/// first answer returned, for the client to go on with (the login is
+/// relayed). The error is what the client is told.
+async fn take_connection(
     frontend: &Frontend,
     generation: &Generation,
-    client: &mut Stream,
-    startup: &[u8],
-    peer: SocketAddr,
+    packet: &[u8],
     user: &str,
-) -> Option<(Attached, Stream, BytesMut)> {
+    credential: Option<&Credential>,
+) -> Result<Opened, ErrorFields> {
     let candidates = frontend.nodes.candidates();
     if candidates.is_empty() {
         let total = frontend.nodes.all().len();
-        let error = ErrorFields::fatal(
+        return Err(ErrorFields::fatal(
             sqlstate::CONNECTION_FAILURE,
             format!("no warehouse node is available: all {total} nodes are out of rotation"),
         )
-        .with_hint("The nodes failed their health checks; sluice puts them back as soon as they answer again.");
-        tracing::warn!(%peer, user = user, "refused a session: no healthy node");
-        frontend
-            .metrics
-            .client_refused(crate::metrics::Refusal::NoNode);
-        send_fatal(client, &error).await;
-        return None;
+        .with_hint("The nodes failed their health checks; sluice puts them back as soon as they answer again."));
     }
     let warehouse = &generation.config.warehouse;
+    // Connections opened by a password login go only to clients sluice
+    // authenticated itself.
+    let proven = credential.is_some_and(|c| !matches!(c, Credential::Trusted));
+    let wait = generation.config.pooling.wait_timeout;
     let mut failures = Vec::new();
-    let mut connected = None;
-    for node in &candidates {
-        // A node connection kept from a client that logged in the same way
-        // saves the node a backend start and a login. Only the node round
-        // robin chose: kept connections must not draw sessions to their node.
-        if warehouse.idle_connections > 0
-            && let Some(kept) = node.take_idle(startup, warehouse.idle_timeout)
-        {
-            tracing::debug!(%peer, node = node.addr(), "session takes a kept node connection");
-            connected = Some((
-                node.attach(),
-                kept.stream,
-                BytesMut::from(&kept.greeting[..]),
-            ));
+    let mut full = None;
+    for (pass, wait) in [Duration::ZERO, wait].into_iter().enumerate() {
+        let nodes = if pass == 0 {
+            &candidates[..]
+        } else {
+            &candidates[..1]
+        };
+        for node in nodes {
+            // A node connection kept from a client that logged in the same
+            // way saves the node a backend start and a login. Only the node
+            // round robin chose: kept connections must not draw sessions to
+            // their node.
+            if let Some(kept) = node.take_idle(packet, proven, warehouse.idle_timeout) {
+                tracing::debug!(node = node.addr(), "session takes a kept node connection");
+                return Ok(Opened {
+                    attached: node.attach(),
+                    first_answer: BytesMut::from(&kept.greeting[..]),
+                    proven: kept.proven,
+                    slot: kept.slot,
+                    stream: kept.stream,
+                });
+            }
+            let slot = match node.take_slot(wait).await {
+                Ok(slot) => slot,
+                Err(f) => {
+                    full = Some((node.addr().to_string(), f.cap));
+                    continue;
+                }
+            };
+            let opened = match credential {
+                Some(credential) => {
+                    auth::log_in(
+                        &generation.node_connector,
+                        node.addr(),
+                        packet,
+                        user,
+                        credential,
+                    )
+                    .await
+                    .map_err(|e| match e {
+                        // The node's answer to the client's password.
+                        NodeLoginError::Refused(raw) => {
+                            let (code, message) =
+                                backend::error_summary(raw.get(5..).unwrap_or_default());
+                            Some(ErrorFields::fatal(&code, message))
+                        }
+                        NodeLoginError::Failed(why) => {
+                            failures.push(why);
+                            None
+                        }
+                    })
+                }
+                None => open_on_node(&generation.node_connector, node.addr(), packet)
+                    .await
+                    .map(|(stream, first)| (stream, first.freeze()))
+                    .map_err(|why| {
+                        failures.push(why);
+                        None
+                    }),
+            };
+            match opened {
+                Ok((stream, first_answer)) => {
+                    return Ok(Opened {
+                        attached: node.attach(),
+                        slot,
+                        stream,
+                        first_answer: BytesMut::from(&first_answer[..]),
+                        proven,
+                    });
+                }
+                Err(Some(refused)) => return Err(refused),
+                Err(None) => tracing::warn!(
+                    node = node.addr(),
+                    error = failures.last().map(String::as_str).unwrap_or_default(),
+                    "could not open a session on node; trying the next"
+                ),
+            }
+        }
+        if full.is_none() {
             break;
         }
-        match open_on_node(&generation.node_connector, node.addr(), startup).await {
-            Ok((stream, first_answer)) => {
-                connected = Some((node.attach(), stream, first_answer));
-                break;
-            }
-            Err(e) => {
-                tracing::warn!(%peer, node = node.addr(), error = %e, "could not open a session on node; trying the next");
-                failures.push(e.to_string());
-            }
-        }
     }
-    let Some(opened) = connected else {
-        frontend
-            .metrics
-            .client_refused(crate::metrics::Refusal::NoNode);
-        let error = ErrorFields::fatal(
+    Err(match full {
+        Some((node, cap)) if failures.is_empty() => node_full(&node, cap, wait),
+        _ => ErrorFields::fatal(
             sqlstate::CONNECTION_FAILURE,
             format!(
                 "no warehouse node was reachable (tried {})",
                 candidates.len()
             ),
         )
-        .with_detail(failures.join("; "));
-        send_fatal(client, &error).await;
-        return None;
-    };
-    Some(opened)
+        .with_detail(failures.join("; ")),
+    })
+}
+
+/// 53300 naming sluice's cap, not the node's own limit.
+fn node_full(node: &str, cap: usize, wait: Duration) -> ErrorFields {
+    ErrorFields::fatal(
+        sqlstate::TOO_MANY_CONNECTIONS,
+        format!(
+            "warehouse node {node} has all {cap} of the connections sluice may open to it in use ([pooling] max_node_connections), and none came free within {}",
+            humantime::format_duration(wait)
+        ),
+    )
+    .with_hint("Raise [pooling] max_node_connections if the node admits more, or set [pooling] idle_detach so that idle sessions give theirs back.")
+}
+
+/// Opens a new session on a node (see [`take_connection`]); when none can
+/// be had, the client is told why and `None` is returned.
+async fn open_session(
+    frontend: &Frontend,
+    generation: &Generation,
+    client: &mut Stream,
+    packet: &[u8],
+    peer: SocketAddr,
+    user: &str,
+    credential: Option<&Credential>,
+) -> Option<Opened> {
+    match take_connection(frontend, generation, packet, user, credential).await {
+        Ok(opened) => Some(opened),
+        Err(error) => {
+            tracing::warn!(%peer, user, error = error.message, "refused a session");
+            if error.code != sqlstate::INVALID_PASSWORD {
+                frontend
+                    .metrics
+                    .client_refused(crate::metrics::Refusal::NoNode);
+            }
+            send_fatal(client, &error).await;
+            None
+        }
+    }
 }
 
 /// Connects to a node and hands it the client's startup packet. The node's

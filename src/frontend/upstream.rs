@@ -16,6 +16,7 @@
 //! plain loop with the PostgreSQL choices inlined. The node direction has
 //! its mirror in [`super::downstream`].
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -56,6 +57,12 @@ pub(super) enum Stop {
     /// The catalog copy failed after part of its answer reached the client.
     CatalogBroken(CatalogError),
     Io(std::io::Error),
+    /// The session has been idle outside a transaction for
+    /// `[pooling] idle_detach`: it may give its node connection back.
+    Detach,
+    /// Detached, the session has something for a node (gathered in
+    /// [`Upstream::out`]): it needs a connection again.
+    NeedNode,
 }
 
 /// What a kind of client needs beyond relaying PostgreSQL messages as they
@@ -113,107 +120,184 @@ pub(super) struct Upstream<'a, C> {
     pub observer: &'a SessionObserver,
     pub metrics: &'a Arc<Metrics>,
     pub client: C,
+    /// What is gathered for the node, so that a read's worth of messages
+    /// costs one write; kept across a detach until a node takes it.
+    pub out: BytesMut,
+    /// Batches read but not yet decided (a detached session stopped for a
+    /// node after the one before them).
+    pub batches: VecDeque<Batch>,
+    /// `[pooling] idle_detach`, when this session may detach at all.
+    pub detach: Option<Duration>,
+    /// False after a detach found state that pins the session, until its
+    /// next query to the node.
+    pub detach_armed: bool,
+    /// Since when the node has had nothing to do for this session.
+    pub idle_since: Option<Instant>,
 }
 
 impl<C: ClientSide> Upstream<'_, C> {
-    /// Runs until the client leaves or the session cannot go on. Writes to
-    /// the node are gathered in `out`, so a read's worth of messages costs
-    /// one write.
+    /// Runs until the client leaves, the session cannot go on, or it
+    /// detaches or needs a node again ([`Stop::Detach`], [`Stop::NeedNode`];
+    /// it may be run again after either). `wr` is the node, `None` while
+    /// detached.
     pub(super) async fn run(
-        mut self,
+        &mut self,
         from: &mut MessageStream<ReadHalf>,
-        wr: &mut WriteHalf,
+        mut wr: Option<&mut WriteHalf>,
         client_wr: &tokio::sync::Mutex<ClientWriter>,
     ) -> Stop {
-        let mut out = BytesMut::new();
         loop {
+            while let Some(batch) = self.batches.pop_front() {
+                if let Err(stop) = self.decide(batch, &mut wr, client_wr).await {
+                    return stop;
+                }
+                if wr.is_none() && !self.out.is_empty() {
+                    return Stop::NeedNode;
+                }
+            }
             let item = match from.buffered() {
                 Ok(Some(item)) => item,
                 Ok(None) => {
-                    if let Err(e) = write_out(wr, &mut out).await {
+                    if let Err(e) = self.write_out(&mut wr).await {
                         return e;
                     }
-                    match from.fill().await {
+                    match self.wait_for_client(from, wr.is_some()).await {
                         Ok(0) => return Stop::ClientLeft,
                         Ok(n) => self.observer.client_read(n),
-                        Err(e) => return Stop::Io(e),
+                        Err(stop) => return stop,
                     }
                     continue;
                 }
                 Err(e) => return Stop::ClientProtocol(e),
             };
-            let frame = match item {
+            match item {
                 Item::Relay(bytes) => {
                     // Unrouted bytes (COPY data, ...) follow what came before them.
                     if let Some(batch) = self.router.take_pending() {
-                        self.queue_for_node(batch, &mut out, None);
+                        self.queue_for_node(batch, None);
                     }
-                    out.extend_from_slice(&bytes);
-                    if out.len() > MAX_GATHERED
-                        && let Err(e) = write_out(wr, &mut out).await
-                    {
-                        return e;
-                    }
-                    continue;
+                    self.out.extend_from_slice(&bytes);
                 }
-                Item::Inspect(frame) => frame,
-            };
-            match frame.tag() {
-                // Terminate: the node learns it when the session closes it.
-                frontend::TERMINATE => return Stop::ClientLeft,
-                frontend::FUNCTION_CALL => {
-                    if let Some(batch) = self.router.take_pending() {
-                        self.queue_for_node(batch, &mut out, None);
+                Item::Inspect(frame) => match frame.tag() {
+                    // Terminate: the node learns it when the session closes it.
+                    frontend::TERMINATE => return Stop::ClientLeft,
+                    frontend::FUNCTION_CALL => {
+                        if let Some(batch) = self.router.take_pending() {
+                            self.queue_for_node(batch, None);
+                        }
+                        self.asked_node(Sent {
+                            readies: 1,
+                            ..Sent::default()
+                        });
+                        self.out.extend_from_slice(frame.raw());
                     }
-                    self.asked_node(Sent {
-                        readies: 1,
-                        ..Sent::default()
-                    });
-                    out.extend_from_slice(frame.raw());
-                }
-                _ => {
-                    let frame = match self.client.translate(frame) {
-                        Ok(f) => f,
-                        Err(e) => return Stop::ClientProtocol(e),
-                    };
-                    let batches = match self.router.push(frame) {
-                        Ok(b) => b,
-                        Err(e) => return Stop::ClientProtocol(e),
-                    };
-                    for batch in batches {
-                        let budget = match self.screen(&batch, &mut out, wr, client_wr).await {
-                            Ok(Some(budget)) => budget,
-                            Ok(None) => continue,
-                            Err(stop) => return stop,
+                    _ => {
+                        let frame = match self.client.translate(frame) {
+                            Ok(f) => f,
+                            Err(e) => return Stop::ClientProtocol(e),
                         };
-                        if self.client.waits_for_node(&batch, self.progress) {
-                            if let Err(e) = write_out(wr, &mut out).await {
-                                return e;
-                            }
-                            self.progress.idle().await;
+                        match self.router.push(frame) {
+                            Ok(batches) => self.batches.extend(batches),
+                            Err(e) => return Stop::ClientProtocol(e),
                         }
-                        if let Some(pool) =
-                            copy_for(&batch, self.catalog.as_ref(), self.database, self.metrics)
-                        {
-                            match self
-                                .answered_by_catalog(&pool, &batch, &mut out, wr, client_wr)
-                                .await
-                            {
-                                Ok(true) => continue,
-                                Ok(false) => {}
-                                Err(stop) => return stop,
-                            }
-                        }
-                        self.queue_for_node(batch, &mut out, budget);
+                        continue;
                     }
-                }
+                },
             }
-            if out.len() > MAX_GATHERED
-                && let Err(e) = write_out(wr, &mut out).await
+            if wr.is_none() {
+                return Stop::NeedNode;
+            }
+            if self.out.len() > MAX_GATHERED
+                && let Err(e) = self.write_out(&mut wr).await
             {
                 return e;
             }
         }
+    }
+
+    /// Decides one batch's fate: answered here, by the catalog copy, or
+    /// queued for the node.
+    async fn decide(
+        &mut self,
+        batch: Batch,
+        wr: &mut Option<&mut WriteHalf>,
+        client_wr: &tokio::sync::Mutex<ClientWriter>,
+    ) -> Result<(), Stop> {
+        let Some(budget) = self.screen(&batch, wr, client_wr).await? else {
+            return Ok(());
+        };
+        if self.client.waits_for_node(&batch, self.progress) {
+            self.write_out(wr).await?;
+            self.progress.idle().await;
+        }
+        if let Some(pool) = copy_for(&batch, self.catalog.as_ref(), self.database, self.metrics)
+            && self
+                .answered_by_catalog(&pool, &batch, wr, client_wr)
+                .await?
+        {
+            return Ok(());
+        }
+        self.queue_for_node(batch, budget);
+        if self.out.len() > MAX_GATHERED {
+            self.write_out(wr).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits for the client's next bytes. An attached session that may
+    /// detach stops waiting once the node has been idle, outside a
+    /// transaction, for `[pooling] idle_detach`.
+    async fn wait_for_client(
+        &mut self,
+        from: &mut MessageStream<ReadHalf>,
+        attached: bool,
+    ) -> Result<usize, Stop> {
+        let after = match self.detach {
+            Some(after) if attached && self.detach_armed => after,
+            _ => return from.fill().await.map_err(Stop::Io),
+        };
+        let progress = self.progress;
+        let since = self.idle_since;
+        let idle_long_enough = async move {
+            let since = match since {
+                Some(since) => since,
+                None => loop {
+                    progress.idle().await;
+                    if progress.owed().idle_in_no_transaction() {
+                        break Instant::now();
+                    }
+                    // In a transaction, or a prepare up to Flush is open:
+                    // no detaching until the client's next message.
+                    std::future::pending::<()>().await;
+                },
+            };
+            tokio::time::sleep_until((since + after).into()).await;
+        };
+        let read = tokio::select! {
+            biased;
+            read = from.fill() => read.map_err(Stop::Io)?,
+            () = idle_long_enough => return Err(Stop::Detach),
+        };
+        if self.idle_since.is_none() && self.progress.owed().idle_in_no_transaction() {
+            // Catalog lookups and rejections keep the node idle: the clock
+            // runs from the first of them.
+            self.idle_since = Some(Instant::now());
+        }
+        Ok(read)
+    }
+
+    /// Writes what was gathered for the node, if anything; a detached
+    /// session must take a node first.
+    async fn write_out(&mut self, wr: &mut Option<&mut WriteHalf>) -> Result<(), Stop> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let Some(wr) = wr.as_deref_mut() else {
+            return Err(Stop::NeedNode);
+        };
+        wr.write_all(&self.out).await.map_err(Stop::Io)?;
+        self.out.clear();
+        Ok(())
     }
 
     /// Applies the rules to a batch before it goes anywhere. `Ok(None)`:
@@ -222,8 +306,7 @@ impl<C: ClientSide> Upstream<'_, C> {
     async fn screen(
         &mut self,
         batch: &Batch,
-        out: &mut BytesMut,
-        wr: &mut WriteHalf,
+        wr: &mut Option<&mut WriteHalf>,
         client_wr: &tokio::sync::Mutex<ClientWriter>,
     ) -> Result<Option<Budget>, Stop> {
         let (rejection, end) = match self
@@ -234,7 +317,7 @@ impl<C: ClientSide> Upstream<'_, C> {
             Screened::Answer { rejection, end } => (rejection, end),
         };
         // Answers to what was sent before must reach the client first.
-        write_out(wr, out).await?;
+        self.write_out(wr).await?;
         self.progress.idle().await;
         let mut answer = BytesMut::new();
         self.client
@@ -246,7 +329,7 @@ impl<C: ClientSide> Upstream<'_, C> {
                 // The node still answers what it holds (up to a Flush, some
                 // of it maybe not yet): the rejection goes to the client
                 // after those answers, just ahead of the Sync's ReadyForQuery.
-                out.extend_from_slice(&frontend::SYNC_MESSAGE);
+                self.out.extend_from_slice(&frontend::SYNC_MESSAGE);
                 self.asked_node(Sent {
                     readies: 1,
                     answer_ahead: Some(std::mem::take(&mut answer).freeze()),
@@ -272,11 +355,10 @@ impl<C: ClientSide> Upstream<'_, C> {
         &mut self,
         pool: &CatalogPool,
         batch: &Batch,
-        out: &mut BytesMut,
-        wr: &mut WriteHalf,
+        wr: &mut Option<&mut WriteHalf>,
         client_wr: &tokio::sync::Mutex<ClientWriter>,
     ) -> Result<bool, Stop> {
-        write_out(wr, out).await?;
+        self.write_out(wr).await?;
         if !node_settled_for_copy(self.progress, pool, self.database).await {
             return Ok(false);
         }
@@ -322,7 +404,9 @@ impl<C: ClientSide> Upstream<'_, C> {
 
     /// A message that is not a batch of its own went to the node (a
     /// FunctionCall, a Sync ending a refused batch): what the node owes for it.
-    fn asked_node(&self, sent: Sent) {
+    fn asked_node(&mut self, sent: Sent) {
+        self.idle_since = None;
+        self.detach_armed = true;
         self.observer.asked();
         self.progress.send(Kind::Client, sent, Instant::now());
     }
@@ -330,7 +414,10 @@ impl<C: ClientSide> Upstream<'_, C> {
     /// Queues a batch for the node, preparing there first any statement the
     /// catalog copy prepared, and notes what the node owes for it, with the
     /// watchdog's `budget`.
-    fn queue_for_node(&mut self, mut batch: Batch, out: &mut BytesMut, budget: Budget) {
+    fn queue_for_node(&mut self, mut batch: Batch, budget: Budget) {
+        self.idle_since = None;
+        self.detach_armed = true;
+        let out = &mut self.out;
         let checked = std::mem::take(&mut batch.checked);
         let (syncs, ddl) = (batch.syncs, batch.ddl);
         self.screening.sent(syncs);
@@ -361,13 +448,4 @@ impl<C: ClientSide> Upstream<'_, C> {
         };
         self.progress.send(Kind::Client, sent, now);
     }
-}
-
-/// Writes what was gathered for the node, if anything.
-async fn write_out(wr: &mut WriteHalf, out: &mut BytesMut) -> Result<(), Stop> {
-    if !out.is_empty() {
-        wr.write_all(out).await.map_err(Stop::Io)?;
-        out.clear();
-    }
-    Ok(())
 }

@@ -129,6 +129,14 @@ pub fn encode_authentication_request(buf: &mut BytesMut, code: i32) {
     write::message(buf, AUTHENTICATION, |b| b.put_i32(code));
 }
 
+/// AuthenticationMD5Password with its salt.
+pub fn encode_authentication_md5(buf: &mut BytesMut, salt: [u8; 4]) {
+    write::message(buf, AUTHENTICATION, |b| {
+        b.put_i32(AUTH_MD5);
+        b.put_slice(&salt);
+    });
+}
+
 /// AuthenticationSASL offering the given mechanisms.
 pub fn encode_authentication_sasl(buf: &mut BytesMut, mechanisms: &[&str]) {
     write::message(buf, AUTHENTICATION, |b| {
@@ -195,6 +203,32 @@ pub fn encode_data_row(buf: &mut BytesMut, values: &[Option<&str>]) {
             }
         }
     });
+}
+
+/// The values of a DataRow; `None` is SQL NULL.
+pub fn data_row(body: &[u8]) -> Result<Vec<Option<&[u8]>>, ProtocolError> {
+    let bad = |why| ProtocolError::malformed("DataRow", why);
+    let (count, mut rest) = body.split_first_chunk::<2>().ok_or(bad("too short"))?;
+    let count = i16::from_be_bytes(*count).max(0) as usize;
+    let mut values = Vec::with_capacity(count.min(rest.len() / 4 + 1));
+    for _ in 0..count {
+        let (len, after) = rest
+            .split_first_chunk::<4>()
+            .ok_or(bad("a value is cut off"))?;
+        let len = i32::from_be_bytes(*len);
+        if len < 0 {
+            values.push(None);
+            rest = after;
+            continue;
+        }
+        let len = len as usize;
+        if after.len() < len {
+            return Err(bad("a value is cut off"));
+        }
+        values.push(Some(&after[..len]));
+        rest = &after[len..];
+    }
+    Ok(values)
 }
 
 /// CommandComplete with its tag, e.g. `SHOW`, `SELECT 3`.
@@ -389,6 +423,16 @@ mod tests {
             error_summary(&bytes[5..]),
             ("08006".into(), "no warehouse node was reachable".into())
         );
+    }
+
+    #[test]
+    fn data_rows_read_back_as_written() {
+        let mut buf = BytesMut::new();
+        encode_data_row(&mut buf, &[Some("a"), None, Some("")]);
+        let values = data_row(&buf[5..]).unwrap();
+        assert_eq!(values, vec![Some(&b"a"[..]), None, Some(&b""[..])]);
+        assert!(data_row(&buf[5..buf.len() - 1]).is_err());
+        assert!(data_row(b"\x00\x01\x00\x00\x00\x09ab").is_err());
     }
 
     #[test]

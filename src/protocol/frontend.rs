@@ -118,6 +118,41 @@ pub fn encode_query(sql: &str) -> Frame {
     framed(QUERY, |b| write::cstr(b, sql))
 }
 
+/// Parse of `text` as statement `name`, with these parameter type OIDs.
+pub fn encode_parse(buf: &mut BytesMut, name: &str, text: &str, types: &[u32]) {
+    write::message(buf, PARSE, |b| {
+        write::cstr(b, name);
+        write::cstr(b, text);
+        b.put_i16(types.len().min(i16::MAX as usize) as i16);
+        for t in types.iter().take(i16::MAX as usize) {
+            b.put_u32(*t);
+        }
+    });
+}
+
+/// Bind of the unnamed portal to `statement`, text parameters, text results.
+pub fn encode_bind_text(buf: &mut BytesMut, statement: &str, values: &[&str]) {
+    write::message(buf, BIND, |b| {
+        b.put_u8(0);
+        write::cstr(b, statement);
+        b.put_i16(0);
+        b.put_i16(values.len().min(i16::MAX as usize) as i16);
+        for v in values.iter().take(i16::MAX as usize) {
+            b.put_i32(v.len() as i32);
+            b.put_slice(v.as_bytes());
+        }
+        b.put_i16(0);
+    });
+}
+
+/// Execute of the unnamed portal, all rows.
+pub fn encode_execute(buf: &mut BytesMut) {
+    write::message(buf, EXECUTE, |b| {
+        b.put_u8(0);
+        b.put_i32(0);
+    });
+}
+
 /// Parse with another statement name, text and parameter types unchanged.
 pub fn parse_renamed(parts: &ParseParts<'_>, name: &str) -> Frame {
     framed(PARSE, |b| {

@@ -14,6 +14,7 @@ mod failover;
 mod hardening;
 mod observability;
 mod operations;
+mod pooling;
 mod relay;
 mod reuse;
 mod rules;

@@ -1,0 +1,147 @@
+//! The cap on each node's connections (`[pooling] max_node_connections`):
+//! every connection sluice holds to a node, attached to a session or kept
+//! between sessions, holds a [`Slot`]. A session that finds none free waits
+//! in a fair (first come, first served) queue for up to `wait_timeout`.
+
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// One node's slots.
+pub struct Slots {
+    semaphore: Arc<Semaphore>,
+    /// The cap now in force; `None`: no cap.
+    cap: Mutex<Option<usize>>,
+    /// Permits a lower cap still has to take back as slots are returned.
+    owed: AtomicUsize,
+    waiting: AtomicUsize,
+}
+
+impl Default for Slots {
+    fn default() -> Self {
+        Slots {
+            semaphore: Arc::new(Semaphore::new(0)),
+            cap: Mutex::new(None),
+            owed: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+        }
+    }
+}
+
+/// A node connection's place under the cap; given back when dropped.
+pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+
+/// No slot came free within the wait.
+#[derive(Debug)]
+pub struct Full {
+    pub cap: usize,
+}
+
+impl Slots {
+    /// Sets the cap (at start and on reload). A lower cap takes effect as
+    /// connections are given back; none is closed for it.
+    pub fn set_cap(&self, cap: Option<usize>) {
+        let mut current = self.cap.lock().expect("slots lock");
+        let old = current.unwrap_or(0);
+        let new = cap.unwrap_or(0);
+        if new > old {
+            let repaid = self.owed.swap(0, Ordering::Relaxed).min(new - old);
+            self.semaphore.add_permits(new - old - repaid);
+        } else if new < old {
+            let taken = self.semaphore.forget_permits(old - new);
+            self.owed.fetch_add(old - new - taken, Ordering::Relaxed);
+        }
+        *current = cap;
+    }
+
+    pub fn cap(&self) -> Option<usize> {
+        *self.cap.lock().expect("slots lock")
+    }
+
+    /// A slot if one is free now; `Ok(None)` when there is no cap.
+    pub fn try_take(&self) -> Result<Option<Slot>, ()> {
+        if self.cap().is_none() {
+            return Ok(None);
+        }
+        self.settle_owed();
+        match self.semaphore.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Some(Slot(permit))),
+            Err(_) => Err(()),
+        }
+    }
+
+    /// Waits up to `wait` for a slot, behind those already waiting.
+    pub async fn take(&self, wait: Duration) -> Result<Option<Slot>, Full> {
+        let Some(cap) = self.cap() else {
+            return Ok(None);
+        };
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        let got = tokio::time::timeout(wait, self.semaphore.clone().acquire_owned()).await;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
+        match got {
+            Ok(Ok(permit)) => Ok(Some(Slot(permit))),
+            _ => Err(Full { cap }),
+        }
+    }
+
+    /// Sessions waiting for a slot now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    /// Slots not taken now.
+    pub fn free(&self) -> usize {
+        self.semaphore.available_permits()
+    }
+
+    /// A lowered cap takes back the permits it could not take when set.
+    fn settle_owed(&self) {
+        let owed = self.owed.load(Ordering::Relaxed);
+        if owed > 0 {
+            let taken = self.semaphore.forget_permits(owed);
+            self.owed.fetch_sub(taken, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_cap_holds_and_waiters_get_freed_slots_in_turn() {
+        let slots = Slots::default();
+        assert!(
+            matches!(slots.try_take(), Ok(None)),
+            "no cap, no slot needed"
+        );
+        slots.set_cap(Some(2));
+        let a = slots.try_take().unwrap().unwrap();
+        let _b = slots.try_take().unwrap().unwrap();
+        assert!(slots.try_take().is_err());
+        let full = slots.take(Duration::from_millis(20)).await.err().unwrap();
+        assert_eq!(full.cap, 2);
+        let waiter = slots.take(Duration::from_secs(5));
+        drop(a);
+        assert!(waiter.await.unwrap().is_some());
+        assert_eq!(slots.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_lower_cap_takes_effect_as_slots_come_back() {
+        let slots = Slots::default();
+        slots.set_cap(Some(3));
+        let a = slots.try_take().unwrap().unwrap();
+        let b = slots.try_take().unwrap().unwrap();
+        slots.set_cap(Some(1));
+        drop(a);
+        drop(b);
+        let _c = slots.try_take().unwrap().unwrap();
+        assert!(slots.try_take().is_err(), "one slot under the new cap");
+        slots.set_cap(Some(2));
+        assert!(slots.try_take().unwrap().is_some());
+    }
+}

@@ -1,0 +1,335 @@
+//! Idle sessions give their node connection back (`[pooling] idle_detach`)
+//! and take one again for their next query, with what they had set; the
+//! cap on node connections (`max_node_connections`) and the wait for one;
+//! clients authenticated by sluice (`[auth] mode = "auth_query"`), so that
+//! it can log in again for them.
+
+use std::time::Duration;
+
+use crate::support::*;
+
+fn pooling(keys: &str) -> Setup {
+    Setup {
+        warehouse: "idle_connections = 100".into(),
+        tail: format!("[pooling]\n{keys}\n"),
+        ..Setup::default()
+    }
+}
+
+/// Sessions through sluice as the node counts them (all but this one).
+async fn node_sessions(node: &tokio_postgres::Client) -> i64 {
+    node.query_one(
+        "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()",
+        &[],
+    )
+    .await
+    .unwrap()
+    .get(0)
+}
+
+/// Waits until sluice's gauge of detached sessions reads `n`.
+fn wait_detached(sluice: &Sluice, n: f64) {
+    for _ in 0..100 {
+        if sluice.metric("sluice_detached_sessions") == Some(n) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!(
+        "sluice_detached_sessions never read {n} (now {:?})",
+        sluice.metric("sluice_detached_sessions")
+    );
+}
+
+/// The test process and sluice hold two sockets per client.
+fn raise_open_files() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: plain libc calls on a local struct.
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit);
+        limit.rlim_cur = limit.rlim_max;
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+    }
+    assert!(
+        limit.rlim_max >= 4096,
+        "this test needs 4096 open files (ulimit -Hn is {})",
+        limit.rlim_max
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_thousand_idle_clients_share_a_node_that_admits_a_hundred() {
+    raise_open_files();
+    let mut opts = sluice::localpg::ClusterOptions::new(cache_dir()).with_name("pool-1000");
+    opts.extra_conf
+        .push(("max_connections".into(), "100".into()));
+    let node = node_with(opts);
+    let sluice = Sluice::start(
+        &[&node],
+        &pooling("idle_detach = \"300ms\"\nmax_node_connections = 90\nwait_timeout = \"120s\""),
+    );
+    let url = sluice.url("postgres");
+    let direct = connect(&node.conn_string("postgres")).await;
+
+    let mut opening = Vec::new();
+    for _ in 0..1000 {
+        let url = url.clone();
+        opening.push(tokio::spawn(async move { try_connect(&url).await }));
+    }
+    let mut clients = Vec::new();
+    for o in opening {
+        clients.push(std::sync::Arc::new(
+            o.await.unwrap().expect("every client is let in"),
+        ));
+    }
+    wait_detached(&sluice, 1000.0);
+    let idle = node_sessions(&direct).await;
+    assert!(idle <= 90, "{idle} node sessions for 1000 idle clients");
+
+    let mut running = Vec::new();
+    for (i, c) in clients.iter().enumerate() {
+        let c = c.clone();
+        running.push(tokio::spawn(async move {
+            let row = c.query_one("SELECT $1::int + 1", &[&(i as i32)]).await?;
+            Ok::<i32, tokio_postgres::Error>(row.get(0))
+        }));
+    }
+    let mut most = 0;
+    for (i, r) in running.into_iter().enumerate() {
+        assert_eq!(
+            r.await.unwrap().expect("every query succeeds"),
+            i as i32 + 1
+        );
+        if i % 100 == 0 {
+            most = most.max(node_sessions(&direct).await);
+        }
+    }
+    assert!(
+        most <= 90,
+        "{most} node sessions at once, over the cap of 90"
+    );
+    assert!(sluice.metric("sluice_session_reattached_total").unwrap() >= 1000.0);
+}
+
+/// The session's settings, prepared statements and role survive a detach:
+/// the answers are those of a session that never detached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_session_set_follows_it_to_its_next_connection() {
+    let node = node("pool-state");
+    node.psql("postgres", "CREATE ROLE analyst; CREATE SCHEMA sales; CREATE TABLE sales.t AS SELECT 42 AS v; GRANT USAGE ON SCHEMA sales TO analyst; GRANT SELECT ON sales.t TO analyst")
+        .unwrap();
+    let sluice = Sluice::start(&[&node], &pooling("idle_detach = \"200ms\""));
+    let client = sluice.client().await;
+    client
+        .batch_execute("SET search_path = sales, public; SET application_name = 'tableau-ish'; SET work_mem = '77MB'; SET ROLE analyst")
+        .await
+        .unwrap();
+    let statement = client.prepare("SELECT v + $1::int FROM t").await.unwrap();
+    let pid_before: i32 = client
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    wait_detached(&sluice, 1.0);
+
+    let row = client.query_one(&statement, &[&1i32]).await.unwrap();
+    assert_eq!(
+        row.get::<_, i32>(0),
+        43,
+        "the prepared statement, under its name"
+    );
+    let row = client
+        .query_one(
+            "SELECT current_setting('search_path'), current_setting('application_name'), current_setting('work_mem'), current_user::text, pg_backend_pid()",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "sales, public");
+    assert_eq!(row.get::<_, String>(1), "tableau-ish");
+    assert_eq!(row.get::<_, String>(2), "77MB");
+    assert_eq!(row.get::<_, String>(3), "analyst");
+    let _ = pid_before;
+    assert_eq!(sluice.metric("sluice_detached_sessions"), Some(0.0));
+    assert!(sluice.metric("sluice_session_reattached_total").unwrap() >= 1.0);
+}
+
+/// Temporary tables, LISTEN and advisory locks cannot follow a session:
+/// it keeps its connection, and its state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sessions_holding_what_cannot_be_replayed_stay_pinned() {
+    let node = node("pool-pinned");
+    let sluice = Sluice::start(&[&node], &pooling("idle_detach = \"200ms\""));
+    let temp = sluice.client().await;
+    temp.batch_execute("CREATE TEMP TABLE \"#Tableau_1\" AS SELECT 1 AS a")
+        .await
+        .unwrap();
+    let cursor = sluice.client().await;
+    cursor
+        .batch_execute("DECLARE c CURSOR WITH HOLD FOR SELECT generate_series(1, 3)")
+        .await
+        .unwrap();
+    let plain = sluice.client().await;
+    plain.batch_execute("SELECT 1").await.unwrap();
+    // Only the plain session detaches.
+    wait_detached(&sluice, 1.0);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sluice.metric("sluice_detached_sessions"), Some(1.0));
+    let row = temp
+        .query_one("SELECT a FROM \"#Tableau_1\"", &[])
+        .await
+        .unwrap();
+    assert_eq!(row.get::<_, i32>(0), 1);
+    let rows = cursor.query("FETCH ALL FROM c", &[]).await.unwrap();
+    assert_eq!(rows.len(), 3);
+    // With the temporary table gone, that session may detach too.
+    temp.batch_execute("DROP TABLE \"#Tableau_1\"")
+        .await
+        .unwrap();
+    plain.batch_execute("SELECT 1").await.unwrap();
+    wait_detached(&sluice, 2.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listening_session_stays_pinned_and_gets_its_notifications() {
+    use futures_util::StreamExt;
+    let node = node("pool-listen");
+    let sluice = Sluice::start(&[&node], &pooling("idle_detach = \"200ms\""));
+    let (client, mut connection) =
+        tokio_postgres::connect(&sluice.url("postgres"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let stream = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+    tokio::spawn(stream.for_each(move |m| {
+        if let Ok(tokio_postgres::AsyncMessage::Notification(n)) = m {
+            let _ = tx.send(n.payload().to_string());
+        }
+        futures_util::future::ready(())
+    }));
+    client.batch_execute("LISTEN reports").await.unwrap();
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(sluice.metric("sluice_detached_sessions"), Some(0.0));
+    let other = connect(&node.conn_string("postgres")).await;
+    other
+        .batch_execute("NOTIFY reports, 'ready'")
+        .await
+        .unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap();
+    assert_eq!(got.as_deref(), Some("ready"));
+}
+
+/// At the cap, a session waits for a connection, then is told why not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_the_cap_a_session_waits_then_gets_53300() {
+    let node = node("pool-cap");
+    let sluice = Sluice::start(
+        &[&node],
+        &pooling("max_node_connections = 1\nwait_timeout = \"300ms\""),
+    );
+    let first = sluice.client().await;
+    first.batch_execute("SELECT 1").await.unwrap();
+    let err = try_connect(&sluice.url("postgres"))
+        .await
+        .err()
+        .expect("refused at the cap");
+    assert_eq!(sqlstate(&err), "53300", "{err}");
+    assert!(
+        format!("{err:?}").contains("max_node_connections"),
+        "{err:?}"
+    );
+    // When the first leaves, its slot is free again.
+    drop(first);
+    let mut ok = false;
+    for _ in 0..20 {
+        if try_connect(&sluice.url("postgres")).await.is_ok() {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(ok, "the freed slot is taken again");
+}
+
+/// `auth_query`: sluice checks passwords against the warehouse's secrets,
+/// SCRAM and MD5, and logs in again for the client after a detach without
+/// knowing the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn auth_query_users_log_in_through_sluice_and_again_after_a_detach() {
+    let node = node("pool-auth");
+    node.psql(
+        "postgres",
+        "SET password_encryption = 'scram-sha-256'; CREATE ROLE alice LOGIN PASSWORD 'wonderland-7'; \
+         SET password_encryption = 'md5'; CREATE ROLE bob LOGIN PASSWORD 'builder-9'",
+    )
+    .unwrap();
+    let hba = node.data_dir().join("pg_hba.conf");
+    let old = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(
+        &hba,
+        format!("host all alice 127.0.0.1/32 scram-sha-256\nhost all bob 127.0.0.1/32 md5\n{old}"),
+    )
+    .unwrap();
+    node.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+    // No kept connections: every re-attach is a new login on the node.
+    let setup = Setup {
+        warehouse: "idle_connections = 0".into(),
+        tail: "[auth]\nmode = \"auth_query\"\n[pooling]\nidle_detach = \"200ms\"\n".into(),
+        ..Setup::default()
+    };
+    let sluice = Sluice::start(&[&node], &setup);
+    let url = |user: &str, password: &str| {
+        format!(
+            "host=127.0.0.1 port={} user={user} password={password} dbname=postgres",
+            sluice.port
+        )
+    };
+    for (user, password) in [("alice", "wonderland-7"), ("bob", "builder-9")] {
+        let client = try_connect(&url(user, password))
+            .await
+            .unwrap_or_else(|e| panic!("{user}: {e:?}"));
+        let pid: i32 = client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .unwrap()
+            .get(0);
+        wait_detached(&sluice, 1.0);
+        let row = client
+            .query_one("SELECT current_user::text, pg_backend_pid()", &[])
+            .await
+            .unwrap();
+        assert_eq!(row.get::<_, String>(0), user);
+        assert_ne!(
+            row.get::<_, i32>(1),
+            pid,
+            "{user}: a new node login after the detach"
+        );
+        drop(client);
+        wait_detached(&sluice, 0.0);
+    }
+    for (user, password) in [
+        ("alice", "wrong"),
+        ("bob", "wrong"),
+        ("nobody", "wonderland-7"),
+    ] {
+        let err = try_connect(&url(user, password))
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(sqlstate(&err), "28P01", "{user}: {err:?}");
+        assert_eq!(
+            err.as_db_error().unwrap().message(),
+            format!("password authentication failed for user \"{user}\""),
+            "the node's own words"
+        );
+    }
+    let log = sluice.log();
+    for secret in ["wonderland-7", "builder-9", "SCRAM-SHA-256$"] {
+        assert!(!log.contains(secret), "the log shows {secret:?}");
+    }
+}
