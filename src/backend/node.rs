@@ -143,10 +143,10 @@ impl Node {
         loop {
             match self.slots.try_take() {
                 Ok(slot) => return Ok(slot),
-                Err(()) if self.idle.close_oldest() => {
+                Err(_) if self.idle.close_oldest() => {
                     self.metrics.set_idle_connections(self.idle.len());
                 }
-                Err(()) => break,
+                Err(_) => break,
             }
         }
         self.metrics.set_pool_waiting(self.slots.waiting() + 1);

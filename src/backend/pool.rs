@@ -62,14 +62,14 @@ impl Slots {
     }
 
     /// A slot if one is free now; `Ok(None)` when there is no cap.
-    pub fn try_take(&self) -> Result<Option<Slot>, ()> {
-        if self.cap().is_none() {
+    pub fn try_take(&self) -> Result<Option<Slot>, Full> {
+        let Some(cap) = self.cap() else {
             return Ok(None);
-        }
+        };
         self.settle_owed();
         match self.semaphore.clone().try_acquire_owned() {
             Ok(permit) => Ok(Some(Slot(permit))),
-            Err(_) => Err(()),
+            Err(_) => Err(Full { cap }),
         }
     }
 

@@ -73,7 +73,7 @@ pub async fn run(
     let translated = startup.dialect() == ClientDialect::Vertica
         && config.warehouse.dialect == Dialect::Postgres;
     let packet = if translated {
-        Bytes::from(vertica::postgres_startup(&startup))
+        vertica::postgres_startup(&startup)
     } else {
         Bytes::copy_from_slice(startup.raw())
     };

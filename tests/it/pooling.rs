@@ -234,10 +234,9 @@ async fn at_the_cap_a_session_waits_then_gets_53300() {
     );
     let first = sluice.client().await;
     first.batch_execute("SELECT 1").await.unwrap();
-    let err = try_connect(&sluice.url("postgres"))
-        .await
-        .err()
-        .expect("refused at the cap");
+    let Err(err) = try_connect(&sluice.url("postgres")).await else {
+        panic!("refused at the cap");
+    };
     assert_eq!(sqlstate(&err), "53300", "{err}");
     assert!(
         format!("{err:?}").contains("max_node_connections"),
@@ -317,10 +316,9 @@ async fn auth_query_users_log_in_through_sluice_and_again_after_a_detach() {
         ("bob", "wrong"),
         ("nobody", "wonderland-7"),
     ] {
-        let err = try_connect(&url(user, password))
-            .await
-            .err()
-            .expect("refused");
+        let Err(err) = try_connect(&url(user, password)).await else {
+            panic!("refused");
+        };
         assert_eq!(sqlstate(&err), "28P01", "{user}: {err:?}");
         assert_eq!(
             err.as_db_error().unwrap().message(),
