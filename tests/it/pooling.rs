@@ -267,14 +267,13 @@ async fn auth_query_users_log_in_through_sluice_and_again_after_a_detach() {
          SET password_encryption = 'md5'; CREATE ROLE bob LOGIN PASSWORD 'builder-9'",
     )
     .unwrap();
-    let hba = node.data_dir().join("pg_hba.conf");
-    let old = std::fs::read_to_string(&hba).unwrap();
-    std::fs::write(
-        &hba,
-        format!("host all alice 127.0.0.1/32 scram-sha-256\nhost all bob 127.0.0.1/32 md5\n{old}"),
-    )
-    .unwrap();
-    node.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+    require_passwords(
+        &node,
+        &[
+            "host all alice 127.0.0.1/32 scram-sha-256",
+            "host all bob 127.0.0.1/32 md5",
+        ],
+    );
     // No kept connections: every re-attach is a new login on the node.
     let setup = Setup {
         warehouse: "idle_connections = 0".into(),

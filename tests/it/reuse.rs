@@ -34,14 +34,7 @@ async fn a_trusted_login_reuses_the_node_connection_reset() {
         "SET password_encryption = 'scram-sha-256'; CREATE ROLE alice LOGIN PASSWORD 'wonderland'; CREATE ROLE bob",
     )
     .unwrap();
-    let hba = node.data_dir().join("pg_hba.conf");
-    let old = std::fs::read_to_string(&hba).unwrap();
-    std::fs::write(
-        &hba,
-        format!("host all alice 127.0.0.1/32 scram-sha-256\n{old}"),
-    )
-    .unwrap();
-    node.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+    require_passwords(&node, &["host all alice 127.0.0.1/32 scram-sha-256"]);
     let sluice = Sluice::start(&[&node], &Setup::default());
     let url = sluice.url("postgres");
 

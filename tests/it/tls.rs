@@ -93,14 +93,7 @@ async fn sluice_speaks_tls_to_nodes_and_relays_scram_logins() {
         "SET password_encryption = 'scram-sha-256'; CREATE ROLE alice LOGIN PASSWORD 'wonderland'",
     )
     .unwrap();
-    let hba = node.data_dir().join("pg_hba.conf");
-    let old = std::fs::read_to_string(&hba).unwrap();
-    std::fs::write(
-        &hba,
-        format!("host all alice 127.0.0.1/32 scram-sha-256\n{old}"),
-    )
-    .unwrap();
-    node.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+    require_passwords(&node, &["host all alice 127.0.0.1/32 scram-sha-256"]);
 
     let mut setup = tls_setup(&cert, &key, "prefer");
     setup

@@ -120,14 +120,7 @@ fn a_scram_node_is_reached_with_the_password_a_vertica_client_gives() {
         "SET password_encryption = 'scram-sha-256'; CREATE ROLE carol LOGIN PASSWORD 'l00king-glass'",
     )
     .unwrap();
-    let hba = node.data_dir().join("pg_hba.conf");
-    let old = std::fs::read_to_string(&hba).unwrap();
-    std::fs::write(
-        &hba,
-        format!("host all carol 127.0.0.1/32 scram-sha-256\n{old}"),
-    )
-    .unwrap();
-    node.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+    require_passwords(&node, &["host all carol 127.0.0.1/32 scram-sha-256"]);
     let dir = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed_cert(dir.path());
     let setup = Setup {

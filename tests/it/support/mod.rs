@@ -31,6 +31,16 @@ pub fn node_with(opts: ClusterOptions) -> LocalCluster {
         .unwrap_or_else(|e| panic!("cannot start a PostgreSQL node for this test: {e}"))
 }
 
+/// Puts `lines` (e.g. `host all alice 127.0.0.1/32 scram-sha-256`) ahead
+/// of the node's pg_hba.conf and reloads it: those users must then log in
+/// with a password, everyone else stays trusted.
+pub fn require_passwords(node: &LocalCluster, lines: &[&str]) {
+    let hba = node.data_dir().join("pg_hba.conf");
+    let old = std::fs::read_to_string(&hba).unwrap();
+    std::fs::write(&hba, format!("{}\n{old}", lines.join("\n"))).unwrap();
+    node.psql("postgres", "SELECT pg_reload_conf()").unwrap();
+}
+
 /// A free TCP port on 127.0.0.1 (free when asked; good enough for tests).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
