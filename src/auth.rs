@@ -330,6 +330,45 @@ async fn read_secret(addr: &str, user: &str, generation: &Generation) -> Result<
     })
 }
 
+/// What nodes answered a login, by startup packet: a session sluice can
+/// log in again for starts without a node when its packet is here (its
+/// first query that needs a node takes one). Entries older than
+/// `[auth] cache` are not used, so a changed role setting shows soon.
+#[derive(Default)]
+pub struct Greetings {
+    cached: DashMap<bytes::Bytes, (Instant, bytes::Bytes, bool)>,
+}
+
+impl Greetings {
+    /// Bounds the memory a flood of distinct startup packets can take.
+    const MAX: usize = 10_000;
+
+    /// `greeting`: AuthenticationOk up to ReadyForQuery, as kept
+    /// connections store it; `proven`: the node asked for a password.
+    pub fn remember(&self, packet: &[u8], greeting: bytes::Bytes, proven: bool) {
+        if self.cached.len() >= Self::MAX {
+            self.cached.clear();
+        }
+        self.cached.insert(
+            bytes::Bytes::copy_from_slice(packet),
+            (Instant::now(), greeting, proven),
+        );
+    }
+
+    /// The greeting for `packet`, if one was seen within `ttl`; one the
+    /// node gave after a password only to a client sluice authenticated.
+    pub fn recall(
+        &self,
+        packet: &[u8],
+        authenticated: bool,
+        ttl: std::time::Duration,
+    ) -> Option<bytes::Bytes> {
+        let hit = self.cached.get(packet)?;
+        let (at, greeting, proven) = &*hit;
+        (at.elapsed() < ttl && (authenticated || !proven)).then(|| greeting.clone())
+    }
+}
+
 /// How a client's login through sluice ended.
 pub enum ClientLogin {
     /// The client proved who it is (or gave its password, to be checked by

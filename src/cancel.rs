@@ -125,6 +125,18 @@ impl CancelRegistry {
         }
     }
 
+    /// A client key for a session that starts without a node: it stands
+    /// for nothing until [`Registration::resume`].
+    pub fn register_detached(self: &Arc<Self>) -> Registration {
+        let placeholder = CancelKey {
+            process_id: 0,
+            secret: Bytes::from_static(&[0; 4]),
+        };
+        let registration = self.register("", placeholder);
+        registration.suspend();
+        registration
+    }
+
     /// The target of a client's key, if this instance handed it out and
     /// its session is open. The forwarded bit does not matter here.
     pub fn lookup(&self, client_key: &CancelKey) -> Option<CancelTarget> {

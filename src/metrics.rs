@@ -415,14 +415,19 @@ impl Metrics {
         self.client_connections.decrement(1.0);
     }
 
-    /// A session gave its node connection back (`true`) or took one again.
+    /// A session is without a node connection (`true`), or no longer:
+    /// it took one again or ended.
     pub fn session_detached(&self, detached: bool) {
         if detached {
             self.detached_sessions.increment(1.0);
         } else {
             self.detached_sessions.decrement(1.0);
-            self.reattached.increment(1);
         }
+    }
+
+    /// A detached session took a node connection again.
+    pub fn session_reattached(&self) {
+        self.reattached.increment(1);
     }
 
     /// How long a detached session took to have a node connection again

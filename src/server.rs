@@ -291,6 +291,7 @@ pub async fn start(config: Config, config_path: Option<PathBuf>) -> Result<Runni
             stats,
             alerts,
             secrets: Default::default(),
+            greetings: Default::default(),
             console,
             listen_addr,
             clients: AtomicUsize::new(0),

@@ -64,6 +64,8 @@ pub struct Frontend {
     pub alerts: Arc<Alerts>,
     /// Secrets read by `[auth] auth_query`, cached.
     pub secrets: Arc<crate::auth::Secrets>,
+    /// Node greetings by startup packet, for sessions that start detached.
+    pub greetings: crate::auth::Greetings,
     /// Where startups for the database `sluice` go.
     pub console: Arc<Console>,
     /// The client listener's address, as bound.

@@ -21,7 +21,7 @@
 
 use std::fmt::Write as _;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
 
 use crate::net::{MessageStream, Stream};
@@ -209,19 +209,28 @@ async fn exchange(
     }
 }
 
-/// The client's cancel key target and what a greeting holds: its
-/// BackendKeyData, for a connection taken on the client's behalf.
-pub(super) fn greeting_key(greeting: &Bytes) -> Option<crate::protocol::startup::CancelKey> {
+/// The messages of a greeting (AuthenticationOk up to ReadyForQuery, as
+/// kept connections store it), whole; a cut-off tail is left out.
+pub(super) fn greeting_messages(greeting: &[u8]) -> Vec<&[u8]> {
+    let mut messages = Vec::new();
     let mut at = 0;
     while let Some(header) = greeting.get(at..at + 5) {
         let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
-        let body = greeting.get(at + 5..at + 1 + len)?;
-        if header[0] == backend::BACKEND_KEY_DATA {
-            return backend::backend_key_data(body).ok();
-        }
+        let Some(message) = greeting.get(at..at + 1 + len) else {
+            break;
+        };
+        messages.push(message);
         at += 1 + len;
     }
-    None
+    messages
+}
+
+/// The node's cancel key in a greeting.
+pub(super) fn greeting_key(greeting: &[u8]) -> Option<crate::protocol::startup::CancelKey> {
+    greeting_messages(greeting)
+        .into_iter()
+        .find(|m| m.first() == Some(&backend::BACKEND_KEY_DATA))
+        .and_then(|m| backend::backend_key_data(m.get(5..)?).ok())
 }
 
 /// A short description of what was saved, for the debug log.
@@ -239,6 +248,7 @@ pub(super) fn describe(saved: &Saved) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use bytes::Bytes;
 
     fn row(values: &[Option<&str>]) -> Vec<Option<String>> {
         values.iter().map(|v| v.map(str::to_string)).collect()
@@ -313,7 +323,10 @@ mod tests {
         };
         backend::encode_backend_key_data(&mut g, &key);
         backend::encode_ready_for_query(&mut g, backend::TransactionStatus::Idle);
-        assert_eq!(greeting_key(&g.freeze()), Some(key));
-        assert_eq!(greeting_key(&Bytes::from_static(b"R\0\0")), None);
+        let g = g.freeze();
+        assert_eq!(greeting_key(&g), Some(key));
+        assert_eq!(greeting_messages(&g).len(), 4);
+        assert_eq!(greeting_key(b"R\0\0"), None);
+        assert_eq!(greeting_messages(&g[..g.len() - 1]).len(), 3);
     }
 }

@@ -30,15 +30,17 @@ use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Frontend;
-use super::pooled::{Inventory, Saved, describe, greeting_key, replay, reset, take_inventory};
+use super::pooled::{
+    Inventory, Saved, describe, greeting_key, greeting_messages, replay, reset, take_inventory,
+};
 use crate::auth::{self, ClientLogin, Credential, NodeLoginError};
 use crate::backend::idle::IdleConnection;
-use crate::backend::node::Attached;
+use crate::backend::node::{Attached, Node};
 use crate::backend::pool::Slot;
 use crate::config::{AuthMode, Dialect};
 use crate::generation::Generation;
 use crate::net::{MessageStream, ReadHalf, Stream, WriteHalf};
-use crate::protocol::backend::{self, ErrorFields};
+use crate::protocol::backend::{self, ErrorFields, TransactionStatus};
 use crate::protocol::frame::{Frame, Scanner, Treatment};
 use crate::protocol::startup::{ClientDialect, StartupMessage};
 use crate::protocol::vertica;
@@ -101,20 +103,47 @@ pub async fn run(
     } else {
         None
     };
-    let Some(opened) = open_session(
-        &frontend,
-        &generation,
-        &mut client,
-        &packet,
-        peer,
-        startup.user(),
-        credential.as_ref(),
-    )
-    .await
-    else {
-        return;
+    let pooling = if translated {
+        Pooling::Pinned("pinned (Vertica translation)")
+    } else if config.warehouse.dialect != Dialect::Postgres {
+        Pooling::Pinned("pinned (Vertica node)")
+    } else {
+        match config.pooling.idle_detach {
+            Some(after) => Pooling::MayDetach(after),
+            None => Pooling::Pinned("pinned (no idle_detach)"),
+        }
     };
-    let node = opened.attached.node().clone();
+    // A session sluice can log in again for starts without a node when a
+    // node greeted the same startup packet lately: its first query that
+    // needs a node takes one (a catalog-only session never does).
+    let greeted = match pooling {
+        Pooling::MayDetach(_) => frontend
+            .greetings
+            .recall(&packet, credential.is_some(), config.auth.cache)
+            .zip(frontend.nodes.candidates().into_iter().next()),
+        Pooling::Pinned(_) => None,
+    };
+    let start = match greeted {
+        Some((greeting, node)) => Start::Detached { node, greeting },
+        None => match open_session(
+            &frontend,
+            &generation,
+            &mut client,
+            &packet,
+            peer,
+            startup.user(),
+            credential.as_ref(),
+        )
+        .await
+        {
+            Some(opened) => Start::Attached(opened),
+            None => return,
+        },
+    };
+    let node = match &start {
+        Start::Attached(opened) => opened.attached.node().clone(),
+        Start::Detached { node, .. } => node.clone(),
+    };
     tracing::debug!(%peer, node = node.addr(), user = startup.user(), database = startup.database(),
         application = startup.application(), dialect = %startup.dialect(), translated,
         "session started");
@@ -139,16 +168,6 @@ pub async fn run(
             .map(|pool| (pool.freshness().clone(), Arc::from(startup.database()))),
     );
     let guard = QueryGuard::for_session(&frontend, &generation, &startup, peer);
-    let pooling = if translated {
-        Pooling::Pinned("pinned (Vertica translation)")
-    } else if config.warehouse.dialect != Dialect::Postgres {
-        Pooling::Pinned("pinned (Vertica node)")
-    } else {
-        match config.pooling.idle_detach {
-            Some(after) => Pooling::MayDetach(after),
-            None => Pooling::Pinned("pinned (no idle_detach)"),
-        }
-    };
     let session = Session {
         frontend: &frontend,
         generation: &generation,
@@ -169,9 +188,9 @@ pub async fn run(
             translate::Translation::new(&state),
             translate::Conversion::new(&state, &startup),
         );
-        session.relay(sides, client, opened).await
+        session.relay(sides, client, start).await
     } else {
-        session.relay((Postgres, Postgres), client, opened).await
+        session.relay((Postgres, Postgres), client, start).await
     };
     if let Some((attached, kept)) = ends {
         keep_connection(attached, kept, &generation.config.warehouse).await;
@@ -185,6 +204,15 @@ enum Pooling {
     MayDetach(Duration),
     /// Never; why, for `SHOW CLIENTS`.
     Pinned(&'static str),
+}
+
+/// How a session starts.
+enum Start {
+    /// On a node connection.
+    Attached(Opened),
+    /// Without one: sluice greets the client as `node` did for the same
+    /// startup packet.
+    Detached { node: Arc<Node>, greeting: Bytes },
 }
 
 /// A node connection a session was opened on or took again.
@@ -262,7 +290,7 @@ impl Session<'_> {
         mut self,
         (client_side, node_side): (C, N),
         client: Stream,
-        opened: Opened,
+        start: Start,
     ) -> Option<(Attached, IdleConnection)> {
         let translated = C::TRANSLATED;
         let generation = self.generation;
@@ -283,8 +311,13 @@ impl Session<'_> {
         } else {
             node_treatment
         };
-        let node = opened.attached.node().clone();
-        let mut link = Some(Link::new(opened, node_treatment));
+        let (mut link, node, greeted) = match start {
+            Start::Attached(opened) => {
+                let node = opened.attached.node().clone();
+                (Some(Link::new(opened, node_treatment)), node, None)
+            }
+            Start::Detached { node, greeting } => (None, node, Some(greeting)),
+        };
         let mut router = Router::new(
             generation.classifier.clone(),
             Some(self.frontend.metrics.clone()),
@@ -324,6 +357,12 @@ impl Session<'_> {
             registration: None,
             unsent: BytesMut::new(),
         };
+        if let Some(greeting) = greeted
+            && let Err(e) = self.greet(greeting, &mut downstream, &client_wr).await
+        {
+            tracing::debug!(peer = %self.peer, error = %e, "the client left during the greeting");
+            return None;
+        }
         if let Pooling::Pinned(why) = self.pooling {
             self.observer
                 .entry()
@@ -391,6 +430,10 @@ impl Session<'_> {
                 }
             },
         };
+        if link.is_none() && downstream.registration.is_some() {
+            // It ends detached.
+            self.frontend.metrics.session_detached(false);
+        }
         // The client's cancel key goes first: a cancel that looks it up from
         // now on finds nothing, and one that found it is marked as on its way
         // (or gives up, see `listener::forward_cancel`) before the check below.
@@ -442,6 +485,39 @@ impl Session<'_> {
         kept.proven = proven;
         kept.slot = slot;
         Some((attached, kept))
+    }
+
+    /// Greets a client that starts detached as the node greeted the same
+    /// startup packet, with a cancel key of sluice's that stands for
+    /// nothing until the session attaches.
+    async fn greet<N: NodeSide>(
+        &self,
+        greeting: Bytes,
+        downstream: &mut Downstream<'_, N>,
+        client_wr: &tokio::sync::Mutex<ClientWriter>,
+    ) -> std::io::Result<()> {
+        let registration = self.frontend.cancels.register_detached();
+        let mut out = BytesMut::new();
+        for message in greeting_messages(&greeting) {
+            if message[0] == backend::BACKEND_KEY_DATA {
+                downstream
+                    .side
+                    .backend_key(registration.client_key(), &mut out);
+            } else {
+                out.extend_from_slice(message);
+            }
+        }
+        downstream.registration = Some(registration);
+        // What the node owes for the login is answered here.
+        self.progress
+            .owed()
+            .ready(TransactionStatus::Idle, 0, &mut Vec::new());
+        downstream.phase = Phase::Ready;
+        downstream.greeting = Greeting::Trusted(greeting);
+        self.observer.entry().set_attachment("", "detached");
+        self.observer.settled(TransactionStatus::Idle);
+        self.frontend.metrics.session_detached(true);
+        client_wr.lock().await.write_all(&out).await
     }
 
     /// The session has been idle long enough: asks the node what it holds,
@@ -512,6 +588,12 @@ impl Session<'_> {
             Greeting::Trusted(g) => g.clone(),
             _ => return Ok(None),
         };
+        if self.credential.is_none() {
+            // The node let this startup packet in without a password.
+            self.frontend
+                .greetings
+                .remember(self.packet, greeting.clone(), false);
+        }
         let mut kept = IdleConnection::new(self.packet.clone(), greeting, stream);
         kept.proven = proven;
         kept.slot = slot;
@@ -569,6 +651,7 @@ impl Session<'_> {
         upstream.idle_since = None;
         self.observer.entry().set_attachment(&addr, "attached");
         self.frontend.metrics.session_detached(false);
+        self.frontend.metrics.session_reattached();
         tracing::debug!(peer = %self.peer, node = addr, "session attached again");
         Ok(Link::new(opened, node_treatment))
     }
@@ -695,6 +778,11 @@ async fn take_connection(
             };
             match opened {
                 Ok((stream, first_answer)) => {
+                    if credential.is_some() {
+                        frontend
+                            .greetings
+                            .remember(packet, first_answer.clone(), proven);
+                    }
                     return Ok(Opened {
                         attached: node.attach(),
                         slot,
