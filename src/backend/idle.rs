@@ -40,6 +40,9 @@ pub struct IdleConnection {
     pub proven: bool,
     /// Its place under the node's cap.
     pub slot: Option<Slot>,
+    /// Statements prepared on it by sessions pooled per transaction, by
+    /// the names sluice gave them; empty after a reset.
+    pub prepared: std::collections::HashSet<String>,
     since: Instant,
 }
 
@@ -51,6 +54,7 @@ impl IdleConnection {
             stream,
             proven: false,
             slot: None,
+            prepared: Default::default(),
             since: Instant::now(),
         }
     }

@@ -114,13 +114,11 @@ impl Node {
     }
 
     /// Keeps a reset connection for the next client that logs in the same way.
-    /// When sessions wait for a slot of this node, the connection is
-    /// closed instead: its slot goes to the first of them.
+    /// Wakes a session waiting for this node's slots: it may take this
+    /// connection, or close it for the slot.
     pub fn keep_idle(&self, connection: IdleConnection, capacity: usize, max_idle: Duration) {
-        if self.slots.waiting() > 0 {
-            return;
-        }
         self.idle.put(connection, capacity, max_idle);
+        self.slots.freed().notify_one();
         self.metrics.set_idle_connections(self.idle.len());
     }
 
@@ -138,21 +136,24 @@ impl Node {
     }
 
     /// A place under the node's cap for a new connection: a free one, or
-    /// one a kept connection gives up, or else one freed within `wait`.
-    pub async fn take_slot(&self, wait: Duration) -> Result<Option<Slot>, Full> {
+    /// one a kept connection gives up (the oldest, of whatever login).
+    pub fn try_slot(&self) -> Result<Option<Slot>, Full> {
         loop {
             match self.slots.try_take() {
                 Ok(slot) => return Ok(slot),
                 Err(_) if self.idle.close_oldest() => {
                     self.metrics.set_idle_connections(self.idle.len());
                 }
-                Err(_) => break,
+                Err(full) => return Err(full),
             }
         }
-        self.metrics.set_pool_waiting(self.slots.waiting() + 1);
-        let taken = self.slots.take(wait).await;
+    }
+
+    /// A session waits for this node's slots (until the guard drops).
+    pub fn wait_for_slot(&self) -> super::pool::Waiting<'_> {
+        let waiting = self.slots.wait();
         self.metrics.set_pool_waiting(self.slots.waiting());
-        taken
+        waiting
     }
 
     /// How many connections are kept between clients.

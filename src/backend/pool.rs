@@ -1,14 +1,16 @@
 //! The cap on each node's connections (`[pooling] max_node_connections`):
 //! every connection sluice holds to a node, attached to a session or kept
-//! between sessions, holds a [`Slot`]. A session that finds none free waits
-//! in a fair (first come, first served) queue for up to `wait_timeout`.
+//! between sessions, holds a [`Slot`]. A session that finds none free (and
+//! no kept connection it may take) waits for [`Slots::freed`], which is
+//! signalled when a slot is given back or a connection is kept, up to
+//! `wait_timeout`: a connection a session gives back goes to a waiting
+//! session as it is, without a new login.
 
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 
 /// One node's slots.
 pub struct Slots {
@@ -18,6 +20,7 @@ pub struct Slots {
     /// Permits a lower cap still has to take back as slots are returned.
     owed: AtomicUsize,
     waiting: AtomicUsize,
+    freed: Arc<Notify>,
 }
 
 impl Default for Slots {
@@ -27,12 +30,32 @@ impl Default for Slots {
             cap: Mutex::new(None),
             owed: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
+            freed: Arc::new(Notify::new()),
         }
     }
 }
 
-/// A node connection's place under the cap; given back when dropped.
-pub struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+/// A node connection's place under the cap; given back when dropped,
+/// waking a session that waits for one.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    freed: Arc<Notify>,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.freed.notify_one();
+    }
+}
+
+/// Counts a waiting session while it lives.
+pub struct Waiting<'a>(&'a AtomicUsize);
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// No slot came free within the wait.
 #[derive(Debug)]
@@ -68,23 +91,24 @@ impl Slots {
         };
         self.settle_owed();
         match self.semaphore.clone().try_acquire_owned() {
-            Ok(permit) => Ok(Some(Slot(permit))),
+            Ok(permit) => Ok(Some(Slot {
+                _permit: permit,
+                freed: self.freed.clone(),
+            })),
             Err(_) => Err(Full { cap }),
         }
     }
 
-    /// Waits up to `wait` for a slot, behind those already waiting.
-    pub async fn take(&self, wait: Duration) -> Result<Option<Slot>, Full> {
-        let Some(cap) = self.cap() else {
-            return Ok(None);
-        };
+    /// Signalled once per slot given back or connection kept: a waiting
+    /// session looks again.
+    pub fn freed(&self) -> &Notify {
+        &self.freed
+    }
+
+    /// A session starts waiting (for `SHOW POOLS` and the metrics).
+    pub fn wait(&self) -> Waiting<'_> {
         self.waiting.fetch_add(1, Ordering::Relaxed);
-        let got = tokio::time::timeout(wait, self.semaphore.clone().acquire_owned()).await;
-        self.waiting.fetch_sub(1, Ordering::Relaxed);
-        match got {
-            Ok(Ok(permit)) => Ok(Some(Slot(permit))),
-            _ => Err(Full { cap }),
-        }
+        Waiting(&self.waiting)
     }
 
     /// Sessions waiting for a slot now.
@@ -112,7 +136,7 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn the_cap_holds_and_waiters_get_freed_slots_in_turn() {
+    async fn the_cap_holds_and_a_given_back_slot_wakes_a_waiter() {
         let slots = Slots::default();
         assert!(
             matches!(slots.try_take(), Ok(None)),
@@ -121,12 +145,16 @@ mod tests {
         slots.set_cap(Some(2));
         let a = slots.try_take().unwrap().unwrap();
         let _b = slots.try_take().unwrap().unwrap();
-        assert!(slots.try_take().is_err());
-        let full = slots.take(Duration::from_millis(20)).await.err().unwrap();
-        assert_eq!(full.cap, 2);
-        let waiter = slots.take(Duration::from_secs(5));
+        assert_eq!(slots.try_take().err().unwrap().cap, 2);
+        let waiting = slots.wait();
+        assert_eq!(slots.waiting(), 1);
+        let freed = slots.freed().notified();
         drop(a);
-        assert!(waiter.await.unwrap().is_some());
+        tokio::time::timeout(std::time::Duration::from_secs(5), freed)
+            .await
+            .expect("woken");
+        assert!(slots.try_take().unwrap().is_some());
+        drop(waiting);
         assert_eq!(slots.waiting(), 0);
     }
 

@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use super::{Dialect, Validator, raw};
+use crate::classify::rules::Glob;
 
 /// Who checks a client's password.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,38 @@ pub struct Pooling {
     pub max_node_connections: Option<usize>,
     /// How long a session waits for a node connection under the cap.
     pub wait_timeout: Duration,
+    /// `[[pooling.transaction]]`: clients given a node connection per
+    /// transaction rather than per session.
+    pub transaction: Vec<TransactionPooling>,
+}
+
+/// Clients pooled per transaction: every list given must match (globs,
+/// as in rules).
+#[derive(Debug, Clone, Default)]
+pub struct TransactionPooling {
+    pub users: Vec<Glob>,
+    pub applications: Vec<Glob>,
+    pub databases: Vec<Glob>,
+}
+
+impl TransactionPooling {
+    pub fn matches(&self, user: &str, application: &str, database: &str) -> bool {
+        let any = |globs: &[Glob], value: &str| {
+            globs.is_empty() || globs.iter().any(|g| g.matches(value))
+        };
+        any(&self.users, user)
+            && any(&self.applications, application)
+            && any(&self.databases, database)
+    }
+}
+
+impl Pooling {
+    /// Whether a session with these startup values is pooled per transaction.
+    pub fn per_transaction(&self, user: &str, application: &str, database: &str) -> bool {
+        self.transaction
+            .iter()
+            .any(|t| t.matches(user, application, database))
+    }
 }
 
 impl Validator<'_> {
@@ -95,11 +128,42 @@ impl Validator<'_> {
             Some(n) => Some(self.count("pooling.max_node_connections", n, 1, 100_000)?),
             None => None,
         };
-        let wait_timeout = self.duration("pooling.wait_timeout", &raw.wait_timeout)?;
+        let wait_timeout = self.duration("pooling.wait_timeout", &raw.wait_timeout);
+        let mut transaction = Vec::new();
+        for (i, entry) in raw.transaction.iter().enumerate() {
+            let key = format!("pooling.transaction[{i}]");
+            let e = entry.get_ref();
+            let mut lists = |name: &str, values: &Option<Vec<toml::Spanned<String>>>| match values {
+                Some(v) => self.globs(&format!("{key}.{name}"), v, false),
+                None => Some(Vec::new()),
+            };
+            let users = lists("users", &e.users);
+            let applications = lists("applications", &e.applications);
+            let databases = lists("databases", &e.databases);
+            let (Some(users), Some(applications), Some(databases)) =
+                (users, applications, databases)
+            else {
+                continue;
+            };
+            if users.is_empty() && applications.is_empty() && databases.is_empty() {
+                self.problem(
+                    entry.span(),
+                    &key,
+                    "names no users, applications or databases; transaction pooling is for clients known to keep no session state, so say which",
+                );
+                continue;
+            }
+            transaction.push(TransactionPooling {
+                users,
+                applications,
+                databases,
+            });
+        }
         Some(Pooling {
             idle_detach,
             max_node_connections,
-            wait_timeout,
+            wait_timeout: wait_timeout?,
+            transaction,
         })
     }
 }
@@ -140,6 +204,27 @@ mod tests {
             "{err}"
         );
         assert!(err.contains(":6: pooling.max_node_connections"), "{err}");
+    }
+
+    #[test]
+    fn transaction_pooling_matches_like_rules() {
+        let c = parse(&format!(
+            "{NODES}[[pooling.transaction]]\napplications = [\"pgbench\", \"metabase*\"]\n[[pooling.transaction]]\nusers = [\"etl\"]\ndatabases = [\"dw\"]\n"
+        ))
+        .unwrap();
+        let p = &c.pooling;
+        assert!(p.per_transaction("anyone", "pgbench", "x"));
+        assert!(p.per_transaction("anyone", "metabase 0.50", "x"));
+        assert!(p.per_transaction("etl", "psql", "dw"));
+        assert!(!p.per_transaction("etl", "psql", "other"));
+        assert!(!p.per_transaction("bob", "DBeaver", "dw"));
+        let err = parse(&format!("{NODES}[[pooling.transaction]]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("pooling.transaction[0]: names no users"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -57,6 +57,18 @@ pub struct RawPooling {
     pub max_node_connections: Option<Spanned<i64>>,
     #[serde(default = "defaults::wait_timeout")]
     pub wait_timeout: Spanned<String>,
+    /// `[[pooling.transaction]]`: clients pooled per transaction.
+    #[serde(default)]
+    pub transaction: Vec<Spanned<RawTransactionPooling>>,
+}
+
+/// One `[[pooling.transaction]]` entry: which clients, matched like rules.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTransactionPooling {
+    pub users: Option<Vec<Spanned<String>>>,
+    pub applications: Option<Vec<Spanned<String>>>,
+    pub databases: Option<Vec<Spanned<String>>>,
 }
 
 impl Default for RawPooling {

@@ -74,7 +74,7 @@ impl Validator<'_> {
         ok.then(|| RuleSet::new(rules))
     }
 
-    fn globs(
+    pub(super) fn globs(
         &mut self,
         key: &str,
         values: &[Spanned<String>],

@@ -29,6 +29,7 @@ mod owed;
 pub(crate) mod pooled;
 pub mod router;
 pub mod session;
+mod statements;
 pub mod translate;
 mod upstream;
 

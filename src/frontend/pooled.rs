@@ -140,6 +140,63 @@ pub(super) async fn replay(stream: &mut Stream, saved: &Saved) -> Result<(), Str
     exchange(stream, &out, |_| Ok(())).await
 }
 
+/// Runs SQL of sluice's own (`RESET ALL`, `DEALLOCATE ALL`) on an idle
+/// connection, within `timeout`.
+pub(super) async fn run_hidden(
+    stream: &mut Stream,
+    sql: &str,
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    tokio::time::timeout(
+        timeout,
+        exchange(stream, frontend::encode_query(sql).raw(), |_| Ok(())),
+    )
+    .await
+    .unwrap_or_else(|_| Err("no answer in time".into()))
+}
+
+/// A session pooled per transaction takes a connection: its SETs run
+/// again, and the statements the connection lacks are prepared. Each in a
+/// batch of its own, whose failure is ignored: a SET or Parse that failed
+/// for the client fails here too, and leaves the session as it was.
+pub(super) async fn replay_statements(
+    stream: &mut Stream,
+    sets: &[String],
+    missing: &[crate::protocol::frame::Frame],
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    let readies = sets.len() + missing.len();
+    if readies == 0 {
+        return Ok(());
+    }
+    let mut out = BytesMut::new();
+    for set in sets {
+        out.extend_from_slice(frontend::encode_query(set).raw());
+    }
+    for parse in missing {
+        out.extend_from_slice(parse.raw());
+        out.extend_from_slice(&frontend::SYNC_MESSAGE);
+    }
+    let run = async {
+        stream.write_all(&out).await.map_err(|e| e.to_string())?;
+        let mut answers =
+            MessageStream::new(&mut *stream, Scanner::new(1 << 20, |_| Treatment::Inspect));
+        let mut seen = 0;
+        while seen < readies {
+            let Some(frame) = answers.frame().await.map_err(|e| e.to_string())? else {
+                return Err("the node closed the connection".to_string());
+            };
+            if frame.tag() == backend::READY_FOR_QUERY {
+                seen += 1;
+            }
+        }
+        Ok(())
+    };
+    tokio::time::timeout(timeout, run)
+        .await
+        .unwrap_or_else(|_| Err("no answer in time".into()))
+}
+
 /// `DISCARD ALL` (what PgBouncer's `server_reset_query` does): temporary
 /// tables, prepared statements, settings, LISTENs, advisory locks and
 /// `SET ROLE` of the last client are gone before the next one comes.

@@ -21,7 +21,7 @@
 //! ([`ClientWriter`]); the node direction holds it while a message is half
 //! written, so catalog answers never land inside a node message.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,8 +31,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Frontend;
 use super::pooled::{
-    Inventory, Saved, describe, greeting_key, greeting_messages, replay, reset, take_inventory,
+    Inventory, Saved, describe, greeting_key, greeting_messages, replay, replay_statements, reset,
+    run_hidden, take_inventory,
 };
+use super::statements::{MAX_PER_CONNECTION, Statements};
 use crate::auth::{self, ClientLogin, Credential, NodeLoginError};
 use crate::backend::idle::IdleConnection;
 use crate::backend::node::{Attached, Node};
@@ -107,6 +109,12 @@ pub async fn run(
         Pooling::Pinned("pinned (Vertica translation)")
     } else if config.warehouse.dialect != Dialect::Postgres {
         Pooling::Pinned("pinned (Vertica node)")
+    } else if config.pooling.per_transaction(
+        startup.user(),
+        startup.application(),
+        startup.database(),
+    ) {
+        Pooling::PerTransaction
     } else {
         match config.pooling.idle_detach {
             Some(after) => Pooling::MayDetach(after),
@@ -117,7 +125,7 @@ pub async fn run(
     // node greeted the same startup packet lately: its first query that
     // needs a node takes one (a catalog-only session never does).
     let greeted = match pooling {
-        Pooling::MayDetach(_) => frontend
+        Pooling::MayDetach(_) | Pooling::PerTransaction => frontend
             .greetings
             .recall(&packet, credential.is_some(), config.auth.cache)
             .zip(frontend.nodes.candidates().into_iter().next()),
@@ -129,10 +137,13 @@ pub async fn run(
             &frontend,
             &generation,
             &mut client,
-            &packet,
             peer,
-            startup.user(),
-            credential.as_ref(),
+            Login {
+                packet: &packet,
+                user: startup.user(),
+                credential: credential.as_ref(),
+                per_transaction: matches!(pooling, Pooling::PerTransaction),
+            },
         )
         .await
         {
@@ -141,7 +152,7 @@ pub async fn run(
         },
     };
     let node = match &start {
-        Start::Attached(opened) => opened.attached.node().clone(),
+        Start::Attached(opened) => opened.node().clone(),
         Start::Detached { node, .. } => node.clone(),
     };
     tracing::debug!(%peer, node = node.addr(), user = startup.user(), database = startup.database(),
@@ -193,7 +204,7 @@ pub async fn run(
         session.relay((Postgres, Postgres), client, start).await
     };
     if let Some((attached, kept)) = ends {
-        keep_connection(attached, kept, &generation.config.warehouse).await;
+        keep_connection(attached, kept, &generation.config.warehouse, true).await;
     }
 }
 
@@ -202,6 +213,9 @@ pub async fn run(
 enum Pooling {
     /// After this long idle outside a transaction, if it can log in again.
     MayDetach(Duration),
+    /// After every transaction (`[[pooling.transaction]]`), if it can log
+    /// in again.
+    PerTransaction,
     /// Never; why, for `SHOW CLIENTS`.
     Pinned(&'static str),
 }
@@ -217,47 +231,75 @@ enum Start {
 
 /// A node connection a session was opened on or took again.
 struct Opened {
-    attached: Attached,
-    slot: Option<Slot>,
+    held: Held,
     stream: Stream,
     /// What the node sent first: its greeting (all of it, from a kept
     /// connection or a login sluice made), or the start of its answer to
     /// the client's startup.
     first_answer: BytesMut,
+}
+
+/// What a session holds with a node connection, besides the socket.
+struct Held {
+    attached: Attached,
+    slot: Option<Slot>,
     /// Opened by a password login: only a client sluice authenticated may
     /// have it after this one.
     proven: bool,
+    /// Statements sessions pooled per transaction prepared on it, by the
+    /// names sluice gave them (see [`super::statements`]).
+    prepared: HashSet<String>,
+}
+
+impl Opened {
+    fn node(&self) -> &Arc<Node> {
+        self.held.attached.node()
+    }
+
+    /// The connection as kept between sessions, with the greeting a later
+    /// session is given.
+    fn into_kept(self, packet: &Bytes, greeting: Bytes) -> (Attached, IdleConnection) {
+        let mut kept = IdleConnection::new(packet.clone(), greeting, self.stream);
+        kept.proven = self.held.proven;
+        kept.slot = self.held.slot;
+        kept.prepared = self.held.prepared;
+        (self.held.attached, kept)
+    }
 }
 
 /// A session's connection to its node, while attached.
 struct Link {
-    attached: Attached,
-    slot: Option<Slot>,
     from: MessageStream<ReadHalf>,
     wr: WriteHalf,
-    proven: bool,
+    held: Held,
 }
 
 impl Link {
     fn new(opened: Opened, treatment: fn(u8) -> Treatment) -> Link {
         let (rd, wr) = opened.stream.into_split();
         Link {
-            attached: opened.attached,
-            slot: opened.slot,
             from: MessageStream::with_read(
                 rd,
                 Scanner::new(usize::MAX, treatment),
                 opened.first_answer,
             ),
             wr,
-            proven: opened.proven,
+            held: opened.held,
         }
     }
 
+    fn node(&self) -> &Arc<Node> {
+        self.held.attached.node()
+    }
+
     /// The connection whole again, for a reset or a query of sluice's own.
-    fn into_stream(self) -> (Attached, Option<Slot>, Stream, bool) {
+    fn into_opened(self) -> Opened {
         let (rd, _) = self.from.into_parts();
-        (self.attached, self.slot, rd.unsplit(self.wr), self.proven)
+        Opened {
+            held: self.held,
+            stream: rd.unsplit(self.wr),
+            first_answer: BytesMut::new(),
+        }
     }
 }
 
@@ -313,7 +355,7 @@ impl Session<'_> {
         };
         let (mut link, node, greeted) = match start {
             Start::Attached(opened) => {
-                let node = opened.attached.node().clone();
+                let node = opened.node().clone();
                 (Some(Link::new(opened, node_treatment)), node, None)
             }
             Start::Detached { node, greeting } => (None, node, Some(greeting)),
@@ -340,8 +382,11 @@ impl Session<'_> {
             batches: VecDeque::new(),
             detach: match self.pooling {
                 Pooling::MayDetach(after) => Some(after),
+                Pooling::PerTransaction => Some(Duration::ZERO),
                 Pooling::Pinned(_) => None,
             },
+            statements: matches!(self.pooling, Pooling::PerTransaction)
+                .then(|| Statements::new(self.observer.entry().id)),
             detach_armed: true,
             idle_since: None,
         };
@@ -452,7 +497,7 @@ impl Session<'_> {
                     && !l.from.has_buffered()
                     && from_client.at_boundary()
                     && l.from.at_boundary()
-                    && l.attached.node().is_healthy()
+                    && l.node().is_healthy()
                     && !self.guard.cancel_on_its_way()
                     && !self.frontend.kill.is_cancelled() =>
             {
@@ -480,11 +525,7 @@ impl Session<'_> {
         )
         .await;
         let greeting = greeting?;
-        let (attached, slot, stream, proven) = link?.into_stream();
-        let mut kept = IdleConnection::new(self.packet.clone(), greeting, stream);
-        kept.proven = proven;
-        kept.slot = slot;
-        Some((attached, kept))
+        Some(link?.into_opened().into_kept(self.packet, greeting))
     }
 
     /// Greets a client that starts detached as the node greeted the same
@@ -520,9 +561,9 @@ impl Session<'_> {
         client_wr.lock().await.write_all(&out).await
     }
 
-    /// The session has been idle long enough: asks the node what it holds,
-    /// and gives the connection back unless that pins it. `Ok(Some)`: the
-    /// session stays attached.
+    /// The session has been idle long enough (pooled per transaction: its
+    /// transaction ended): gives the connection back unless what it holds
+    /// pins it. `Ok(Some)`: the session stays attached.
     async fn detach<C: ClientSide, N: NodeSide>(
         &mut self,
         link: Link,
@@ -537,6 +578,24 @@ impl Session<'_> {
             upstream.detach = None;
             return Ok(Some(link));
         }
+        if let (Pooling::PerTransaction, Some(why)) = (
+            self.pooling,
+            upstream.statements.as_ref().and_then(|s| s.pinned()),
+        ) {
+            // From now on pooled per session, like any other.
+            let idle_detach = self.generation.config.pooling.idle_detach;
+            self.pooling = match idle_detach {
+                Some(after) => Pooling::MayDetach(after),
+                None => Pooling::Pinned("pinned (no idle_detach)"),
+            };
+            upstream.detach = idle_detach;
+            upstream.idle_since = None;
+            self.observer.entry().set_attachment(
+                link.node().addr(),
+                &format!("pinned ({why}); session pooling"),
+            );
+            return Ok(Some(link));
+        }
         let quiet = downstream.phase == Phase::Ready
             && self.progress.owed().idle_in_no_transaction()
             && upstream.out.is_empty()
@@ -548,36 +607,53 @@ impl Session<'_> {
             return Ok(Some(link));
         }
         let timeout = self.generation.config.warehouse.connect_timeout;
-        let node = link.attached.node().clone();
-        let (attached, slot, mut stream, proven) = link.into_stream();
-        let user = self.startup.user();
-        let inventory = tokio::time::timeout(timeout, take_inventory(&mut stream, user))
-            .await
-            .unwrap_or_else(|_| Err("no answer in time".into()));
-        let saved = match inventory {
-            Ok(Inventory::Saved(saved)) => saved,
-            Ok(Inventory::Pinned(why)) => {
-                tracing::debug!(peer = %self.peer, node = node.addr(), why, "session stays pinned");
-                self.observer
-                    .entry()
-                    .set_attachment(node.addr(), &format!("pinned ({why})"));
-                upstream.detach_armed = false;
-                let opened = Opened {
-                    attached,
-                    slot,
-                    stream,
-                    first_answer: BytesMut::new(),
-                    proven,
-                };
-                return Ok(Some(Link::new(opened, node_treatment)));
+        let node = link.node().clone();
+        let mut opened = link.into_opened();
+        let reset = match (&self.pooling, &mut upstream.statements) {
+            (Pooling::PerTransaction, Some(statements)) => {
+                statements.all_sent();
+                // No inventory, no DISCARD ALL per transaction: the
+                // session's statements stay (under names only it uses),
+                // and its SETs are undone.
+                if !statements.sets().is_empty()
+                    && let Err(why) = run_hidden(&mut opened.stream, "RESET ALL", timeout).await
+                {
+                    tracing::info!(peer = %self.peer, node = node.addr(), why, "the node failed while the session detached");
+                    return Err(End::NodeClosed);
+                }
+                opened
+                    .held
+                    .prepared
+                    .extend(statements.server_names().cloned());
+                false
             }
-            Err(why) => {
-                tracing::info!(peer = %self.peer, node = node.addr(), why, "the node failed while the session detached");
-                return Err(End::NodeClosed);
+            _ => {
+                let user = self.startup.user();
+                let inventory =
+                    tokio::time::timeout(timeout, take_inventory(&mut opened.stream, user))
+                        .await
+                        .unwrap_or_else(|_| Err("no answer in time".into()));
+                match inventory {
+                    Ok(Inventory::Saved(saved)) => {
+                        tracing::debug!(peer = %self.peer, node = node.addr(), saved = describe(&saved), "session detached");
+                        self.saved = saved;
+                    }
+                    Ok(Inventory::Pinned(why)) => {
+                        tracing::debug!(peer = %self.peer, node = node.addr(), why, "session stays pinned");
+                        self.observer
+                            .entry()
+                            .set_attachment(node.addr(), &format!("pinned ({why})"));
+                        upstream.detach_armed = false;
+                        return Ok(Some(Link::new(opened, node_treatment)));
+                    }
+                    Err(why) => {
+                        tracing::info!(peer = %self.peer, node = node.addr(), why, "the node failed while the session detached");
+                        return Err(End::NodeClosed);
+                    }
+                }
+                true
             }
         };
-        tracing::debug!(peer = %self.peer, node = node.addr(), saved = describe(&saved), "session detached");
-        self.saved = saved;
         if let Some(r) = &downstream.registration {
             r.suspend();
         }
@@ -594,16 +670,15 @@ impl Session<'_> {
                 .greetings
                 .remember(self.packet, greeting.clone(), false);
         }
-        let mut kept = IdleConnection::new(self.packet.clone(), greeting, stream);
-        kept.proven = proven;
-        kept.slot = slot;
-        keep_connection(attached, kept, &self.generation.config.warehouse).await;
+        let (attached, kept) = opened.into_kept(self.packet, greeting);
+        keep_connection(attached, kept, &self.generation.config.warehouse, reset).await;
         Ok(None)
     }
 
     /// A detached session needs a node again: takes a connection (a kept
-    /// one, or a new login), replays what the session had set, and points
-    /// the client's cancel key at it. The error is what the client is told.
+    /// one, or a new login), sets there what the session had set, and
+    /// points the client's cancel key at it. The error is what the client
+    /// is told.
     async fn attach<C: ClientSide, N: NodeSide>(
         &mut self,
         upstream: &mut Upstream<'_, C>,
@@ -612,20 +687,33 @@ impl Session<'_> {
     ) -> Result<Link, ErrorFields> {
         let credential = self.credential.clone().unwrap_or(Credential::Trusted);
         let started = std::time::Instant::now();
-        let mut opened = take_connection(
-            self.frontend,
-            self.generation,
-            self.packet,
-            self.startup.user(),
-            Some(&credential),
-        )
-        .await?;
+        let per_transaction = matches!(self.pooling, Pooling::PerTransaction);
+        let login = Login {
+            packet: self.packet,
+            user: self.startup.user(),
+            credential: Some(&credential),
+            per_transaction,
+        };
+        let mut opened = take_connection(self.frontend, self.generation, login).await?;
         self.frontend.metrics.pool_waited(started.elapsed());
-        let addr = opened.attached.node().addr().to_string();
+        let addr = opened.node().addr().to_string();
         let timeout = self.generation.config.warehouse.connect_timeout;
-        let replayed = tokio::time::timeout(timeout, replay(&mut opened.stream, &self.saved))
-            .await
-            .unwrap_or_else(|_| Err("no answer in time".into()));
+        let replayed = match (per_transaction, &upstream.statements) {
+            (true, Some(statements)) => {
+                let missing = statements.missing_on(&opened.held.prepared);
+                let done =
+                    replay_statements(&mut opened.stream, statements.sets(), &missing, timeout)
+                        .await;
+                opened
+                    .held
+                    .prepared
+                    .extend(statements.server_names().cloned());
+                done
+            }
+            _ => tokio::time::timeout(timeout, replay(&mut opened.stream, &self.saved))
+                .await
+                .unwrap_or_else(|_| Err("no answer in time".into())),
+        };
         if let Err(why) = replayed {
             tracing::warn!(peer = %self.peer, node = addr, why, "could not restore a session's settings on a node");
             return Err(ErrorFields::fatal(
@@ -645,14 +733,16 @@ impl Session<'_> {
                 node: addr.clone(),
                 key,
             }));
-        downstream.node = opened.attached.node().clone();
+        downstream.node = opened.node().clone();
         downstream.greeting = Greeting::Trusted(greeting);
         upstream.detach_armed = true;
         upstream.idle_since = None;
         self.observer.entry().set_attachment(&addr, "attached");
         self.frontend.metrics.session_detached(false);
         self.frontend.metrics.session_reattached();
-        tracing::debug!(peer = %self.peer, node = addr, "session attached again");
+        if !per_transaction {
+            tracing::debug!(peer = %self.peer, node = addr, "session attached again");
+        }
         Ok(Link::new(opened, node_treatment))
     }
 }
@@ -660,19 +750,30 @@ impl Session<'_> {
 /// Resets a node connection whose client left (or detached) and keeps it
 /// for the next client with the same startup packet; a connection that
 /// does not reset cleanly within the connect timeout is closed.
+///
+/// `reset: false`: a session pooled per transaction gives it back as it is
+/// (its statements stay, under names only it uses; its SETs were undone).
 async fn keep_connection(
     attached: Attached,
     mut kept: IdleConnection,
     warehouse: &crate::config::Warehouse,
+    reset_first: bool,
 ) {
     let node = attached.node().clone();
     // Counted as a session no more: the node has no client on it.
     drop(attached);
-    if warehouse.idle_connections == 0 {
+    if warehouse.idle_connections == 0 || kept.prepared.len() > MAX_PER_CONNECTION {
+        return;
+    }
+    if !reset_first {
+        node.keep_idle(kept, warehouse.idle_connections, warehouse.idle_timeout);
         return;
     }
     match tokio::time::timeout(warehouse.connect_timeout, reset(&mut kept.stream)).await {
-        Ok(Ok(())) => node.keep_idle(kept, warehouse.idle_connections, warehouse.idle_timeout),
+        Ok(Ok(())) => {
+            kept.prepared.clear();
+            node.keep_idle(kept, warehouse.idle_connections, warehouse.idle_timeout)
+        }
         Ok(Err(why)) => {
             tracing::debug!(
                 node = node.addr(),
@@ -687,20 +788,37 @@ async fn keep_connection(
     }
 }
 
+/// How a session logs in to a node.
+#[derive(Clone, Copy)]
+struct Login<'a> {
+    /// The startup packet nodes get.
+    packet: &'a [u8],
+    user: &'a str,
+    /// sluice logs in with it; `None`: the client's own login is relayed.
+    credential: Option<&'a Credential>,
+    /// The session is pooled per transaction (keeps other sessions'
+    /// statements on a connection it takes).
+    per_transaction: bool,
+}
+
 /// A node connection for a session: a kept one logged in the same way, or
 /// a new one, on the healthy nodes in round-robin order under each node's
 /// cap: first wherever a slot is free now, then waiting in turn at the
-/// first node for `[pooling] wait_timeout`. `credential`: sluice logs in
-/// with it; `None`: the client's startup is handed to the node and its
-/// first answer returned, for the client to go on with (the login is
-/// relayed). The error is what the client is told.
+/// first node for `[pooling] wait_timeout`. Without a credential the
+/// client's startup is handed to the node and its first answer returned,
+/// for the client to go on with (the login is relayed). The error is what
+/// the client is told.
 async fn take_connection(
     frontend: &Frontend,
     generation: &Generation,
-    packet: &[u8],
-    user: &str,
-    credential: Option<&Credential>,
+    login: Login<'_>,
 ) -> Result<Opened, ErrorFields> {
+    let Login {
+        packet,
+        user,
+        credential,
+        per_transaction,
+    } = login;
     let candidates = frontend.nodes.candidates();
     if candidates.is_empty() {
         let total = frontend.nodes.all().len();
@@ -715,30 +833,63 @@ async fn take_connection(
     // authenticated itself.
     let proven = credential.is_some_and(|c| !matches!(c, Credential::Trusted));
     let wait = generation.config.pooling.wait_timeout;
+    let deadline = tokio::time::Instant::now() + wait;
     let mut failures = Vec::new();
-    let mut full = None;
-    for (pass, wait) in [Duration::ZERO, wait].into_iter().enumerate() {
-        let nodes = if pass == 0 {
-            &candidates[..]
-        } else {
-            &candidates[..1]
-        };
-        for node in nodes {
+    let mut full;
+    // Sessions already waiting go first: one that just gave a connection
+    // back must not take it again ahead of them.
+    let first = &candidates[0];
+    let mut my_turn = first.slots().waiting() == 0;
+    loop {
+        // Enabled before looking, so that a connection given back while
+        // this session looks is not missed.
+        let freed = first.slots().freed().notified();
+        tokio::pin!(freed);
+        freed.as_mut().enable();
+        full = None;
+        let looked_at = if my_turn { &candidates[..] } else { &[] };
+        if !my_turn {
+            full = first
+                .slots()
+                .cap()
+                .map(|cap| (first.addr().to_string(), cap));
+        }
+        for node in looked_at {
             // A node connection kept from a client that logged in the same
             // way saves the node a backend start and a login. Only the node
             // round robin chose: kept connections must not draw sessions to
             // their node.
-            if let Some(kept) = node.take_idle(packet, proven, warehouse.idle_timeout) {
+            if let Some(mut kept) = node.take_idle(packet, proven, warehouse.idle_timeout) {
                 tracing::debug!(node = node.addr(), "session takes a kept node connection");
+                // Statements of sessions pooled per transaction are theirs:
+                // a session pooled per session starts with none.
+                if !per_transaction
+                    && !kept.prepared.is_empty()
+                    && run_hidden(
+                        &mut kept.stream,
+                        "DEALLOCATE ALL",
+                        warehouse.connect_timeout,
+                    )
+                    .await
+                    .is_err()
+                {
+                    continue;
+                }
+                if !per_transaction {
+                    kept.prepared.clear();
+                }
                 return Ok(Opened {
-                    attached: node.attach(),
+                    held: Held {
+                        attached: node.attach(),
+                        slot: kept.slot,
+                        proven: kept.proven,
+                        prepared: kept.prepared,
+                    },
                     first_answer: BytesMut::from(&kept.greeting[..]),
-                    proven: kept.proven,
-                    slot: kept.slot,
                     stream: kept.stream,
                 });
             }
-            let slot = match node.take_slot(wait).await {
+            let slot = match node.try_slot() {
                 Ok(slot) => slot,
                 Err(f) => {
                     full = Some((node.addr().to_string(), f.cap));
@@ -784,11 +935,14 @@ async fn take_connection(
                             .remember(packet, first_answer.clone(), proven);
                     }
                     return Ok(Opened {
-                        attached: node.attach(),
-                        slot,
+                        held: Held {
+                            attached: node.attach(),
+                            slot,
+                            proven,
+                            prepared: HashSet::new(),
+                        },
                         stream,
                         first_answer: BytesMut::from(&first_answer[..]),
-                        proven,
                     });
                 }
                 Err(Some(refused)) => return Err(refused),
@@ -802,6 +956,12 @@ async fn take_connection(
         if full.is_none() {
             break;
         }
+        // Every node is at its cap: wait, in turn, at the first.
+        let _waiting = first.wait_for_slot();
+        if tokio::time::timeout_at(deadline, freed).await.is_err() {
+            break;
+        }
+        my_turn = true;
     }
     Err(match full {
         Some((node, cap)) if failures.is_empty() => node_full(&node, cap, wait),
@@ -834,12 +994,11 @@ async fn open_session(
     frontend: &Frontend,
     generation: &Generation,
     client: &mut Stream,
-    packet: &[u8],
     peer: SocketAddr,
-    user: &str,
-    credential: Option<&Credential>,
+    login: Login<'_>,
 ) -> Option<Opened> {
-    match take_connection(frontend, generation, packet, user, credential).await {
+    let user = login.user;
+    match take_connection(frontend, generation, login).await {
         Ok(opened) => Some(opened),
         Err(error) => {
             tracing::warn!(%peer, user, error = error.message, "refused a session");

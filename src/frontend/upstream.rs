@@ -31,6 +31,7 @@ use super::guard::{AnswerEnd, QueryGuard, Screened, Screening};
 use super::observe::SessionObserver;
 use super::owed::{Kind, NodeProgress, Sent};
 use super::router::{Batch, Plan, Router};
+use super::statements::Statements;
 use crate::catalog::{CatalogError, CatalogPool};
 use crate::metrics::Metrics;
 use crate::net::{MessageStream, ReadHalf, WriteHalf};
@@ -133,6 +134,9 @@ pub(super) struct Upstream<'a, C> {
     pub detach_armed: bool,
     /// Since when the node has had nothing to do for this session.
     pub idle_since: Option<Instant>,
+    /// A session pooled per transaction: its statements under names of
+    /// sluice's, and its SETs.
+    pub statements: Option<Statements>,
 }
 
 impl<C: ClientSide> Upstream<'_, C> {
@@ -192,6 +196,13 @@ impl<C: ClientSide> Upstream<'_, C> {
                         self.out.extend_from_slice(frame.raw());
                     }
                     _ => {
+                        let frame = match &mut self.statements {
+                            Some(statements) => match statements.rename(frame) {
+                                Ok(f) => f,
+                                Err(e) => return Stop::ClientProtocol(e),
+                            },
+                            None => frame,
+                        };
                         let frame = match self.client.translate(frame) {
                             Ok(f) => f,
                             Err(e) => return Stop::ClientProtocol(e),

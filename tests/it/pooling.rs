@@ -383,3 +383,194 @@ async fn a_session_starts_without_a_node_and_its_cancel_key_follows_it() {
         .unwrap_err();
     assert_eq!(sqlstate(&err), "57014", "{err:?}");
 }
+
+fn transaction_pooling(applications: &str, keys: &str) -> Setup {
+    Setup {
+        warehouse: "idle_connections = 100".into(),
+        tail: format!(
+            "[pooling]\n{keys}\n[[pooling.transaction]]\napplications = [{applications}]\n"
+        ),
+        ..Setup::default()
+    }
+}
+
+/// pgbench with prepared statements, pooled per transaction: 16 clients
+/// on 4 node connections, every transaction succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_prepared_runs_pooled_per_transaction() {
+    let node = node("pool-pgbench");
+    let bindir = node.bindir().to_path_buf();
+    let init = std::process::Command::new(bindir.join("pgbench"))
+        .args([
+            "-i",
+            "-s",
+            "1",
+            "-q",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &node.port().to_string(),
+            "-U",
+            "postgres",
+            "postgres",
+        ])
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", stderr(&init));
+    let sluice = Sluice::start(
+        &[&node],
+        &transaction_pooling(
+            "\"pgbench\"",
+            "max_node_connections = 4\nwait_timeout = \"30s\"",
+        ),
+    );
+    let direct = connect(&node.conn_string("postgres")).await;
+    let run = std::process::Command::new(bindir.join("pgbench"))
+        .args([
+            "-M",
+            "prepared",
+            "-S",
+            "-c",
+            "16",
+            "-j",
+            "2",
+            "-T",
+            "3",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &sluice.port.to_string(),
+            "-U",
+            "postgres",
+            "postgres",
+        ])
+        .env("PGAPPNAME", "pgbench")
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let during = node_sessions(&direct).await;
+    let out = run.wait_with_output().unwrap();
+    assert!(out.status.success(), "pgbench failed");
+    assert!(
+        during <= 4,
+        "{during} node sessions for 16 clients capped at 4"
+    );
+    assert!(
+        sluice.metric("sluice_session_reattached_total").unwrap() > 100.0,
+        "sessions moved between connections per transaction"
+    );
+    // TPC-B: multi-statement transactions, row locks, waits for a
+    // connection. One thread per client: pgbench prepares a script's
+    // statements with a blocking call, which would stall the other
+    // clients of its thread while they hold connections in transactions
+    // (with any transaction pooler).
+    let child = std::process::Command::new(bindir.join("pgbench"))
+        .args([
+            "-M",
+            "prepared",
+            "-c",
+            "16",
+            "-j",
+            "16",
+            "-T",
+            "3",
+            "-h",
+            "127.0.0.1",
+            "-p",
+            &sluice.port.to_string(),
+            "-U",
+            "postgres",
+            "postgres",
+        ])
+        .env("PGAPPNAME", "pgbench")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "pgbench TPC-B failed: {}",
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("number of failed transactions: 0"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+/// Two clients pooled per transaction on one node connection: statements
+/// of the same name do not collide, a client's SET follows it and does
+/// not reach the other, a transaction stays on its connection, and SQL
+/// PREPARE pins the session that uses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_pooled_per_transaction_keep_their_own_statements_and_settings() {
+    let node = node("pool-tx");
+    let sluice = Sluice::start(
+        &[&node],
+        &transaction_pooling(
+            "\"etl*\"",
+            "max_node_connections = 1\nwait_timeout = \"10s\"",
+        ),
+    );
+    let url = |app: &str| {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres application_name={app}",
+            sluice.port
+        )
+    };
+    let a = connect(&url("etl-a")).await;
+    let b = connect(&url("etl-b")).await;
+    // tokio-postgres names both clients' first statement s0.
+    let sa = a.prepare("SELECT 'a:' || $1::text").await.unwrap();
+    let sb = b.prepare("SELECT 'b:' || $1::text").await.unwrap();
+    a.batch_execute("SET application_name = 'etl-a-renamed'")
+        .await
+        .unwrap();
+    for i in 0..5 {
+        let x = i.to_string();
+        let ra: String = a.query_one(&sa, &[&x]).await.unwrap().get(0);
+        let rb: String = b.query_one(&sb, &[&x]).await.unwrap().get(0);
+        assert_eq!((ra, rb), (format!("a:{i}"), format!("b:{i}")));
+        let name_a: String = a
+            .query_one("SELECT current_setting('application_name')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        let name_b: String = b
+            .query_one("SELECT current_setting('application_name')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(
+            (name_a.as_str(), name_b.as_str()),
+            ("etl-a-renamed", "etl-b")
+        );
+    }
+    // A transaction holds its connection: b waits until a commits.
+    a.batch_execute("BEGIN; CREATE TABLE held (v int); INSERT INTO held VALUES (1)")
+        .await
+        .unwrap();
+    let b_sees = tokio::spawn(async move {
+        let n: i64 = b
+            .query_one(
+                "SELECT count(*) FROM pg_tables WHERE tablename = 'held'",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        n
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!b_sees.is_finished(), "b must wait for the only connection");
+    a.batch_execute("COMMIT").await.unwrap();
+    assert_eq!(b_sees.await.unwrap(), 1);
+    // SQL PREPARE cannot move between connections: the session is pinned.
+    let c = connect(&url("etl-c")).await;
+    drop(a);
+    c.batch_execute("PREPARE p AS SELECT 41 + 1").await.unwrap();
+    let r: i32 = c.query_one("EXECUTE p", &[]).await.unwrap().get(0);
+    assert_eq!(r, 42);
+}
