@@ -425,28 +425,27 @@ async fn pgbench_prepared_runs_pooled_per_transaction() {
         ),
     );
     let direct = connect(&node.conn_string("postgres")).await;
-    let run = std::process::Command::new(bindir.join("pgbench"))
-        .args([
-            "-M",
-            "prepared",
-            "-S",
-            "-c",
-            "16",
-            "-j",
-            "2",
-            "-T",
-            "3",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &sluice.port.to_string(),
-            "-U",
-            "postgres",
-            "postgres",
-        ])
-        .env("PGAPPNAME", "pgbench")
-        .spawn()
-        .unwrap();
+    // pgbench through sluice as application "pgbench", with `args`.
+    let pgbench = |args: &[&str]| {
+        let mut cmd = std::process::Command::new(bindir.join("pgbench"));
+        cmd.args(args)
+            .args([
+                "-T",
+                "3",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &sluice.port.to_string(),
+                "-U",
+                "postgres",
+                "postgres",
+            ])
+            .env("PGAPPNAME", "pgbench")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    let run = pgbench(&["-M", "prepared", "-S", "-c", "16", "-j", "2"]);
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let during = node_sessions(&direct).await;
     let out = run.wait_with_output().unwrap();
@@ -464,29 +463,7 @@ async fn pgbench_prepared_runs_pooled_per_transaction() {
     // statements with a blocking call, which would stall the other
     // clients of its thread while they hold connections in transactions
     // (with any transaction pooler).
-    let child = std::process::Command::new(bindir.join("pgbench"))
-        .args([
-            "-M",
-            "prepared",
-            "-c",
-            "16",
-            "-j",
-            "16",
-            "-T",
-            "3",
-            "-h",
-            "127.0.0.1",
-            "-p",
-            &sluice.port.to_string(),
-            "-U",
-            "postgres",
-            "postgres",
-        ])
-        .env("PGAPPNAME", "pgbench")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = pgbench(&["-M", "prepared", "-c", "16", "-j", "16"]);
     let out = child.wait_with_output().unwrap();
     assert!(
         out.status.success(),
