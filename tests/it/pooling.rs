@@ -168,7 +168,10 @@ async fn what_a_session_set_follows_it_to_its_next_connection() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sessions_holding_what_cannot_be_replayed_stay_pinned() {
     let node = node("pool-pinned");
-    let sluice = Sluice::start(&[&node], &pooling("idle_detach = \"200ms\""));
+    let sluice = Sluice::start(
+        &[&node],
+        &pooling("idle_detach = \"200ms\"\n[admin]\nauth = \"trust\""),
+    );
     let temp = sluice.client().await;
     temp.batch_execute("CREATE TEMP TABLE \"#Tableau_1\" AS SELECT 1 AS a")
         .await
@@ -191,6 +194,36 @@ async fn sessions_holding_what_cannot_be_replayed_stay_pinned() {
     assert_eq!(row.get::<_, i32>(0), 1);
     let rows = cursor.query("FETCH ALL FROM c", &[]).await.unwrap();
     assert_eq!(rows.len(), 3);
+    // The admin console says which sessions are pinned, and why.
+    let admin = connect(&format!(
+        "host=127.0.0.1 port={} user=ops dbname=sluice",
+        sluice.port
+    ))
+    .await;
+    let column = |messages: Vec<tokio_postgres::SimpleQueryMessage>, name: &str| -> Vec<String> {
+        messages
+            .into_iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(name).map(str::to_string),
+                _ => None,
+            })
+            .collect()
+    };
+    let mut pooling = column(admin.simple_query("SHOW CLIENTS").await.unwrap(), "pooling");
+    pooling.sort();
+    assert_eq!(
+        pooling,
+        [
+            "detached",
+            "pinned (open cursor c)",
+            "pinned (temporary objects)"
+        ]
+    );
+    let detached = column(
+        admin.simple_query("SHOW POOLS").await.unwrap(),
+        "detached_sessions",
+    );
+    assert_eq!(detached, ["1"]);
     // With the temporary table gone, that session may detach too.
     temp.batch_execute("DROP TABLE \"#Tableau_1\"")
         .await
@@ -550,4 +583,115 @@ async fn clients_pooled_per_transaction_keep_their_own_statements_and_settings()
     c.batch_execute("PREPARE p AS SELECT 41 + 1").await.unwrap();
     let r: i32 = c.query_one("EXECUTE p", &[]).await.unwrap().get(0);
     assert_eq!(r, 42);
+}
+
+/// Real drivers' server-side prepared statements and settings survive a
+/// detach: PgJDBC with prepareThreshold=1, psycopg with prepare=True. Each
+/// prints the same results before and after the pause that detached it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgjdbc_and_psycopg_prepared_statements_survive_a_detach() {
+    let node = node("pool-drivers");
+    node.psql(
+        "postgres",
+        "CREATE SCHEMA pool_clients; CREATE TABLE pool_clients.t AS SELECT 7 AS v",
+    )
+    .unwrap();
+    let sluice = Sluice::start(&[&node], &pooling("idle_detach = \"200ms\""));
+    let expected = "round 0: 7\nround 0: 14\nround 0: 21\nround 1: 7\nround 1: 14\nround 1: 21\n";
+
+    let jar = "/usr/share/java/postgresql.jar";
+    assert!(
+        std::path::Path::new(jar).exists(),
+        "PgJDBC is missing: apt-get install -y libpostgresql-jdbc-java (scripts/setup.sh does it)"
+    );
+    let source = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/clients/Detach.java");
+    let url = format!(
+        "jdbc:postgresql://127.0.0.1:{}/postgres?sslmode=disable&prepareThreshold=1",
+        sluice.port
+    );
+    let out = std::process::Command::new("java")
+        .args(["-cp", jar, source, &url, "1000"])
+        .output()
+        .expect("java runs (apt-get install -y default-jdk-headless)");
+    assert!(out.status.success(), "PgJDBC: {}", stderr(&out));
+    assert_eq!(stdout(&out), expected, "PgJDBC");
+    let after_jdbc = sluice.metric("sluice_session_reattached_total").unwrap();
+    assert!(
+        after_jdbc >= 1.0,
+        "the PgJDBC session detached and came back"
+    );
+
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/it/clients/detach_psycopg.py"
+    );
+    let out = std::process::Command::new(crate::vertica::python())
+        .args([script, &sluice.port.to_string(), "1"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "psycopg: {}", stderr(&out));
+    assert_eq!(stdout(&out), expected, "psycopg");
+    assert!(
+        sluice.metric("sluice_session_reattached_total").unwrap() > after_jdbc,
+        "the psycopg session detached and came back"
+    );
+}
+
+/// `[auth] mode = "cleartext"`: a TLS client's password is checked by a
+/// node login and used again for the session's next login, after a detach.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cleartext_passwords_over_tls_log_in_again_after_a_detach() {
+    let node = node("pool-cleartext");
+    node.psql(
+        "postgres",
+        "SET password_encryption = 'scram-sha-256'; CREATE ROLE carol LOGIN PASSWORD 'ldap-ish-3'",
+    )
+    .unwrap();
+    require_passwords(&node, &["host all carol 127.0.0.1/32 scram-sha-256"]);
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed_cert(dir.path());
+    let setup = Setup {
+        warehouse: "idle_connections = 0".into(),
+        tail: format!(
+            "[server.tls]\ncert = {cert:?}\nkey = {key:?}\nmode = \"prefer\"\n[auth]\nmode = \"cleartext\"\n[pooling]\nidle_detach = \"200ms\"\n"
+        ),
+        ..Setup::default()
+    };
+    let sluice = Sluice::start(&[&node], &setup);
+    let url = |password: &str| {
+        format!(
+            "host=127.0.0.1 port={} user=carol password={password} dbname=postgres sslmode=require",
+            sluice.port
+        )
+    };
+    let out = psql(
+        &url("ldap-ish-3"),
+        &[
+            "-At",
+            "-c",
+            "SELECT pg_backend_pid()",
+            "-c",
+            "\\! sleep 1",
+            "-c",
+            "SELECT pg_backend_pid(), current_user",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stdout(&out);
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let (pid, rest) = lines[1].split_once('|').unwrap();
+    assert_ne!(lines[0], pid, "a new node login after the detach");
+    assert_eq!(rest, "carol");
+    let out = psql(&url("wrong"), &["-c", "SELECT 1"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("password authentication failed for user \"carol\""),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        !sluice.log().contains("ldap-ish-3"),
+        "the password is in the log"
+    );
 }

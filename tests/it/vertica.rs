@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use crate::support::*;
 
-fn python() -> PathBuf {
+/// The test venv's Python, with vertica-python and psycopg.
+pub(crate) fn python() -> PathBuf {
     let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/venv");
     let python = venv.join("bin/python");
     let ok = python.exists()
