@@ -19,6 +19,9 @@ command -v runuser >/dev/null || missing+=(util-linux)
 # PgJDBC and a JDK: the catalog tests run DatabaseMetaData as DBeaver does.
 [ -f /usr/share/java/postgresql.jar ] || missing+=(libpostgresql-jdbc-java)
 command -v javac >/dev/null || missing+=(default-jdk-headless)
+# psqlODBC and unixODBC: a Tableau-like ODBC session in the pooling tests.
+compgen -G "/usr/lib/*/odbc/psqlodbcw.so" >/dev/null || missing+=(odbc-postgresql)
+compgen -G "/usr/lib/*/libodbc.so.2" >/dev/null || missing+=(unixodbc)
 
 if [ ${#missing[@]} -gt 0 ]; then
     echo "installing: ${missing[*]}" >&2
@@ -37,7 +40,7 @@ fi
 # Python clients for the tests (asyncpg, vertica-python with psycopg to check
 # it against, ...), in a venv under target/.
 venv="$(dirname "$0")/../target/venv"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import asyncpg, vertica_python, psycopg" 2>/dev/null; then
+if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import asyncpg, vertica_python, psycopg, pyodbc" 2>/dev/null; then
     python3 -m venv "$venv"
     "$venv/bin/pip" install -q -r "$(dirname "$0")/../tests/it/clients/requirements.txt"
 fi

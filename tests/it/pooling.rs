@@ -695,3 +695,26 @@ async fn cleartext_passwords_over_tls_log_in_again_after_a_detach() {
         "the password is in the log"
     );
 }
+
+/// A Tableau-like ODBC session (psqlODBC): its temporary table and WITH
+/// HOLD cursor pin it, and it reads them whole across pauses longer than
+/// `idle_detach`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tableau_like_odbc_session_keeps_its_temp_table_and_cursor() {
+    let node = node("pool-odbc");
+    let sluice = Sluice::start(&[&node], &pooling("idle_detach = \"200ms\""));
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/clients/tableau_odbc.py");
+    let out = std::process::Command::new(crate::vertica::python())
+        .args([script, &sluice.port.to_string(), "1"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "psqlODBC (apt-get install -y odbc-postgresql unixodbc; scripts/setup.sh does it): {}",
+        stderr(&out)
+    );
+    assert_eq!(
+        stdout(&out),
+        "fetched [1, 2, 3]\ntemp table (100, 5050)\nfetched [4, 5]\n"
+    );
+}
