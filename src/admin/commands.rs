@@ -589,6 +589,43 @@ pub fn config_rows(c: &Config) -> Vec<(String, String)> {
         rows.push((format!("admin.users[{i}].name"), u.name.clone()));
         rows.push((format!("admin.users[{i}].password"), secret(true)));
     }
+    let optional = |v: Option<String>| v.unwrap_or_else(|| "(unset)".into());
+    rows.extend([
+        (
+            "auth.mode".into(),
+            match c.auth.mode {
+                crate::config::AuthMode::Passthrough => "passthrough",
+                crate::config::AuthMode::AuthQuery => "auth_query",
+                crate::config::AuthMode::Cleartext => "cleartext",
+            }
+            .into(),
+        ),
+        ("auth.auth_query".into(), c.auth.auth_query.clone()),
+        ("auth.cache".into(), d(c.auth.cache)),
+        (
+            "pooling.idle_detach".into(),
+            optional(c.pooling.idle_detach.map(d)),
+        ),
+        (
+            "pooling.max_node_connections".into(),
+            optional(c.pooling.max_node_connections.map(|n| n.to_string())),
+        ),
+        ("pooling.wait_timeout".into(), d(c.pooling.wait_timeout)),
+    ]);
+    for (i, t) in c.pooling.transaction.iter().enumerate() {
+        let globs = |g: &[crate::classify::rules::Glob]| {
+            g.iter().map(|g| g.as_str()).collect::<Vec<_>>().join(", ")
+        };
+        rows.push((
+            format!("pooling.transaction[{i}]"),
+            format!(
+                "users [{}] applications [{}] databases [{}]",
+                globs(&t.users),
+                globs(&t.applications),
+                globs(&t.databases)
+            ),
+        ));
+    }
     let a = &c.alerts;
     rows.extend([
         (

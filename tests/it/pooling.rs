@@ -703,7 +703,10 @@ async fn cleartext_passwords_over_tls_log_in_again_after_a_detach() {
 async fn a_tableau_like_odbc_session_keeps_its_temp_table_and_cursor() {
     let node = node("pool-odbc");
     let sluice = Sluice::start(&[&node], &pooling("idle_detach = \"200ms\""));
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/it/clients/tableau_odbc.py");
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/it/clients/tableau_odbc.py"
+    );
     let out = std::process::Command::new(crate::vertica::python())
         .args([script, &sluice.port.to_string(), "1"])
         .output()
@@ -717,4 +720,32 @@ async fn a_tableau_like_odbc_session_keeps_its_temp_table_and_cursor() {
         stdout(&out),
         "fetched [1, 2, 3]\ntemp table (100, 5050)\nfetched [4, 5]\n"
     );
+}
+
+/// A rule's watchdog cancels a query on whichever node connection the
+/// session has when it runs, and statistics count it, across detaches.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rules_cancel_budget_holds_after_a_reattach() {
+    let node = node("pool-rules");
+    let mut setup = pooling("idle_detach = \"200ms\"");
+    setup.tail.push_str(
+        "[[rules]]\nname = \"sleepy\"\npattern = \"(?i)pg_sleep\"\naction = \"cancel\"\nmax_duration = \"700ms\"\n",
+    );
+    let sluice = Sluice::start(&[&node], &setup);
+    let client = sluice.client().await;
+    client.batch_execute("SELECT 1").await.unwrap();
+    wait_detached(&sluice, 1.0);
+    let started = std::time::Instant::now();
+    let err = client
+        .batch_execute("SELECT pg_sleep(10)")
+        .await
+        .unwrap_err();
+    assert_eq!(sqlstate(&err), "57014", "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "cancelled at its budget"
+    );
+    wait_detached(&sluice, 1.0);
+    let row = client.query_one("SELECT 40 + 2", &[]).await.unwrap();
+    assert_eq!(row.get::<_, i32>(0), 42);
 }
