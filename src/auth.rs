@@ -156,12 +156,15 @@ impl std::fmt::Display for NodeLoginError {
 /// `credential`, and returns the stream and what the node sent from
 /// AuthenticationOk up to its first ReadyForQuery (the greeting, in the
 /// form kept connections store it), all within the connect timeout.
+/// `vertica`: the node speaks Vertica's protocol (its own authentication
+/// codes).
 pub async fn log_in(
     connector: &crate::backend::connect::NodeConnector,
     addr: &str,
     startup: &[u8],
     user: &str,
     credential: &Credential,
+    vertica: bool,
 ) -> Result<(crate::net::Stream, bytes::Bytes), NodeLoginError> {
     let timeout = connector.timeout();
     let login = async {
@@ -189,8 +192,8 @@ pub async fn log_in(
                 };
                 match frame.tag() {
                     backend::AUTHENTICATION => {
-                        let request = crate::protocol::login::request(frame.body(), false);
-                        if request == Request::Ok {
+                        let request = crate::protocol::login::request(frame.body(), vertica);
+                        if matches!(request, Request::Ok | Request::VerticaGrace) {
                             greeting.extend_from_slice(frame.raw());
                             continue;
                         }

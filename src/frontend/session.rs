@@ -107,8 +107,13 @@ pub async fn run(
     };
     let pooling = if translated {
         Pooling::Pinned("pinned (Vertica translation)")
-    } else if config.warehouse.dialect != Dialect::Postgres {
-        Pooling::Pinned("pinned (Vertica node)")
+    } else if config.warehouse.dialect == Dialect::Vertica {
+        // Vertica has no reset and no inventory sluice trusts: a session
+        // detaches only if it set nothing but SETs (see `detach`).
+        match config.pooling.idle_detach {
+            Some(after) => Pooling::MayDetach(after),
+            None => Pooling::Pinned("pinned (no idle_detach)"),
+        }
     } else if config.pooling.per_transaction(
         startup.user(),
         startup.application(),
@@ -385,8 +390,15 @@ impl Session<'_> {
                 Pooling::PerTransaction => Some(Duration::ZERO),
                 Pooling::Pinned(_) => None,
             },
-            statements: matches!(self.pooling, Pooling::PerTransaction)
-                .then(|| Statements::new(self.observer.entry().id)),
+            statements: match self.pooling {
+                Pooling::PerTransaction => Some(Statements::new(self.observer.entry().id)),
+                Pooling::MayDetach(_)
+                    if generation.config.warehouse.dialect == Dialect::Vertica =>
+                {
+                    Some(Statements::watching())
+                }
+                _ => None,
+            },
             detach_armed: true,
             idle_since: None,
         };
@@ -608,8 +620,20 @@ impl Session<'_> {
         }
         let timeout = self.generation.config.warehouse.connect_timeout;
         let node = link.node().clone();
+        let vertica = self.generation.config.warehouse.dialect == Dialect::Vertica;
+        if vertica && let Some(why) = upstream.statements.as_ref().and_then(|s| s.pinned()) {
+            self.observer
+                .entry()
+                .set_attachment(node.addr(), &format!("pinned ({why})"));
+            upstream.detach = None;
+            return Ok(Some(link));
+        }
         let mut opened = link.into_opened();
         let reset = match (&self.pooling, &mut upstream.statements) {
+            // A Vertica node is not reset and asked nothing: the session
+            // set nothing but the SETs it runs again, and the connection
+            // is closed.
+            _ if vertica => false,
             (Pooling::PerTransaction, Some(statements)) => {
                 statements.all_sent();
                 // No inventory, no DISCARD ALL per transaction: the
@@ -670,6 +694,13 @@ impl Session<'_> {
                 .greetings
                 .remember(self.packet, greeting.clone(), false);
         }
+        if vertica {
+            let _ = opened
+                .stream
+                .write_all(&crate::protocol::frontend::TERMINATE_MESSAGE)
+                .await;
+            return Ok(None);
+        }
         let (attached, kept) = opened.into_kept(self.packet, greeting);
         keep_connection(attached, kept, &self.generation.config.warehouse, reset).await;
         Ok(None)
@@ -698,7 +729,8 @@ impl Session<'_> {
         self.frontend.metrics.pool_waited(started.elapsed());
         let addr = opened.node().addr().to_string();
         let timeout = self.generation.config.warehouse.connect_timeout;
-        let replayed = match (per_transaction, &upstream.statements) {
+        let vertica = self.generation.config.warehouse.dialect == Dialect::Vertica;
+        let replayed = match (per_transaction || vertica, &upstream.statements) {
             (true, Some(statements)) => {
                 let missing = statements.missing_on(&opened.held.prepared);
                 let done =
@@ -799,6 +831,12 @@ struct Login<'a> {
     /// The session is pooled per transaction (keeps other sessions'
     /// statements on a connection it takes).
     per_transaction: bool,
+}
+
+impl Login<'_> {
+    fn vertica(generation: &Generation) -> bool {
+        generation.config.warehouse.dialect == Dialect::Vertica
+    }
 }
 
 /// A node connection for a session: a kept one logged in the same way, or
@@ -904,6 +942,7 @@ async fn take_connection(
                         packet,
                         user,
                         credential,
+                        Login::vertica(generation),
                     )
                     .await
                     .map_err(|e| match e {

@@ -37,6 +37,9 @@ pub(super) struct Statements {
     by_name: HashMap<Bytes, Prepared>,
     sets: Vec<String>,
     pinned: Option<&'static str>,
+    /// Statements keep their names (a Vertica node, whose sessions move
+    /// only when they prepared none).
+    watching: bool,
 }
 
 struct Prepared {
@@ -57,6 +60,16 @@ impl Statements {
             by_name: HashMap::new(),
             sets: Vec::new(),
             pinned: None,
+            watching: false,
+        }
+    }
+
+    /// For a session on Vertica nodes: names stay as they are; a named
+    /// prepared statement pins the session, SETs are kept to run again.
+    pub(super) fn watching() -> Statements {
+        Statements {
+            watching: true,
+            ..Statements::new(0)
         }
     }
 
@@ -73,6 +86,10 @@ impl Statements {
                 let parts = frontend::parse_parts(frame.body())?;
                 self.note(&String::from_utf8_lossy(parts.text));
                 if parts.name.is_empty() {
+                    return Ok(frame);
+                }
+                if self.watching {
+                    self.pinned.get_or_insert("prepared statement");
                     return Ok(frame);
                 }
                 // A name in use stays: the node then refuses it, as it would.
@@ -94,6 +111,7 @@ impl Statements {
                 );
                 Ok(renamed)
             }
+            _ if self.watching => Ok(frame),
             frontend::BIND => {
                 let (_, statement, _) = frontend::bind_names(frame.body())?;
                 match self.by_name.get(statement) {
@@ -136,7 +154,6 @@ impl Statements {
         let pin = match (word(0), word(1), word(2)) {
             ("SET" | "RESET", _, _) if several => Some("SET in a multi-statement query"),
             ("SET", "LOCAL" | "TRANSACTION", _) => None,
-            ("SET", "SESSION", "CHARACTERISTICS") => None,
             ("SET", "ROLE", _) | ("SET", "SESSION", "AUTHORIZATION" | "ROLE") => Some("SET ROLE"),
             ("RESET", "ALL", _) => {
                 self.sets.clear();

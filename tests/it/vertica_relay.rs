@@ -187,3 +187,84 @@ fn a_vertica_node_gets_and_gives_every_byte_untouched() {
         assert_eq!(g, w, "client message {i} ({:?}) changed", char::from(w[0]));
     }
 }
+
+/// With `[pooling] idle_detach`, a session on a Vertica node that set
+/// nothing but SETs gives its connection back when idle (closed: Vertica
+/// has no reset) and logs in again for its next query, where its SETs run
+/// first; one with a temporary table stays on its connection.
+#[test]
+fn a_vertica_session_detaches_and_logs_in_again_with_its_sets() {
+    let node = fake_vertica::FakeVertica::start();
+    let setup = Setup {
+        warehouse: "dialect = \"vertica\"\nidle_connections = 0\n".into(),
+        tail: "[pooling]\nidle_detach = \"200ms\"\n".into(),
+        ..Setup::default()
+    };
+    let sluice = Sluice::start_addrs(&[node.addr()], &setup);
+    let startups = || {
+        node.received()
+            .iter()
+            .filter(|m| m.get(4..8) == Some(&VERTICA_3_5.to_be_bytes()[..]))
+            .count()
+    };
+    let open = || {
+        let mut tcp = TcpStream::connect(("127.0.0.1", sluice.port)).unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        tcp.write_all(&vertica_startup()).unwrap();
+        let mut client = Client {
+            tcp,
+            sent: Vec::new(),
+        };
+        while client.read()[0] != b'Z' {}
+        client
+    };
+    let ask = |client: &mut Client, sql: &str| {
+        client.send(query(sql));
+        let mut tags = Vec::new();
+        loop {
+            let m = client.read();
+            tags.push(m[0]);
+            if m[0] == b'Z' {
+                return tags;
+            }
+        }
+    };
+
+    let mut client = open();
+    assert_eq!(ask(&mut client, "SET SEARCH_PATH TO sales"), b"CZ");
+    assert_eq!(ask(&mut client, "SELECT 1"), b"CZ");
+    assert_eq!(startups(), 1);
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(sluice.metric("sluice_detached_sessions"), Some(1.0));
+    // The next query logs in again, runs the SET, then the query: the
+    // client sees only its query's answer.
+    assert_eq!(ask(&mut client, "SELECT 2"), b"CZ");
+    assert_eq!(startups(), 2, "a second login on the node");
+    let queries: Vec<String> = node
+        .received()
+        .iter()
+        .filter(|m| m[0] == b'Q')
+        .map(|m| String::from_utf8_lossy(&m[5..m.len() - 1]).into_owned())
+        .collect();
+    assert_eq!(
+        queries,
+        [
+            "SET SEARCH_PATH TO sales",
+            "SELECT 1",
+            "SET SEARCH_PATH TO sales",
+            "SELECT 2"
+        ]
+    );
+
+    // A temporary table pins its session (this one started detached: a
+    // node greeted its startup packet before).
+    let mut pinned = open();
+    assert_eq!(
+        ask(&mut pinned, "CREATE LOCAL TEMP TABLE scratch (a int)"),
+        b"CZ"
+    );
+    std::thread::sleep(Duration::from_millis(800));
+    let before = startups();
+    assert_eq!(ask(&mut pinned, "SELECT 4"), b"CZ");
+    assert_eq!(startups(), before, "the pinned session kept its connection");
+}
