@@ -57,6 +57,16 @@ impl std::fmt::Debug for Credential {
     }
 }
 
+impl Credential {
+    /// The client proved to sluice who it is (SCRAM or MD5 against the
+    /// warehouse's secret): it may have a connection another session of
+    /// the same user opened. A cleartext password is proved only by a
+    /// node login of its own.
+    pub fn proves_identity(&self) -> bool {
+        matches!(self, Credential::Scram(_) | Credential::Md5(_))
+    }
+}
+
 /// The state of one node login answered with a [`Credential`].
 #[derive(Default)]
 pub struct NodeAnswer {
@@ -283,6 +293,10 @@ impl Secrets {
         for node in nodes.candidates() {
             match read_secret(node.addr(), user, generation).await {
                 Ok(stored) => {
+                    if self.cached.len() >= Greetings::MAX {
+                        // A flood of user names: start over rather than grow.
+                        self.cached.clear();
+                    }
                     self.cached
                         .insert(user.to_string(), (Instant::now(), stored.clone()));
                     return Ok(stored);

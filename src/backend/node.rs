@@ -150,10 +150,13 @@ impl Node {
     }
 
     /// A session waits for this node's slots (until the guard drops).
-    pub fn wait_for_slot(&self) -> super::pool::Waiting<'_> {
+    pub fn wait_for_slot(&self) -> WaitingHere<'_> {
         let waiting = self.slots.wait();
         self.metrics.set_pool_waiting(self.slots.waiting());
-        waiting
+        WaitingHere {
+            node: self,
+            _waiting: waiting,
+        }
     }
 
     /// How many connections are kept between clients.
@@ -167,6 +170,20 @@ impl Node {
         self.assigned.fetch_add(1, Ordering::Relaxed);
         self.metrics.server_connection_opened();
         Attached(self.clone())
+    }
+}
+
+/// A session waiting for a node's slots; the metric follows it.
+pub struct WaitingHere<'a> {
+    node: &'a Node,
+    _waiting: super::pool::Waiting<'a>,
+}
+
+impl Drop for WaitingHere<'_> {
+    fn drop(&mut self) {
+        // `_waiting` is dropped after this: this session still counts.
+        let left = self.node.slots.waiting().saturating_sub(1);
+        self.node.metrics.set_pool_waiting(left);
     }
 }
 

@@ -225,6 +225,9 @@ pub(super) struct Downstream<'a, N> {
     /// What is being written to the client: kept here, not in the loop,
     /// so that a write the session's end interrupts can be completed.
     pub unsent: BytesMut,
+    /// The session may detach: what the node answered counts as delivered
+    /// only once written to the client ([`NodeProgress::quiet`]).
+    pub tracks_delivery: bool,
 }
 
 /// What one pass over the node's buffered messages did.
@@ -266,7 +269,11 @@ impl<N: NodeSide> Downstream<'_, N> {
             }
             let pass = {
                 let mut owed = self.progress.owed();
-                match self.take_in(from, &mut owed, &mut out, &mut done, &mut carried) {
+                let pass = self.take_in(from, &mut owed, &mut out, &mut done, &mut carried);
+                if self.tracks_delivery && !out.is_empty() {
+                    owed.unwritten = true;
+                }
+                match pass {
                     Ok(p) => p,
                     Err(end) => return end,
                 }
@@ -295,6 +302,9 @@ impl<N: NodeSide> Downstream<'_, N> {
                 out = std::mem::take(&mut self.unsent);
                 self.observer.client_written(out.len());
                 out.clear();
+                if self.tracks_delivery {
+                    self.progress.written();
+                }
             }
             if !done.is_empty() {
                 let at = Instant::now();

@@ -317,6 +317,11 @@ impl QueryGuard {
         })
     }
 
+    /// Where a cancel of this session's queries goes now.
+    pub fn target(&self) -> Option<crate::cancel::CancelTarget> {
+        self.target.lock().expect("cancel target lock").clone()
+    }
+
     /// The node's cancel key arrived; `None`: the session detached.
     pub fn set_target(&self, target: Option<crate::cancel::CancelTarget>) {
         *self.target.lock().expect("cancel target lock") = target;

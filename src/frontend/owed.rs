@@ -159,6 +159,9 @@ pub(super) struct Owed {
     /// was missing): the savepoint cannot be trusted, so the transaction's
     /// failure is the client's to see, until it ends.
     hidden_failed: bool,
+    /// Answers the node gave are not all written to the client yet (kept
+    /// for sessions that may detach: see [`NodeProgress::quiet`]).
+    pub(super) unwritten: bool,
 }
 
 impl Owed {
@@ -171,6 +174,7 @@ impl Owed {
             ddl_since_idle: false,
             rollback_owed: false,
             hidden_failed: false,
+            unwritten: false,
         };
         owed.send(
             Kind::Startup,
@@ -232,7 +236,7 @@ impl Owed {
     /// The node owes nothing and no transaction is open: the connection is
     /// fit to serve another client once reset.
     pub(super) fn idle_in_no_transaction(&self) -> bool {
-        self.queue.is_empty() && self.status == TransactionStatus::Idle
+        self.queue.is_empty() && self.status == TransactionStatus::Idle && !self.unwritten
     }
 
     /// A batch up to Flush is the last sent: its answers have no end the
@@ -479,6 +483,37 @@ impl NodeProgress {
         }
     }
 
+    /// The node direction wrote what it had for the client.
+    pub(super) fn written(&self) {
+        self.owed().unwritten = false;
+        self.answer.notify_waiters();
+    }
+
+    /// Waits until the node owes nothing, its answers are all with the
+    /// client, and no transaction is open: the session may detach. Never
+    /// returns while a transaction (or a prepare up to Flush) is open.
+    pub(super) async fn quiet(&self) {
+        loop {
+            let notified = self.answer.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (quiet, in_transaction) = {
+                let owed = self.owed();
+                let settled = owed.is_empty() && !owed.unwritten;
+                (owed.idle_in_no_transaction(), settled)
+            };
+            if quiet {
+                return;
+            }
+            if in_transaction {
+                // Settled in a transaction: only the client's next message
+                // can change that.
+                std::future::pending::<()>().await;
+            }
+            notified.await;
+        }
+    }
+
     /// A future the watchdog waits on for a change of the running batch;
     /// enabled before the caller looks at it.
     pub(super) fn watched(&self) -> tokio::sync::futures::Notified<'_> {
@@ -549,6 +584,35 @@ mod tests {
         body.extend_from_slice(code.as_bytes());
         body.extend_from_slice(b"\0\0");
         body
+    }
+
+    /// A session may detach only once the node's answers are all with the
+    /// client and no transaction is open.
+    #[tokio::test]
+    async fn quiet_waits_for_the_answer_to_be_written_and_the_transaction_to_end() {
+        let progress = NodeProgress::new(None);
+        *progress.owed() = logged_in();
+        let short = std::time::Duration::from_millis(50);
+        let quiet = || tokio::time::timeout(short, progress.quiet());
+        assert!(quiet().await.is_ok(), "idle from the start");
+
+        progress.send(Kind::Client, query(1), T0());
+        assert!(quiet().await.is_err(), "the node owes an answer");
+        {
+            let mut owed = progress.owed();
+            owed.ready(Idle, 0, &mut Vec::new());
+            owed.unwritten = true;
+        }
+        assert!(
+            quiet().await.is_err(),
+            "the answer is not with the client yet"
+        );
+        progress.written();
+        assert!(quiet().await.is_ok());
+
+        progress.send(Kind::Client, query(1), T0());
+        progress.owed().ready(InTransaction, 0, &mut Vec::new());
+        assert!(quiet().await.is_err(), "a transaction is open");
     }
 
     #[test]

@@ -60,6 +60,7 @@ UNION ALL SELECT 'pin', 'open cursor ' || name, NULL, NULL FROM pg_catalog.pg_cu
 UNION ALL SELECT 'pin', 'advisory lock', NULL, NULL FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid() \
 UNION ALL SELECT 'pin', 'LISTEN ' || c, NULL, NULL FROM pg_catalog.pg_listening_channels() c \
 UNION ALL SELECT 'pin', 'SQL PREPARE ' || name, NULL, NULL FROM pg_catalog.pg_prepared_statements WHERE from_sql \
+UNION ALL SELECT 'pin', 'client_encoding ' || pg_catalog.current_setting('client_encoding'), NULL, NULL WHERE pg_catalog.current_setting('client_encoding') <> 'UTF8' \
 UNION ALL SELECT 'auth', NULL, pg_catalog.current_setting('session_authorization'), NULL \
 UNION ALL SELECT 'set', name, setting, NULL FROM pg_catalog.pg_settings WHERE source = 'session' AND name NOT IN ('role', 'session_authorization') \
 UNION ALL SELECT 'role', 'role', pg_catalog.current_setting('role'), NULL WHERE pg_catalog.current_setting('role') <> 'none' \

@@ -132,7 +132,11 @@ pub async fn run(
     let greeted = match pooling {
         Pooling::MayDetach(_) | Pooling::PerTransaction => frontend
             .greetings
-            .recall(&packet, credential.is_some(), config.auth.cache)
+            .recall(
+                &packet,
+                credential.as_ref().is_some_and(Credential::proves_identity),
+                config.auth.cache,
+            )
             .zip(frontend.nodes.candidates().into_iter().next()),
         Pooling::Pinned(_) => None,
     };
@@ -197,6 +201,7 @@ pub async fn run(
         credential,
         pooling,
         saved: Saved::default(),
+        detached: false,
     };
     let ends = if translated {
         let state = translate::Shared::for_session(&startup);
@@ -327,6 +332,8 @@ struct Session<'a> {
     pooling: Pooling,
     /// What the session had set on its node when it last detached.
     saved: Saved,
+    /// Counted in `sluice_detached_sessions` now.
+    detached: bool,
 }
 
 impl Session<'_> {
@@ -413,11 +420,13 @@ impl Session<'_> {
             greeting: Greeting::Recording(BytesMut::new()),
             registration: None,
             unsent: BytesMut::new(),
+            tracks_delivery: upstream.detach.is_some(),
         };
         if let Some(greeting) = greeted
             && let Err(e) = self.greet(greeting, &mut downstream, &client_wr).await
         {
             tracing::debug!(peer = %self.peer, error = %e, "the client left during the greeting");
+            self.frontend.metrics.session_detached(false);
             return None;
         }
         if let Pooling::Pinned(why) = self.pooling {
@@ -487,7 +496,7 @@ impl Session<'_> {
                 }
             },
         };
-        if link.is_none() && downstream.registration.is_some() {
+        if self.detached {
             // It ends detached.
             self.frontend.metrics.session_detached(false);
         }
@@ -544,7 +553,7 @@ impl Session<'_> {
     /// startup packet, with a cancel key of sluice's that stands for
     /// nothing until the session attaches.
     async fn greet<N: NodeSide>(
-        &self,
+        &mut self,
         greeting: Bytes,
         downstream: &mut Downstream<'_, N>,
         client_wr: &tokio::sync::Mutex<ClientWriter>,
@@ -570,6 +579,7 @@ impl Session<'_> {
         self.observer.entry().set_attachment("", "detached");
         self.observer.settled(TransactionStatus::Idle);
         self.frontend.metrics.session_detached(true);
+        self.detached = true;
         client_wr.lock().await.write_all(&out).await
     }
 
@@ -612,11 +622,38 @@ impl Session<'_> {
             && self.progress.owed().idle_in_no_transaction()
             && upstream.out.is_empty()
             && link.from.at_boundary()
-            && !link.from.has_buffered()
-            && !self.guard.cancel_on_its_way();
+            && !link.from.has_buffered();
         if !quiet {
+            // Tried again after the session's next query, not at once (a
+            // zero timer would spin).
             upstream.idle_since = None;
+            upstream.detach_armed = false;
             return Ok(Some(link));
+        }
+        // The client's cancel key stands for nothing from here on; a
+        // cancel that found it before is seen on its way below, and then
+        // the connection stays: its second signal could hit the next
+        // session's query.
+        let target = self.guard.target();
+        if let Some(r) = &downstream.registration {
+            r.suspend();
+        }
+        self.guard.set_target(None);
+        let stay =
+            |link: Link, registration: &Option<crate::cancel::Registration>, guard: &QueryGuard| {
+                if let (Some(r), Some(t)) = (registration, &target) {
+                    r.resume(&t.node, t.key.clone());
+                }
+                guard.set_target(target.clone());
+                link
+            };
+        if target
+            .as_ref()
+            .is_some_and(|t| self.frontend.cancels.is_sending(t))
+        {
+            upstream.idle_since = None;
+            upstream.detach_armed = false;
+            return Ok(Some(stay(link, &downstream.registration, self.guard)));
         }
         let timeout = self.generation.config.warehouse.connect_timeout;
         let node = link.node().clone();
@@ -626,7 +663,7 @@ impl Session<'_> {
                 .entry()
                 .set_attachment(node.addr(), &format!("pinned ({why})"));
             upstream.detach = None;
-            return Ok(Some(link));
+            return Ok(Some(stay(link, &downstream.registration, self.guard)));
         }
         let mut opened = link.into_opened();
         let reset = match (&self.pooling, &mut upstream.statements) {
@@ -668,7 +705,8 @@ impl Session<'_> {
                             .entry()
                             .set_attachment(node.addr(), &format!("pinned ({why})"));
                         upstream.detach_armed = false;
-                        return Ok(Some(Link::new(opened, node_treatment)));
+                        let link = Link::new(opened, node_treatment);
+                        return Ok(Some(stay(link, &downstream.registration, self.guard)));
                     }
                     Err(why) => {
                         tracing::info!(peer = %self.peer, node = node.addr(), why, "the node failed while the session detached");
@@ -678,12 +716,9 @@ impl Session<'_> {
                 true
             }
         };
-        if let Some(r) = &downstream.registration {
-            r.suspend();
-        }
-        self.guard.set_target(None);
         self.observer.entry().set_attachment("", "detached");
         self.frontend.metrics.session_detached(true);
+        self.detached = true;
         let greeting = match &downstream.greeting {
             Greeting::Trusted(g) => g.clone(),
             _ => return Ok(None),
@@ -771,6 +806,7 @@ impl Session<'_> {
         upstream.idle_since = None;
         self.observer.entry().set_attachment(&addr, "attached");
         self.frontend.metrics.session_detached(false);
+        self.detached = false;
         self.frontend.metrics.session_reattached();
         if !per_transaction {
             tracing::debug!(peer = %self.peer, node = addr, "session attached again");
@@ -870,6 +906,9 @@ async fn take_connection(
     // Connections opened by a password login go only to clients sluice
     // authenticated itself.
     let proven = credential.is_some_and(|c| !matches!(c, Credential::Trusted));
+    // A cleartext password is proved only by this session's own login: such
+    // a client takes no connection another login opened.
+    let may_take_proven = credential.is_some_and(Credential::proves_identity);
     let wait = generation.config.pooling.wait_timeout;
     let deadline = tokio::time::Instant::now() + wait;
     let mut failures = Vec::new();
@@ -897,7 +936,8 @@ async fn take_connection(
             // way saves the node a backend start and a login. Only the node
             // round robin chose: kept connections must not draw sessions to
             // their node.
-            if let Some(mut kept) = node.take_idle(packet, proven, warehouse.idle_timeout) {
+            if let Some(mut kept) = node.take_idle(packet, may_take_proven, warehouse.idle_timeout)
+            {
                 tracing::debug!(node = node.addr(), "session takes a kept node connection");
                 // Statements of sessions pooled per transaction are theirs:
                 // a session pooled per session starts with none.

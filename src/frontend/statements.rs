@@ -144,6 +144,7 @@ impl Statements {
 
     /// Notes a statement's text: a `SET` to run again, or what pins.
     fn note(&mut self, text: &str) {
+        let text = without_leading_comments(text);
         let words: Vec<String> = text
             .split_whitespace()
             .take(3)
@@ -165,6 +166,10 @@ impl Statements {
                 None
             }
             ("PREPARE", _, _) | ("DEALLOCATE", _, _) => Some("SQL PREPARE"),
+            // Drops what sluice counts on finding on the connection.
+            ("DISCARD", _, _) => Some("DISCARD"),
+            // Vertica's session parameters: not SETs sluice runs again.
+            ("ALTER", "SESSION", _) => Some("ALTER SESSION"),
             ("LISTEN", _, _) => Some("LISTEN"),
             ("DECLARE", _, _) if text.to_ascii_uppercase().contains("WITH HOLD") => {
                 Some("open cursor")
@@ -208,6 +213,43 @@ impl Statements {
     /// Every statement of the session, as the node knows it.
     pub(super) fn server_names(&self) -> impl Iterator<Item = &String> {
         self.by_name.values().map(|p| &p.server)
+    }
+}
+
+/// The text after any leading whitespace and comments (`--` to the end of
+/// the line, `/* */`, nested as PostgreSQL allows).
+fn without_leading_comments(mut text: &str) -> &str {
+    loop {
+        text = text.trim_start();
+        if let Some(rest) = text.strip_prefix("--") {
+            text = rest.split_once('\n').map_or("", |(_, after)| after);
+        } else if text.starts_with("/*") {
+            let mut depth = 0;
+            let mut at = 0;
+            let bytes = text.as_bytes();
+            while at + 1 < bytes.len() {
+                match &bytes[at..at + 2] {
+                    b"/*" => {
+                        depth += 1;
+                        at += 2;
+                    }
+                    b"*/" => {
+                        depth -= 1;
+                        at += 2;
+                        if depth == 0 {
+                            break;
+                        }
+                    }
+                    _ => at += 1,
+                }
+            }
+            if depth != 0 {
+                return "";
+            }
+            text = &text[at..];
+        } else {
+            return text;
+        }
     }
 }
 
@@ -295,6 +337,12 @@ mod tests {
             ["SET search_path = a", "set application_name to 'x'"]
         );
         assert_eq!(s.pinned(), None);
+        s.rename(query("/* app /* nested */ */ SET search_path = b"))
+            .unwrap();
+        assert_eq!(
+            s.sets().last().map(String::as_str),
+            Some("SET search_path = b")
+        );
         s.rename(query("RESET ALL")).unwrap();
         assert!(s.sets().is_empty());
         for (text, why) in [
@@ -304,6 +352,12 @@ mod tests {
             ("CREATE TEMP TABLE t (a int)", "temporary objects"),
             ("SET ROLE analyst", "SET ROLE"),
             ("SET x = 1; SELECT 1", "SET in a multi-statement query"),
+            ("DISCARD ALL", "DISCARD"),
+            ("ALTER SESSION SET PARAMETER x = 1", "ALTER SESSION"),
+            (
+                "/* Tableau */ -- extract\n CREATE TEMP TABLE t (a int)",
+                "temporary objects",
+            ),
         ] {
             let mut s = Statements::new(1);
             s.rename(query(text)).unwrap();

@@ -272,15 +272,10 @@ impl<C: ClientSide> Upstream<'_, C> {
         let idle_long_enough = async move {
             let since = match since {
                 Some(since) => since,
-                None => loop {
-                    progress.idle().await;
-                    if progress.owed().idle_in_no_transaction() {
-                        break Instant::now();
-                    }
-                    // In a transaction, or a prepare up to Flush is open:
-                    // no detaching until the client's next message.
-                    std::future::pending::<()>().await;
-                },
+                None => {
+                    progress.quiet().await;
+                    Instant::now()
+                }
             };
             tokio::time::sleep_until((since + after).into()).await;
         };

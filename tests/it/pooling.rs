@@ -749,3 +749,36 @@ async fn a_rules_cancel_budget_holds_after_a_reattach() {
     let row = client.query_one("SELECT 40 + 2", &[]).await.unwrap();
     assert_eq!(row.get::<_, i32>(0), 42);
 }
+
+/// A client that stops reading in the middle of a large answer keeps its
+/// node connection (sluice reads the node only as fast as the client
+/// reads), and gets the whole answer. That an answer read from the node
+/// but not yet written holds a detach back too is pinned by the unit test
+/// `quiet_waits_for_the_answer_to_be_written_and_the_transaction_to_end`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_reader_gets_its_whole_answer_before_any_detach() {
+    let node = node("pool-slow");
+    let sluice = Sluice::start(&[&node], &pooling("idle_detach = \"100ms\""));
+    let mut raw = RawSession::open(sluice.port);
+    // About 8 MB: far more than the sockets between them hold.
+    raw.send_query("SELECT repeat('x', 400) FROM generate_series(1, 20000)");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        sluice.metric("sluice_detached_sessions"),
+        Some(0.0),
+        "detached while the client had not read its answer"
+    );
+    let mut rows = 0;
+    loop {
+        let (tag, _) = raw.read_message();
+        match tag {
+            b'D' => rows += 1,
+            b'Z' => break,
+            _ => {}
+        }
+    }
+    assert_eq!(rows, 20000);
+    wait_detached(&sluice, 1.0);
+    raw.send_query("SELECT 1");
+    assert_eq!(raw.finish_query(), None);
+}
