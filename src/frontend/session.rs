@@ -152,6 +152,7 @@ pub async fn run(
                 user: startup.user(),
                 credential: credential.as_ref(),
                 per_transaction: matches!(pooling, Pooling::PerTransaction),
+                stop: &frontend.kill,
             },
         )
         .await
@@ -759,6 +760,7 @@ impl Session<'_> {
             user: self.startup.user(),
             credential: Some(&credential),
             per_transaction,
+            stop: &self.observer.entry().token,
         };
         let mut opened = take_connection(self.frontend, self.generation, login).await?;
         self.frontend.metrics.pool_waited(started.elapsed());
@@ -867,6 +869,8 @@ struct Login<'a> {
     /// The session is pooled per transaction (keeps other sessions'
     /// statements on a connection it takes).
     per_transaction: bool,
+    /// Ends a wait for a connection: `KILL CLIENT`, shutdown.
+    stop: &'a tokio_util::sync::CancellationToken,
 }
 
 impl Login<'_> {
@@ -892,6 +896,7 @@ async fn take_connection(
         user,
         credential,
         per_transaction,
+        stop,
     } = login;
     let candidates = frontend.nodes.candidates();
     if candidates.is_empty() {
@@ -1037,8 +1042,18 @@ async fn take_connection(
         }
         // Every node is at its cap: wait, in turn, at the first.
         let _waiting = first.wait_for_slot();
-        if tokio::time::timeout_at(deadline, freed).await.is_err() {
-            break;
+        tokio::select! {
+            woken = tokio::time::timeout_at(deadline, freed) => {
+                if woken.is_err() {
+                    break;
+                }
+            }
+            () = stop.cancelled() => {
+                return Err(ErrorFields::fatal(
+                    sqlstate::ADMIN_SHUTDOWN,
+                    "this session was closed while it waited for a warehouse connection (KILL CLIENT, or sluice is shutting down)",
+                ));
+            }
         }
         my_turn = true;
     }

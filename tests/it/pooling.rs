@@ -782,3 +782,62 @@ async fn a_slow_reader_gets_its_whole_answer_before_any_detach() {
     raw.send_query("SELECT 1");
     assert_eq!(raw.finish_query(), None);
 }
+
+/// A session waiting for a connection under the cap is ended by KILL
+/// CLIENT at once, not at the end of `wait_timeout`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_client_ends_a_wait_for_a_connection() {
+    let node = node("pool-kill");
+    let sluice = Sluice::start(
+        &[&node],
+        &pooling(
+            "idle_detach = \"200ms\"\nmax_node_connections = 1\nwait_timeout = \"60s\"\n[admin]\nauth = \"trust\"",
+        ),
+    );
+    let url = |app: &str| {
+        format!(
+            "host=127.0.0.1 port={} user=postgres dbname=postgres application_name={app}",
+            sluice.port
+        )
+    };
+    let waiter = connect(&url("waiter")).await;
+    waiter.batch_execute("SELECT 1").await.unwrap();
+    wait_detached(&sluice, 1.0);
+    let holder = connect(&url("holder")).await;
+    holder.batch_execute("BEGIN").await.unwrap();
+    let waiting = tokio::spawn(async move { waiter.batch_execute("SELECT 2").await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !waiting.is_finished(),
+        "the only connection is in a transaction"
+    );
+    let admin = connect(&format!(
+        "host=127.0.0.1 port={} user=ops dbname=sluice",
+        sluice.port
+    ))
+    .await;
+    let id = admin
+        .simple_query("SHOW CLIENTS")
+        .await
+        .unwrap()
+        .into_iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r)
+                if r.get("application") == Some("waiter") =>
+            {
+                r.get("id").map(str::to_string)
+            }
+            _ => None,
+        })
+        .expect("the waiting session is listed");
+    admin
+        .simple_query(&format!("KILL CLIENT {id}"))
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(5), waiting)
+        .await
+        .expect("the wait ended at once")
+        .unwrap();
+    assert!(ended.is_err());
+    holder.batch_execute("COMMIT").await.unwrap();
+}
