@@ -45,6 +45,15 @@ impl Node {
     }
 
     pub fn with_metrics(addr: impl Into<String>, metrics: NodeMetrics) -> Node {
+        Node::sharing_waits(addr, metrics, Arc::default())
+    }
+
+    /// A node whose waiting sessions are woken by the other nodes' slots too.
+    pub fn sharing_waits(
+        addr: impl Into<String>,
+        metrics: NodeMetrics,
+        waits: Arc<super::pool::Waits>,
+    ) -> Node {
         Node {
             addr: addr.into(),
             healthy: AtomicBool::new(true),
@@ -54,7 +63,7 @@ impl Node {
             assigned: AtomicU64::new(0),
             retired: CancellationToken::new(),
             idle: IdleConnections::default(),
-            slots: Slots::default(),
+            slots: Slots::sharing(waits),
         }
     }
 
@@ -210,6 +219,8 @@ pub struct NodeSet {
     next: AtomicUsize,
     /// Where joining nodes get their metric handles; none in unit tests.
     metrics: Option<Arc<Metrics>>,
+    /// Sessions waiting for a connection, whichever node frees one.
+    waits: Arc<super::pool::Waits>,
 }
 
 impl NodeSet {
@@ -245,7 +256,11 @@ impl NodeSet {
                         Some(m) => m.node(addr),
                         None => NodeMetrics::noop(),
                     };
-                    let n = Arc::new(Node::with_metrics(addr.clone(), metrics));
+                    let n = Arc::new(Node::sharing_waits(
+                        addr.clone(),
+                        metrics,
+                        self.waits.clone(),
+                    ));
                     joined.push(n.clone());
                     n
                 }

@@ -2,15 +2,23 @@
 //! every connection sluice holds to a node, attached to a session or kept
 //! between sessions, holds a [`Slot`]. A session that finds none free (and
 //! no kept connection it may take) waits for [`Slots::freed`], which is
-//! signalled when a slot is given back or a connection is kept, up to
-//! `wait_timeout`: a connection a session gives back goes to a waiting
-//! session as it is, without a new login.
+//! signalled when a slot is given back or a connection is kept at any
+//! node ([`Waits`], shared by the nodes), up to `wait_timeout`: a
+//! connection a session gives back goes to a waiting session as it is,
+//! without a new login.
 
 use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+
+/// What sessions waiting for a connection share across the nodes.
+#[derive(Default)]
+pub struct Waits {
+    freed: Notify,
+    waiting: AtomicUsize,
+}
 
 /// One node's slots.
 pub struct Slots {
@@ -19,19 +27,14 @@ pub struct Slots {
     cap: Mutex<Option<usize>>,
     /// Permits a lower cap still has to take back as slots are returned.
     owed: AtomicUsize,
-    waiting: AtomicUsize,
-    freed: Arc<Notify>,
+    /// Sessions waiting that tried this node first (for its metric).
+    waiting_here: AtomicUsize,
+    waits: Arc<Waits>,
 }
 
 impl Default for Slots {
     fn default() -> Self {
-        Slots {
-            semaphore: Arc::new(Semaphore::new(0)),
-            cap: Mutex::new(None),
-            owed: AtomicUsize::new(0),
-            waiting: AtomicUsize::new(0),
-            freed: Arc::new(Notify::new()),
-        }
+        Slots::sharing(Arc::default())
     }
 }
 
@@ -39,21 +42,25 @@ impl Default for Slots {
 /// waking a session that waits for one.
 pub struct Slot {
     _permit: OwnedSemaphorePermit,
-    freed: Arc<Notify>,
+    waits: Arc<Waits>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.freed.notify_one();
+        self.waits.freed.notify_one();
     }
 }
 
 /// Counts a waiting session while it lives.
-pub struct Waiting<'a>(&'a AtomicUsize);
+pub struct Waiting<'a> {
+    here: &'a AtomicUsize,
+    all: &'a AtomicUsize,
+}
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.here.fetch_sub(1, Ordering::Relaxed);
+        self.all.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -64,6 +71,17 @@ pub struct Full {
 }
 
 impl Slots {
+    /// A node's slots, waited for with the other nodes' (`waits`).
+    pub fn sharing(waits: Arc<Waits>) -> Slots {
+        Slots {
+            semaphore: Arc::new(Semaphore::new(0)),
+            cap: Mutex::new(None),
+            owed: AtomicUsize::new(0),
+            waiting_here: AtomicUsize::new(0),
+            waits,
+        }
+    }
+
     /// Sets the cap (at start and on reload). A lower cap takes effect as
     /// connections are given back; none is closed for it.
     pub fn set_cap(&self, cap: Option<usize>) {
@@ -93,27 +111,36 @@ impl Slots {
         match self.semaphore.clone().try_acquire_owned() {
             Ok(permit) => Ok(Some(Slot {
                 _permit: permit,
-                freed: self.freed.clone(),
+                waits: self.waits.clone(),
             })),
             Err(_) => Err(Full { cap }),
         }
     }
 
-    /// Signalled once per slot given back or connection kept: a waiting
-    /// session looks again.
+    /// Signalled once per slot given back or connection kept, at any
+    /// node: a waiting session looks again.
     pub fn freed(&self) -> &Notify {
-        &self.freed
+        &self.waits.freed
     }
 
-    /// A session starts waiting (for `SHOW POOLS` and the metrics).
+    /// A session starts waiting, having tried this node first.
     pub fn wait(&self) -> Waiting<'_> {
-        self.waiting.fetch_add(1, Ordering::Relaxed);
-        Waiting(&self.waiting)
+        self.waiting_here.fetch_add(1, Ordering::Relaxed);
+        self.waits.waiting.fetch_add(1, Ordering::Relaxed);
+        Waiting {
+            here: &self.waiting_here,
+            all: &self.waits.waiting,
+        }
     }
 
-    /// Sessions waiting for a slot now.
+    /// Sessions waiting now that tried this node first.
     pub fn waiting(&self) -> usize {
-        self.waiting.load(Ordering::Relaxed)
+        self.waiting_here.load(Ordering::Relaxed)
+    }
+
+    /// Sessions waiting now for any node: a newcomer goes behind them.
+    pub fn anyone_waiting(&self) -> bool {
+        self.waits.waiting.load(Ordering::Relaxed) > 0
     }
 
     /// Slots not taken now.
@@ -156,6 +183,23 @@ mod tests {
         assert!(slots.try_take().unwrap().is_some());
         drop(waiting);
         assert_eq!(slots.waiting(), 0);
+        assert!(!slots.anyone_waiting());
+    }
+
+    #[tokio::test]
+    async fn a_slot_given_back_at_one_node_wakes_a_session_waiting_at_another() {
+        let waits = Arc::new(Waits::default());
+        let (a, b) = (Slots::sharing(waits.clone()), Slots::sharing(waits));
+        a.set_cap(Some(1));
+        b.set_cap(Some(1));
+        let held = b.try_take().unwrap().unwrap();
+        let _waiting = a.wait();
+        assert!(b.anyone_waiting(), "b's newcomers see a's waiter");
+        let freed = a.freed().notified();
+        drop(held);
+        tokio::time::timeout(std::time::Duration::from_secs(5), freed)
+            .await
+            .expect("woken by the other node's slot");
     }
 
     #[tokio::test]

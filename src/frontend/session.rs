@@ -921,7 +921,7 @@ async fn take_connection(
     // Sessions already waiting go first: one that just gave a connection
     // back must not take it again ahead of them.
     let first = &candidates[0];
-    let mut my_turn = first.slots().waiting() == 0;
+    let mut my_turn = !first.slots().anyone_waiting();
     loop {
         // Enabled before looking, so that a connection given back while
         // this session looks is not missed.
@@ -1040,7 +1040,7 @@ async fn take_connection(
         if full.is_none() {
             break;
         }
-        // Every node is at its cap: wait, in turn, at the first.
+        // Every node is at its cap: wait, in turn, for a slot at any.
         let _waiting = first.wait_for_slot();
         tokio::select! {
             woken = tokio::time::timeout_at(deadline, freed) => {
