@@ -28,6 +28,38 @@ async fn node_sessions(node: &tokio_postgres::Client) -> i64 {
     .get(0)
 }
 
+/// A connection string for user postgres as application `app`.
+fn app_url(sluice: &Sluice, app: &str) -> String {
+    format!(
+        "host=127.0.0.1 port={} user=postgres dbname=postgres application_name={app}",
+        sluice.port
+    )
+}
+
+/// Columns of an admin console command's rows (`[admin] auth = "trust"`).
+async fn admin_rows(sluice: &Sluice, command: &str, columns: &[&str]) -> Vec<Vec<String>> {
+    let admin = connect(&format!(
+        "host=127.0.0.1 port={} user=ops dbname=sluice",
+        sluice.port
+    ))
+    .await;
+    admin
+        .simple_query(command)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(r) => Some(
+                columns
+                    .iter()
+                    .map(|c| r.get(*c).unwrap_or_default().to_string())
+                    .collect(),
+            ),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Waits until sluice's gauge of detached sessions reads `n`.
 fn wait_detached(sluice: &Sluice, n: f64) {
     for _ in 0..100 {
@@ -195,21 +227,9 @@ async fn sessions_holding_what_cannot_be_replayed_stay_pinned() {
     let rows = cursor.query("FETCH ALL FROM c", &[]).await.unwrap();
     assert_eq!(rows.len(), 3);
     // The admin console says which sessions are pinned, and why.
-    let admin = connect(&format!(
-        "host=127.0.0.1 port={} user=ops dbname=sluice",
-        sluice.port
-    ))
-    .await;
-    let column = |messages: Vec<tokio_postgres::SimpleQueryMessage>, name: &str| -> Vec<String> {
-        messages
-            .into_iter()
-            .filter_map(|m| match m {
-                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(name).map(str::to_string),
-                _ => None,
-            })
-            .collect()
-    };
-    let mut pooling = column(admin.simple_query("SHOW CLIENTS").await.unwrap(), "pooling");
+    let mut pooling: Vec<String> = admin_rows(&sluice, "SHOW CLIENTS", &["pooling"])
+        .await
+        .concat();
     pooling.sort();
     assert_eq!(
         pooling,
@@ -219,10 +239,9 @@ async fn sessions_holding_what_cannot_be_replayed_stay_pinned() {
             "pinned (temporary objects)"
         ]
     );
-    let detached = column(
-        admin.simple_query("SHOW POOLS").await.unwrap(),
-        "detached_sessions",
-    );
+    let detached = admin_rows(&sluice, "SHOW POOLS", &["detached_sessions"])
+        .await
+        .concat();
     assert_eq!(detached, ["1"]);
     // With the temporary table gone, that session may detach too.
     temp.batch_execute("DROP TABLE \"#Tableau_1\"")
@@ -524,12 +543,7 @@ async fn clients_pooled_per_transaction_keep_their_own_statements_and_settings()
             "max_node_connections = 1\nwait_timeout = \"10s\"",
         ),
     );
-    let url = |app: &str| {
-        format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres application_name={app}",
-            sluice.port
-        )
-    };
+    let url = |app: &str| app_url(&sluice, app);
     let a = connect(&url("etl-a")).await;
     let b = connect(&url("etl-b")).await;
     // tokio-postgres names both clients' first statement s0.
@@ -794,12 +808,7 @@ async fn kill_client_ends_a_wait_for_a_connection() {
             "idle_detach = \"200ms\"\nmax_node_connections = 1\nwait_timeout = \"60s\"\n[admin]\nauth = \"trust\"",
         ),
     );
-    let url = |app: &str| {
-        format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres application_name={app}",
-            sluice.port
-        )
-    };
+    let url = |app: &str| app_url(&sluice, app);
     let waiter = connect(&url("waiter")).await;
     waiter.batch_execute("SELECT 1").await.unwrap();
     wait_detached(&sluice, 1.0);
@@ -811,29 +820,12 @@ async fn kill_client_ends_a_wait_for_a_connection() {
         !waiting.is_finished(),
         "the only connection is in a transaction"
     );
-    let admin = connect(&format!(
-        "host=127.0.0.1 port={} user=ops dbname=sluice",
-        sluice.port
-    ))
-    .await;
-    let id = admin
-        .simple_query("SHOW CLIENTS")
-        .await
-        .unwrap()
-        .into_iter()
-        .find_map(|m| match m {
-            tokio_postgres::SimpleQueryMessage::Row(r)
-                if r.get("application") == Some("waiter") =>
-            {
-                r.get("id").map(str::to_string)
-            }
-            _ => None,
-        })
+    let clients = admin_rows(&sluice, "SHOW CLIENTS", &["id", "application"]).await;
+    let waiter = clients
+        .iter()
+        .find(|c| c[1] == "waiter")
         .expect("the waiting session is listed");
-    admin
-        .simple_query(&format!("KILL CLIENT {id}"))
-        .await
-        .unwrap();
+    admin_rows(&sluice, &format!("KILL CLIENT {}", waiter[0]), &[]).await;
     let ended = tokio::time::timeout(Duration::from_secs(5), waiting)
         .await
         .expect("the wait ended at once")
