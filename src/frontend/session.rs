@@ -105,20 +105,18 @@ pub async fn run(
     } else {
         None
     };
-    let pooling = if translated {
-        Pooling::Pinned("pinned (Vertica translation)")
-    } else if config.warehouse.dialect == Dialect::Vertica {
+    let pooling = if config.warehouse.dialect == Dialect::Vertica {
         // Vertica has no reset and no inventory sluice trusts: a session
         // detaches only if it set nothing but SETs (see `detach`).
         match config.pooling.idle_detach {
             Some(after) => Pooling::MayDetach(after),
             None => Pooling::Pinned("pinned (no idle_detach)"),
         }
-    } else if config.pooling.per_transaction(
-        startup.user(),
-        startup.application(),
-        startup.database(),
-    ) {
+    } else if !translated
+        && config
+            .pooling
+            .per_transaction(startup.user(), startup.application(), startup.database())
+    {
         Pooling::PerTransaction
     } else {
         match config.pooling.idle_detach {
@@ -130,6 +128,9 @@ pub async fn run(
     // node greeted the same startup packet lately: its first query that
     // needs a node takes one (a catalog-only session never does).
     let greeted = match pooling {
+        // A translated session's login is carried through by sluice with
+        // the client (see `translate::authenticate`): it starts on a node.
+        _ if translated => None,
         Pooling::MayDetach(_) | Pooling::PerTransaction => frontend
             .greetings
             .recall(
@@ -449,11 +450,20 @@ impl Session<'_> {
                     _ = &mut self.kill => Err(End::Killed),
                 }
             }
-            _ => Ok(()),
+            _ => Ok(None),
         };
+        if let Ok(Some(credential)) = &login {
+            // How a translated session's login can be made again.
+            self.credential = Some(credential.clone());
+            if matches!(self.pooling, Pooling::MayDetach(_)) {
+                self.observer
+                    .entry()
+                    .set_attachment(downstream.node.addr(), "attached");
+            }
+        }
         let end = match login {
             Err(end) => end,
-            Ok(()) => loop {
+            Ok(_) => loop {
                 let end = match link.as_mut() {
                     Some(l) => {
                         let up = upstream.run(&mut from_client, Some(&mut l.wr), &client_wr);
@@ -730,7 +740,9 @@ impl Session<'_> {
                 .greetings
                 .remember(self.packet, greeting.clone(), false);
         }
-        if vertica {
+        // Vertica has no reset; a translated session's greeting is not the
+        // one a relayed client expects: neither connection is kept.
+        if vertica || C::TRANSLATED {
             let _ = opened
                 .stream
                 .write_all(&crate::protocol::frontend::TERMINATE_MESSAGE)

@@ -60,6 +60,7 @@ use super::owed::{Kind, NodeProgress, Sent};
 use super::router::{Batch, Plan, Router};
 use super::upstream::ClientSide;
 use super::vertica_sql;
+use crate::auth::Credential;
 
 /// The savepoint each statement of a Vertica client's transaction runs
 /// under, so that its failure rolls back only itself, as on Vertica.
@@ -349,9 +350,13 @@ pub(super) async fn authenticate(
     client_wr: &mut ClientWriter,
     user: &str,
     client_tls: bool,
-) -> Result<(), End> {
+) -> Result<Option<Credential>, End> {
     let mut answerer = login::Answerer::default();
     let mut password: Option<Vec<u8>> = None;
+    // How sluice could log in again for this client (pooling): with no
+    // password, with the one the client gave in clear text, or not at all
+    // (an MD5 answer is good for one salt only).
+    let mut again = Some(Credential::Trusted);
     loop {
         let frame = node_frame(node).await?;
         match frame.tag() {
@@ -361,12 +366,18 @@ pub(super) async fn authenticate(
                 match request {
                     login::Request::Ok => {
                         client_wr.write_all(frame.raw()).await?;
-                        return Ok(());
+                        if let Some(p) = password {
+                            again = Some(Credential::Password(
+                                String::from_utf8_lossy(&p).into_owned(),
+                            ));
+                        }
+                        return Ok(again);
                     }
                     login::Request::Cleartext => {
                         client_wr.write_all(frame.raw()).await?;
                         let p = expect_password(client).await?;
                         node_wr.write_all(p.raw()).await?;
+                        password = Some(p.body().strip_suffix(&[0]).unwrap_or(p.body()).to_vec());
                         continue;
                     }
                     login::Request::Md5 { salt } => {
@@ -374,6 +385,7 @@ pub(super) async fn authenticate(
                         client_wr.write_all(&out).await?;
                         let p = expect_password(client).await?;
                         node_wr.write_all(p.raw()).await?;
+                        again = None;
                         continue;
                     }
                     login::Request::Sasl { .. } if password.is_none() => {

@@ -106,6 +106,25 @@ fn vertica_python_autocommit_and_transactions() {
     scenario("transactions", &sluice, &node, &[]);
 }
 
+/// With `[pooling] idle_detach`, a translated vertica-python session gives
+/// its node connection back between transactions and takes one again,
+/// with its settings; its transactions and errors are unchanged.
+#[test]
+fn vertica_python_sessions_detach_between_transactions() {
+    let node = node("vertica-detach");
+    let setup = Setup {
+        tail: "[pooling]\nidle_detach = \"200ms\"\n".into(),
+        ..Setup::default()
+    };
+    let sluice = Sluice::start(&[&node], &setup);
+    scenario("detach", &sluice, &node, &[]);
+    assert!(
+        sluice.metric("sluice_session_reattached_total").unwrap() >= 2.0,
+        "the session detached and came back\n{}",
+        sluice.log()
+    );
+}
+
 #[test]
 fn vertica_python_cancels_a_running_query() {
     let node = node("vertica-cancel");

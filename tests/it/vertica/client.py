@@ -180,6 +180,39 @@ def transactions():
         assert count() == 4
 
 
+def detach():
+    """Pauses long enough for sluice to detach the session (idle, outside a
+    transaction) between statements; what the session set and its
+    transactions must not notice."""
+    with direct() as pg:
+        pg.execute("DROP TABLE IF EXISTS vp_detach")
+        pg.execute("CREATE TABLE vp_detach (v int)")
+    with vertica() as conn:  # autocommit off
+        cur = conn.cursor()
+        cur.execute("SET search_path TO pg_catalog, public")
+        conn.commit()
+        cur.execute("INSERT INTO vp_detach VALUES (1)")
+        conn.commit()
+        time.sleep(0.5)  # idle outside a transaction: detached
+        cur.execute("INSERT INTO vp_detach VALUES (2)")
+        time.sleep(0.5)  # inside a transaction: stays attached
+        cur.execute("INSERT INTO vp_detach VALUES (3)")
+        conn.rollback()
+        time.sleep(0.5)
+        cur.execute("SELECT count(*), current_setting('search_path') FROM vp_detach")
+        assert cur.fetchall() == [[1, "pg_catalog, public"]], "state lost across a detach"
+        conn.commit()
+        time.sleep(0.5)
+        try:
+            cur.execute("SELECT 1/0")
+            raise AssertionError("no error")
+        except vertica_python.errors.Error:
+            pass
+        conn.rollback()
+        cur.execute("SELECT 42")
+        assert cur.fetchall() == [[42]]
+
+
 def statement_rollback():
     """Vertica's error semantics in its drivers' default mode (autocommit
     off): an error rolls back only the failing statement; the transaction
@@ -498,5 +531,6 @@ def row_counts():
     "row_counts": row_counts,
     "statement_rollback": statement_rollback,
     "killed": killed,
+    "detach": detach,
 }[scenario]()
 print("ok", scenario)
