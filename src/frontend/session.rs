@@ -731,24 +731,26 @@ impl Session<'_> {
         self.frontend.metrics.session_detached(true);
         self.detached = true;
         let greeting = match &downstream.greeting {
-            Greeting::Trusted(g) => g.clone(),
-            _ => return Ok(None),
+            Greeting::Trusted(g) => Some(g.clone()),
+            _ => None,
         };
-        if self.credential.is_none() {
+        if let Some(g) = &greeting
+            && self.credential.is_none()
+        {
             // The node let this startup packet in without a password.
             self.frontend
                 .greetings
-                .remember(self.packet, greeting.clone(), false);
+                .remember(self.packet, g.clone(), false);
         }
         // Vertica has no reset; a translated session's greeting is not the
         // one a relayed client expects: neither connection is kept.
-        if vertica || C::TRANSLATED {
+        let Some(greeting) = greeting.filter(|_| !vertica && !C::TRANSLATED) else {
             let _ = opened
                 .stream
                 .write_all(&crate::protocol::frontend::TERMINATE_MESSAGE)
                 .await;
             return Ok(None);
-        }
+        };
         let (attached, kept) = opened.into_kept(self.packet, greeting);
         keep_connection(attached, kept, &self.generation.config.warehouse, reset).await;
         Ok(None)
