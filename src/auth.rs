@@ -26,7 +26,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use crate::backend::node::NodeSet;
 use crate::config::{AuthMode, Config};
 use crate::generation::Generation;
-use crate::net::MessageStream;
+use crate::net::{MessageStream, ReadError, send_fatal};
 use crate::protocol::backend::{self, ErrorFields};
 use crate::protocol::frame::{Scanner, Treatment};
 use crate::protocol::login::{Answerer, Request};
@@ -397,154 +397,174 @@ pub enum ClientLogin {
 }
 
 /// Authenticates a client as `[auth] mode` says; `client` is between the
-/// startup packet and the first authentication request.
+/// startup packet and the first authentication request. A client refused
+/// has been told why.
 pub async fn authenticate<S: AsyncRead + AsyncWrite + Unpin>(
     client: &mut S,
     user: &str,
     generation: &Generation,
     nodes: &NodeSet,
     secrets: &Arc<Secrets>,
-) -> std::io::Result<ClientLogin> {
+) -> ClientLogin {
     let mut messages = MessageStream::new(client, Scanner::new(64 << 10, |_| Treatment::Inspect));
-    let mut out = BytesMut::new();
-    let failed = || {
-        ErrorFields::fatal(
+    let proved = match prove(&mut messages, user, generation, nodes, secrets).await {
+        Ok(credential) => return ClientLogin::Proved(credential),
+        Err(failure) => failure,
+    };
+    let error = match proved {
+        LoginFailure::Gone => return ClientLogin::Refused,
+        LoginFailure::Protocol(error) => error,
+        LoginFailure::Mechanism(_) | LoginFailure::Refused => ErrorFields::fatal(
             sqlstate::INVALID_PASSWORD,
             format!("password authentication failed for user \"{user}\""),
-        )
+        ),
     };
+    send_fatal(messages.get_mut(), &error).await;
+    ClientLogin::Refused
+}
+
+/// The exchange of [`authenticate`], up to what the client proved.
+async fn prove<S: AsyncRead + AsyncWrite + Unpin>(
+    messages: &mut MessageStream<&mut S>,
+    user: &str,
+    generation: &Generation,
+    nodes: &NodeSet,
+    secrets: &Arc<Secrets>,
+) -> Result<Credential, LoginFailure> {
+    let mut out = BytesMut::new();
     match generation.config.auth.mode {
-        AuthMode::Passthrough => Ok(ClientLogin::Proved(Credential::Trusted)),
+        AuthMode::Passthrough => Ok(Credential::Trusted),
         AuthMode::Cleartext => {
             backend::encode_authentication_request(&mut out, backend::AUTH_CLEARTEXT);
-            messages.get_mut().write_all(&out).await?;
-            let Some(body) = password_message(&mut messages).await? else {
-                return Ok(ClientLogin::Refused);
-            };
+            messages
+                .get_mut()
+                .write_all(&out)
+                .await
+                .map_err(|_| LoginFailure::Gone)?;
+            let body = password_message(messages).await?;
             let password = body.strip_suffix(b"\0").unwrap_or(&body);
-            Ok(ClientLogin::Proved(Credential::Password(
+            Ok(Credential::Password(
                 String::from_utf8_lossy(password).into_owned(),
-            )))
+            ))
         }
-        AuthMode::AuthQuery => {
-            let stored = match secrets.lookup(user, generation, nodes).await {
-                Ok(stored) => stored,
-                Err(why) => {
-                    tracing::warn!(user, why, "auth_query failed; the client is refused");
-                    let error = ErrorFields::fatal(
+        AuthMode::AuthQuery => match secrets.lookup(user, generation, nodes).await {
+            Err(why) => {
+                tracing::warn!(user, why, "auth_query failed; the client is refused");
+                Err(LoginFailure::Protocol(
+                    ErrorFields::fatal(
                         sqlstate::CONNECTION_FAILURE,
                         "sluice could not read the user's password from the warehouse (auth_query failed)",
                     )
-                    .with_detail(why);
-                    refuse(messages.get_mut(), &error).await;
-                    return Ok(ClientLogin::Refused);
-                }
-            };
-            let proved = match stored {
-                Stored::Md5(hash) => {
-                    let salt: [u8; 4] = rand::random();
-                    crate::protocol::backend::encode_authentication_md5(&mut out, salt);
-                    messages.get_mut().write_all(&out).await?;
-                    let Some(body) = password_message(&mut messages).await? else {
-                        return Ok(ClientLogin::Refused);
-                    };
-                    let expected = md5_answer(&hash, salt);
-                    let given = body.strip_suffix(b"\0").unwrap_or(&body);
-                    let diff = given.len() ^ expected.len()
-                        | given
-                            .iter()
-                            .zip(expected.as_bytes())
-                            .fold(0, |acc, (a, b)| acc | usize::from(a ^ b));
-                    (diff == 0).then_some(Credential::Md5(hash))
-                }
-                Stored::Scram(verifier) => scram_exchange(&mut messages, verifier, user).await?,
-                Stored::Unknown => {
-                    scram_exchange(&mut messages, Verifier::impossible(), user).await?
-                }
-            };
-            match proved {
-                Some(credential) => Ok(ClientLogin::Proved(credential)),
-                None => {
-                    refuse(messages.get_mut(), &failed()).await;
-                    Ok(ClientLogin::Refused)
+                    .with_detail(why),
+                ))
+            }
+            Ok(Stored::Md5(hash)) => {
+                let salt: [u8; 4] = rand::random();
+                backend::encode_authentication_md5(&mut out, salt);
+                messages
+                    .get_mut()
+                    .write_all(&out)
+                    .await
+                    .map_err(|_| LoginFailure::Gone)?;
+                let body = password_message(messages).await?;
+                let expected = md5_answer(&hash, salt);
+                let given = body.strip_suffix(b"\0").unwrap_or(&body);
+                let diff = given.len() ^ expected.len()
+                    | given
+                        .iter()
+                        .zip(expected.as_bytes())
+                        .fold(0, |acc, (a, b)| acc | usize::from(a ^ b));
+                if diff == 0 {
+                    Ok(Credential::Md5(hash))
+                } else {
+                    Err(LoginFailure::Refused)
                 }
             }
-        }
+            // An unknown user goes through the same exchange and fails at
+            // the same step as a wrong password.
+            Ok(Stored::Scram(verifier)) => scram_login(messages, verifier, user)
+                .await
+                .map(Credential::Scram),
+            Ok(Stored::Unknown) => scram_login(messages, Verifier::impossible(), user)
+                .await
+                .map(Credential::Scram),
+        },
     }
 }
 
-/// The server's side of SCRAM-SHA-256 with a client; `None`: it failed
-/// (the reason is logged, never the secret).
-async fn scram_exchange<S: AsyncRead + AsyncWrite + Unpin>(
-    messages: &mut MessageStream<&mut S>,
+/// Why a client's login with sluice did not prove it.
+pub enum LoginFailure {
+    /// The client left, or its socket failed.
+    Gone,
+    /// The client broke the protocol: tell it this, then close.
+    Protocol(ErrorFields),
+    /// The client chose another SASL mechanism than the one offered.
+    Mechanism(String),
+    /// A wrong password or an unknown user (the reason is logged, never
+    /// the secret): the client is to be told 28P01.
+    Refused,
+}
+
+/// The server's side of a SCRAM-SHA-256 login, from AuthenticationSASL to
+/// AuthenticationSASLFinal, against `verifier` (for the client sessions of
+/// `[auth] mode = "auth_query"` and the admin console). Returns what the
+/// client proved.
+pub async fn scram_login<S: AsyncRead + AsyncWrite + Unpin>(
+    messages: &mut MessageStream<S>,
     verifier: Verifier,
     user: &str,
-) -> std::io::Result<Option<Credential>> {
+) -> Result<Proven, LoginFailure> {
+    let gone = |_| LoginFailure::Gone;
+    let refused = |e: scram::ScramError| {
+        tracing::info!(user, reason = %e, "SCRAM exchange with a client failed");
+        LoginFailure::Refused
+    };
     let mut out = BytesMut::new();
     backend::encode_authentication_sasl(&mut out, &[scram::MECHANISM]);
-    messages.get_mut().write_all(&out).await?;
+    messages.get_mut().write_all(&out).await.map_err(gone)?;
     out.clear();
-    let Some(body) = password_message(messages).await? else {
-        return Ok(None);
-    };
-    let data = match frontend::sasl_initial_response(&body) {
-        Ok((mechanism, data)) if mechanism == scram::MECHANISM.as_bytes() => data,
-        _ => return Ok(None),
-    };
-    let (exchange, server_first) = match Exchange::start(verifier, data) {
-        Ok(started) => started,
-        Err(e) => {
-            tracing::info!(user, reason = %e, "SCRAM exchange with a client failed");
-            return Ok(None);
-        }
-    };
+    let body = password_message(messages).await?;
+    let (mechanism, data) = frontend::sasl_initial_response(&body).map_err(|e| {
+        LoginFailure::Protocol(ErrorFields::fatal(
+            e.sqlstate(),
+            format!("invalid message from client: {e}"),
+        ))
+    })?;
+    if mechanism != scram::MECHANISM.as_bytes() {
+        return Err(LoginFailure::Mechanism(
+            String::from_utf8_lossy(mechanism).into_owned(),
+        ));
+    }
+    let (exchange, server_first) = Exchange::start(verifier, data).map_err(refused)?;
     backend::encode_authentication_sasl_continue(&mut out, server_first.as_bytes());
-    messages.get_mut().write_all(&out).await?;
+    messages.get_mut().write_all(&out).await.map_err(gone)?;
     out.clear();
-    let Some(body) = password_message(messages).await? else {
-        return Ok(None);
-    };
-    match exchange.finish(&body) {
-        Ok((server_final, proven)) => {
-            backend::encode_authentication_sasl_final(&mut out, server_final.as_bytes());
-            messages.get_mut().write_all(&out).await?;
-            Ok(Some(Credential::Scram(proven)))
-        }
-        Err(e) => {
-            tracing::info!(user, reason = %e, "SCRAM exchange with a client failed");
-            Ok(None)
-        }
-    }
+    let body = password_message(messages).await?;
+    let (server_final, proven) = exchange.finish(&body).map_err(refused)?;
+    backend::encode_authentication_sasl_final(&mut out, server_final.as_bytes());
+    messages.get_mut().write_all(&out).await.map_err(gone)?;
+    Ok(proven)
 }
 
-/// The body of the client's next PasswordMessage; `None` when the client
-/// left or sent something else (it has been told).
-async fn password_message<S: AsyncRead + AsyncWrite + Unpin>(
-    messages: &mut MessageStream<&mut S>,
-) -> std::io::Result<Option<Vec<u8>>> {
+/// The body of the client's next PasswordMessage.
+async fn password_message<S: AsyncRead + Unpin>(
+    messages: &mut MessageStream<S>,
+) -> Result<Vec<u8>, LoginFailure> {
     match messages.frame().await {
-        Ok(Some(frame)) if frame.tag() == frontend::PASSWORD => Ok(Some(frame.body().to_vec())),
-        Ok(Some(frame)) => {
-            let error = ErrorFields::fatal(
-                sqlstate::PROTOCOL_VIOLATION,
-                format!(
-                    "expected a password message during login, got message type {:?}",
-                    char::from(frame.tag())
-                ),
-            );
-            refuse(messages.get_mut(), &error).await;
-            Ok(None)
-        }
-        Ok(None) => Ok(None),
-        Err(e) => Err(std::io::Error::other(e.to_string())),
+        Ok(Some(frame)) if frame.tag() == frontend::PASSWORD => Ok(frame.body().to_vec()),
+        Ok(Some(frame)) => Err(LoginFailure::Protocol(ErrorFields::fatal(
+            sqlstate::PROTOCOL_VIOLATION,
+            format!(
+                "expected a password message during login, got message type {:?}",
+                char::from(frame.tag())
+            ),
+        ))),
+        Ok(None) | Err(ReadError::Io(_)) => Err(LoginFailure::Gone),
+        Err(ReadError::Protocol(e)) => Err(LoginFailure::Protocol(ErrorFields::fatal(
+            e.sqlstate(),
+            format!("invalid message from client: {e}"),
+        ))),
     }
-}
-
-async fn refuse<S: AsyncWrite + Unpin>(client: &mut S, error: &ErrorFields) {
-    let mut out = BytesMut::new();
-    error.encode(&mut out);
-    let _ = client.write_all(&out).await;
-    let _ = client.flush().await;
 }
 
 #[cfg(test)]

@@ -13,6 +13,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio_rustls::TlsStream;
 
 use crate::protocol::ProtocolError;
+use crate::protocol::backend::ErrorFields;
 use crate::protocol::frame::{Frame, Item, Scanner};
 
 /// Reads start at this size and grow while the peer keeps them full.
@@ -240,4 +241,11 @@ impl std::fmt::Display for ReadError {
             ReadError::Io(e) => e.fmt(f),
         }
     }
+}
+
+/// Writes a FATAL error and closes; the peer may already be gone.
+pub async fn send_fatal<S: AsyncWrite + Unpin>(stream: &mut S, error: &ErrorFields) {
+    use tokio::io::AsyncWriteExt;
+    let _ = stream.write_all(&error.to_bytes()).await;
+    let _ = stream.shutdown().await;
 }

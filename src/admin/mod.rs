@@ -23,6 +23,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_util::sync::CancellationToken;
 
 use crate::alerts::Alerts;
+use crate::auth::LoginFailure;
 use crate::backend::NodeSet;
 use crate::config::{Admin, AdminAuth};
 use crate::generation::{CatalogCopy, Generation, Generations};
@@ -34,7 +35,7 @@ use crate::protocol::frontend;
 use crate::protocol::sqlstate;
 use crate::protocol::startup::StartupMessage;
 use crate::registry::SessionRegistry;
-use crate::scram::{Exchange, MECHANISM, Verifier};
+use crate::scram::{MECHANISM, Verifier};
 use crate::stats::QueryStats;
 use commands::Reply;
 
@@ -43,9 +44,6 @@ pub const DATABASE: &str = "sluice";
 
 /// Largest message the console accepts: commands are short.
 const MAX_MESSAGE: usize = 1 << 20;
-
-/// A message the console expects during login: a SASL response.
-const PASSWORD_MESSAGE: u8 = frontend::PASSWORD;
 
 /// The console's side of one connection.
 struct Conn {
@@ -79,9 +77,7 @@ impl Conn {
     }
 
     async fn fatal(&mut self, error: &ErrorFields) {
-        let stream = self.stream.get_mut();
-        let _ = stream.write_all(&error.to_bytes()).await;
-        let _ = stream.shutdown().await;
+        crate::net::send_fatal(self.stream.get_mut(), error).await;
     }
 }
 
@@ -296,55 +292,17 @@ async fn login(conn: &mut Conn, admin: &Admin, user: &str) -> Result<(), ConnErr
         .find(|u| u.name == user)
         .map(|u| u.verifier.clone())
         .unwrap_or_else(Verifier::impossible);
-    backend::encode_authentication_sasl(&mut out, &[MECHANISM]);
-    conn.write(&mut out).await?;
-
-    let frame = expect_password_message(conn).await?;
-    let (mechanism, data) =
-        frontend::sasl_initial_response(frame.body()).map_err(|e| protocol_error(&e))?;
-    if mechanism != MECHANISM.as_bytes() {
-        return Err(ConnError::Protocol(ErrorFields::fatal(
+    match crate::auth::scram_login(&mut conn.stream, verifier, user).await {
+        Ok(_) => {
+            backend::encode_authentication_ok(&mut out);
+            conn.write(&mut out).await
+        }
+        Err(LoginFailure::Gone) => Err(ConnError::Gone),
+        Err(LoginFailure::Protocol(error)) => Err(ConnError::Protocol(error)),
+        Err(LoginFailure::Mechanism(mechanism)) => Err(ConnError::Protocol(ErrorFields::fatal(
             sqlstate::INVALID_AUTHORIZATION_SPECIFICATION,
-            format!(
-                "the admin console offers only {MECHANISM}, not {}",
-                String::from_utf8_lossy(mechanism)
-            ),
-        )));
+            format!("the admin console offers only {MECHANISM}, not {mechanism}"),
+        ))),
+        Err(LoginFailure::Refused) => Err(failed()),
     }
-    let (exchange, server_first) = Exchange::start(verifier, data).map_err(|e| {
-        tracing::info!(user, reason = %e, "admin SCRAM exchange failed");
-        failed()
-    })?;
-    backend::encode_authentication_sasl_continue(&mut out, server_first.as_bytes());
-    conn.write(&mut out).await?;
-
-    let frame = expect_password_message(conn).await?;
-    let (server_final, _) = exchange.finish(frame.body()).map_err(|e| {
-        tracing::info!(user, reason = %e, "admin SCRAM exchange failed");
-        failed()
-    })?;
-    backend::encode_authentication_sasl_final(&mut out, server_final.as_bytes());
-    backend::encode_authentication_ok(&mut out);
-    conn.write(&mut out).await
-}
-
-async fn expect_password_message(conn: &mut Conn) -> Result<Frame, ConnError> {
-    let frame = conn.read().await?;
-    if frame.tag() != PASSWORD_MESSAGE {
-        return Err(ConnError::Protocol(ErrorFields::fatal(
-            sqlstate::PROTOCOL_VIOLATION,
-            format!(
-                "expected a SASL response during login, got message type {:?}",
-                frame.tag() as char
-            ),
-        )));
-    }
-    Ok(frame)
-}
-
-fn protocol_error(e: &crate::protocol::ProtocolError) -> ConnError {
-    ConnError::Protocol(ErrorFields::fatal(
-        e.sqlstate(),
-        format!("invalid message from client: {e}"),
-    ))
 }

@@ -17,12 +17,13 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 
 use super::Frontend;
-use super::negotiate::{Opening, negotiate, send_fatal};
+use super::negotiate::{Opening, negotiate};
 use super::session;
 use crate::cancel::CancelRoute;
 use crate::cluster::{self, Take};
 use crate::generation::Generation;
 use crate::metrics::Refusal;
+use crate::net::send_fatal;
 use crate::protocol::backend::ErrorFields;
 use crate::protocol::sqlstate;
 use crate::protocol::startup::CancelKey;

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 
 use crate::config::ClientTlsMode;
 use crate::generation::Generation;
-use crate::net::Stream;
+use crate::net::{Stream, send_fatal};
 use crate::protocol::backend::{ErrorFields, REQUEST_DECLINED, SSL_ACCEPTED};
 use crate::protocol::startup::{self, CancelKey, StartupMessage, StartupPacket};
 use crate::protocol::{ProtocolError, sqlstate};
@@ -118,10 +118,4 @@ async fn refuse(mut stream: Stream, e: &ProtocolError) -> std::io::Result<Openin
     let error = ErrorFields::fatal(e.sqlstate(), format!("invalid startup packet: {e}"));
     send_fatal(&mut stream, &error).await;
     Ok(Opening::Closed)
-}
-
-/// Writes a FATAL error and closes; the client may already be gone.
-pub async fn send_fatal(stream: &mut Stream, error: &ErrorFields) {
-    let _ = stream.write_all(&error.to_bytes()).await;
-    let _ = stream.shutdown().await;
 }

@@ -41,7 +41,7 @@ use crate::backend::node::{Attached, Node};
 use crate::backend::pool::Slot;
 use crate::config::{AuthMode, Dialect};
 use crate::generation::Generation;
-use crate::net::{MessageStream, ReadHalf, Stream, WriteHalf};
+use crate::net::{MessageStream, ReadHalf, Stream, WriteHalf, send_fatal};
 use crate::protocol::backend::{self, ErrorFields, TransactionStatus};
 use crate::protocol::frame::{Frame, Scanner, Treatment};
 use crate::protocol::startup::{ClientDialect, StartupMessage};
@@ -51,7 +51,6 @@ use crate::protocol::{ProtocolError, frontend, sqlstate};
 use super::catalog_answer::{Answers, AsIs};
 use super::downstream::{ClientWriter, Downstream, End, Ending, Greeting, NodeSide, Phase, finish};
 use super::guard::{QueryGuard, Screening};
-use super::negotiate::send_fatal;
 use super::observe::SessionObserver;
 use super::owed::NodeProgress;
 use super::router::{Batch, Plan, Router};
@@ -99,8 +98,8 @@ pub async fn run(
         )
         .await
         {
-            Ok(ClientLogin::Proved(credential)) => Some(credential),
-            Ok(ClientLogin::Refused) | Err(_) => return,
+            ClientLogin::Proved(credential) => Some(credential),
+            ClientLogin::Refused => return,
         }
     } else {
         None
