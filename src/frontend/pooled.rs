@@ -20,6 +20,7 @@
 //! changed session authorization. It tries again after its next query.
 
 use std::fmt::Write as _;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::io::AsyncWriteExt;
@@ -68,8 +69,12 @@ UNION ALL SELECT 'prepared', name, statement, parameter_types::pg_catalog.oid[]:
 
 /// Asks the node what the session holds; `user` is who logged in (a
 /// changed session authorization pins). The node must owe nothing.
-pub(super) async fn take_inventory(stream: &mut Stream, user: &str) -> Result<Inventory, String> {
-    let rows = query(stream, INVENTORY).await?;
+pub(super) async fn take_inventory(
+    stream: &mut Stream,
+    user: &str,
+    timeout: Duration,
+) -> Result<Inventory, String> {
+    let rows = query(stream, INVENTORY, timeout).await?;
     read_inventory(rows, user)
 }
 
@@ -119,7 +124,11 @@ fn oid_array(text: &str) -> Result<Vec<u32>, String> {
 
 /// Sets on a new connection what the session had set on its last one;
 /// every answer is the node's to sluice, none reaches the client.
-pub(super) async fn replay(stream: &mut Stream, saved: &Saved) -> Result<(), String> {
+pub(super) async fn replay(
+    stream: &mut Stream,
+    saved: &Saved,
+    timeout: Duration,
+) -> Result<(), String> {
     if saved.settings.is_empty() && saved.prepared.is_empty() {
         return Ok(());
     }
@@ -138,22 +147,18 @@ pub(super) async fn replay(stream: &mut Stream, saved: &Saved) -> Result<(), Str
         frontend::encode_parse(&mut out, &p.name, &p.text, &p.types);
     }
     out.extend_from_slice(&frontend::SYNC_MESSAGE);
-    exchange(stream, &out, |_| Ok(())).await
+    exchange(stream, &out, 1, OnError::Fail, timeout, |_| Ok(())).await
 }
 
-/// Runs SQL of sluice's own (`RESET ALL`, `DEALLOCATE ALL`) on an idle
-/// connection, within `timeout`.
+/// Runs SQL of sluice's own (`DISCARD ALL`, `RESET ALL`, `DEALLOCATE
+/// ALL`) on an idle connection.
 pub(super) async fn run_hidden(
     stream: &mut Stream,
     sql: &str,
-    timeout: std::time::Duration,
+    timeout: Duration,
 ) -> Result<(), String> {
-    tokio::time::timeout(
-        timeout,
-        exchange(stream, frontend::encode_query(sql).raw(), |_| Ok(())),
-    )
-    .await
-    .unwrap_or_else(|_| Err("no answer in time".into()))
+    let request = frontend::encode_query(sql);
+    exchange(stream, request.raw(), 1, OnError::Fail, timeout, |_| Ok(())).await
 }
 
 /// A session pooled per transaction takes a connection: its SETs run
@@ -164,7 +169,7 @@ pub(super) async fn replay_statements(
     stream: &mut Stream,
     sets: &[String],
     missing: &[crate::protocol::frame::Frame],
-    timeout: std::time::Duration,
+    timeout: Duration,
 ) -> Result<(), String> {
     let readies = sets.len() + missing.len();
     if readies == 0 {
@@ -178,40 +183,18 @@ pub(super) async fn replay_statements(
         out.extend_from_slice(parse.raw());
         out.extend_from_slice(&frontend::SYNC_MESSAGE);
     }
-    let run = async {
-        stream.write_all(&out).await.map_err(|e| e.to_string())?;
-        let mut answers =
-            MessageStream::new(&mut *stream, Scanner::new(1 << 20, |_| Treatment::Inspect));
-        let mut seen = 0;
-        while seen < readies {
-            let Some(frame) = answers.frame().await.map_err(|e| e.to_string())? else {
-                return Err("the node closed the connection".to_string());
-            };
-            if frame.tag() == backend::READY_FOR_QUERY {
-                seen += 1;
-            }
-        }
-        Ok(())
-    };
-    tokio::time::timeout(timeout, run)
-        .await
-        .unwrap_or_else(|_| Err("no answer in time".into()))
-}
-
-/// `DISCARD ALL` (what PgBouncer's `server_reset_query` does): temporary
-/// tables, prepared statements, settings, LISTENs, advisory locks and
-/// `SET ROLE` of the last client are gone before the next one comes.
-pub(super) async fn reset(stream: &mut Stream) -> Result<(), String> {
-    exchange(stream, frontend::encode_query("DISCARD ALL").raw(), |_| {
-        Ok(())
-    })
-    .await
+    exchange(stream, &out, readies, OnError::Ignore, timeout, |_| Ok(())).await
 }
 
 /// Runs a simple query sluice reads itself; its rows as text.
-async fn query(stream: &mut Stream, sql: &str) -> Result<Vec<Vec<Option<String>>>, String> {
+async fn query(
+    stream: &mut Stream,
+    sql: &str,
+    timeout: Duration,
+) -> Result<Vec<Vec<Option<String>>>, String> {
     let mut rows = Vec::new();
-    exchange(stream, frontend::encode_query(sql).raw(), |body| {
+    let request = frontend::encode_query(sql);
+    exchange(stream, request.raw(), 1, OnError::Fail, timeout, |body| {
         let values = backend::data_row(body).map_err(|e| e.to_string())?;
         rows.push(
             values
@@ -225,46 +208,70 @@ async fn query(stream: &mut Stream, sql: &str) -> Result<Vec<Vec<Option<String>>
     Ok(rows)
 }
 
-/// Writes `request` and reads the node's answers up to ReadyForQuery, which
-/// must find the session idle; each DataRow's body goes to `row`. An
-/// ErrorResponse is the error, after the node is ready again.
+/// What an ErrorResponse to sluice's own request means.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum OnError {
+    /// The request failed.
+    Fail,
+    /// Expected at times, and harmless (a replayed SET the client's own
+    /// run of also failed).
+    Ignore,
+}
+
+/// Writes `request` and reads the node's answers up to its `readies`-th
+/// ReadyForQuery, which must find the session idle, all within `timeout`;
+/// each DataRow's body goes to `row`. An ErrorResponse is the error (after
+/// the node is ready again) unless `on_error` says to ignore it.
 async fn exchange(
     stream: &mut Stream,
     request: &[u8],
+    readies: usize,
+    on_error: OnError,
+    timeout: Duration,
     mut row: impl FnMut(&[u8]) -> Result<(), String>,
 ) -> Result<(), String> {
-    stream.write_all(request).await.map_err(|e| e.to_string())?;
-    let mut answers = MessageStream::new(stream, Scanner::new(1 << 20, |_| Treatment::Inspect));
-    let mut failed = None;
-    loop {
-        let Some(frame) = answers.frame().await.map_err(|e| e.to_string())? else {
-            return Err("the node closed the connection".into());
-        };
-        match frame.tag() {
-            backend::DATA_ROW if failed.is_none() => {
-                if let Err(e) = row(frame.body()) {
-                    failed = Some(e);
+    let answered = async {
+        stream.write_all(request).await.map_err(|e| e.to_string())?;
+        let mut answers = MessageStream::new(stream, Scanner::new(1 << 20, |_| Treatment::Inspect));
+        let mut failed = None;
+        let mut seen = 0;
+        loop {
+            let Some(frame) = answers.frame().await.map_err(|e| e.to_string())? else {
+                return Err("the node closed the connection".into());
+            };
+            match frame.tag() {
+                backend::DATA_ROW if failed.is_none() => {
+                    if let Err(e) = row(frame.body()) {
+                        failed = Some(e);
+                    }
                 }
-            }
-            backend::READY_FOR_QUERY => {
-                if answers.has_buffered() {
-                    return Err("the node sent more than was asked".into());
+                backend::READY_FOR_QUERY => {
+                    seen += 1;
+                    if seen < readies {
+                        continue;
+                    }
+                    if answers.has_buffered() {
+                        return Err("the node sent more than was asked".into());
+                    }
+                    return match (failed, frame.body()) {
+                        (Some(why), _) => Err(why),
+                        (None, b"I") => Ok(()),
+                        (None, _) => Err("the node is in a transaction".into()),
+                    };
                 }
-                return match (failed, frame.body()) {
-                    (Some(why), _) => Err(why),
-                    (None, b"I") => Ok(()),
-                    (None, _) => Err("the node is in a transaction".into()),
-                };
+                backend::ERROR_RESPONSE if on_error == OnError::Fail => {
+                    failed.get_or_insert_with(|| {
+                        let (code, message) = backend::error_summary(frame.body());
+                        format!("{message} (SQLSTATE {code})")
+                    });
+                }
+                _ => {}
             }
-            backend::ERROR_RESPONSE => {
-                failed.get_or_insert_with(|| {
-                    let (code, message) = backend::error_summary(frame.body());
-                    format!("{message} (SQLSTATE {code})")
-                });
-            }
-            _ => {}
         }
-    }
+    };
+    tokio::time::timeout(timeout, answered)
+        .await
+        .unwrap_or_else(|_| Err("no answer in time".into()))
 }
 
 /// The messages of a greeting (AuthenticationOk up to ReadyForQuery, as

@@ -31,7 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::Frontend;
 use super::pooled::{
-    Inventory, Saved, describe, greeting_key, greeting_messages, replay, replay_statements, reset,
+    Inventory, Saved, describe, greeting_key, greeting_messages, replay, replay_statements,
     run_hidden, take_inventory,
 };
 use super::statements::{MAX_PER_CONNECTION, Statements};
@@ -700,10 +700,7 @@ impl Session<'_> {
             }
             _ => {
                 let user = self.startup.user();
-                let inventory =
-                    tokio::time::timeout(timeout, take_inventory(&mut opened.stream, user))
-                        .await
-                        .unwrap_or_else(|_| Err("no answer in time".into()));
+                let inventory = take_inventory(&mut opened.stream, user, timeout).await;
                 match inventory {
                     Ok(Inventory::Saved(saved)) => {
                         tracing::debug!(peer = %self.peer, node = node.addr(), saved = describe(&saved), "session detached");
@@ -792,9 +789,7 @@ impl Session<'_> {
                     .extend(statements.server_names().cloned());
                 done
             }
-            _ => tokio::time::timeout(timeout, replay(&mut opened.stream, &self.saved))
-                .await
-                .unwrap_or_else(|_| Err("no answer in time".into())),
+            _ => replay(&mut opened.stream, &self.saved, timeout).await,
         };
         if let Err(why) = replayed {
             tracing::warn!(peer = %self.peer, node = addr, why, "could not restore a session's settings on a node");
@@ -852,21 +847,15 @@ async fn keep_connection(
         node.keep_idle(kept, warehouse.idle_connections, warehouse.idle_timeout);
         return;
     }
-    match tokio::time::timeout(warehouse.connect_timeout, reset(&mut kept.stream)).await {
-        Ok(Ok(())) => {
+    match run_hidden(&mut kept.stream, "DISCARD ALL", warehouse.connect_timeout).await {
+        Ok(()) => {
             kept.prepared.clear();
             node.keep_idle(kept, warehouse.idle_connections, warehouse.idle_timeout)
         }
-        Ok(Err(why)) => {
-            tracing::debug!(
-                node = node.addr(),
-                why,
-                "a node connection did not reset; closed"
-            )
-        }
-        Err(_) => tracing::debug!(
+        Err(why) => tracing::debug!(
             node = node.addr(),
-            "a node connection did not reset in time; closed"
+            why,
+            "a node connection did not reset; closed"
         ),
     }
 }
@@ -884,12 +873,6 @@ struct Login<'a> {
     per_transaction: bool,
     /// Ends a wait for a connection: `KILL CLIENT`, shutdown.
     stop: &'a tokio_util::sync::CancellationToken,
-}
-
-impl Login<'_> {
-    fn vertica(generation: &Generation) -> bool {
-        generation.config.warehouse.dialect == Dialect::Vertica
-    }
 }
 
 /// A node connection for a session: a kept one logged in the same way, or
@@ -1000,7 +983,7 @@ async fn take_connection(
                         packet,
                         user,
                         credential,
-                        Login::vertica(generation),
+                        generation.config.warehouse.dialect == Dialect::Vertica,
                     )
                     .await
                     .map_err(|e| match e {
