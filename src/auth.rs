@@ -270,10 +270,45 @@ enum Stored {
     Unknown,
 }
 
+/// Entries used for a while (`[auth] cache`), and a bound on how many:
+/// a flood of distinct keys (user names, startup packets) starts the map
+/// over rather than grow it.
+struct Expiring<K, V> {
+    map: DashMap<K, (Instant, V)>,
+}
+
+impl<K: Eq + std::hash::Hash, V: Clone> Default for Expiring<K, V> {
+    fn default() -> Self {
+        Expiring {
+            map: DashMap::new(),
+        }
+    }
+}
+
+impl<K: Eq + std::hash::Hash, V: Clone> Expiring<K, V> {
+    const MAX: usize = 10_000;
+
+    fn get<Q>(&self, key: &Q, ttl: std::time::Duration) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Eq + std::hash::Hash + ?Sized,
+    {
+        let hit = self.map.get(key)?;
+        (hit.0.elapsed() < ttl).then(|| hit.1.clone())
+    }
+
+    fn insert(&self, key: K, value: V) {
+        if self.map.len() >= Self::MAX {
+            self.map.clear();
+        }
+        self.map.insert(key, (Instant::now(), value));
+    }
+}
+
 /// Secrets read by `auth_query`, kept for `[auth] cache`.
 #[derive(Default)]
 pub struct Secrets {
-    cached: DashMap<String, (Instant, Stored)>,
+    cached: Expiring<String, Stored>,
 }
 
 impl Secrets {
@@ -283,22 +318,14 @@ impl Secrets {
         generation: &Generation,
         nodes: &NodeSet,
     ) -> Result<Stored, String> {
-        let config = &generation.config;
-        if let Some(hit) = self.cached.get(user)
-            && hit.0.elapsed() < config.auth.cache
-        {
-            return Ok(hit.1.clone());
+        if let Some(stored) = self.cached.get(user, generation.config.auth.cache) {
+            return Ok(stored);
         }
         let mut why = String::from("no warehouse node is healthy");
         for node in nodes.candidates() {
             match read_secret(node.addr(), user, generation).await {
                 Ok(stored) => {
-                    if self.cached.len() >= Greetings::MAX {
-                        // A flood of user names: start over rather than grow.
-                        self.cached.clear();
-                    }
-                    self.cached
-                        .insert(user.to_string(), (Instant::now(), stored.clone()));
+                    self.cached.insert(user.to_string(), stored.clone());
                     return Ok(stored);
                 }
                 Err(e) => why = format!("node {}: {e}", node.addr()),
@@ -353,23 +380,16 @@ async fn read_secret(addr: &str, user: &str, generation: &Generation) -> Result<
 /// `[auth] cache` are not used, so a changed role setting shows soon.
 #[derive(Default)]
 pub struct Greetings {
-    cached: DashMap<bytes::Bytes, (Instant, bytes::Bytes, bool)>,
+    /// Greeting, and whether the node asked for a password.
+    cached: Expiring<bytes::Bytes, (bytes::Bytes, bool)>,
 }
 
 impl Greetings {
-    /// Bounds the memory a flood of distinct startup packets can take.
-    const MAX: usize = 10_000;
-
     /// `greeting`: AuthenticationOk up to ReadyForQuery, as kept
     /// connections store it; `proven`: the node asked for a password.
     pub fn remember(&self, packet: &[u8], greeting: bytes::Bytes, proven: bool) {
-        if self.cached.len() >= Self::MAX {
-            self.cached.clear();
-        }
-        self.cached.insert(
-            bytes::Bytes::copy_from_slice(packet),
-            (Instant::now(), greeting, proven),
-        );
+        self.cached
+            .insert(bytes::Bytes::copy_from_slice(packet), (greeting, proven));
     }
 
     /// The greeting for `packet`, if one was seen within `ttl`; one the
@@ -380,9 +400,8 @@ impl Greetings {
         authenticated: bool,
         ttl: std::time::Duration,
     ) -> Option<bytes::Bytes> {
-        let hit = self.cached.get(packet)?;
-        let (at, greeting, proven) = &*hit;
-        (at.elapsed() < ttl && (authenticated || !proven)).then(|| greeting.clone())
+        let (greeting, proven) = self.cached.get(packet, ttl)?;
+        (authenticated || !proven).then_some(greeting)
     }
 }
 
@@ -579,6 +598,29 @@ mod tests {
             md5_answer(&stored[3..], salt),
             postgres_protocol::authentication::md5_hash(b"alice", b"pw", salt)
         );
+    }
+
+    #[test]
+    fn cached_entries_expire_and_a_flood_starts_the_cache_over() {
+        let cache: Expiring<String, u32> = Expiring::default();
+        cache.insert("alice".into(), 1);
+        let minute = std::time::Duration::from_secs(60);
+        assert_eq!(cache.get("alice", minute), Some(1));
+        assert_eq!(cache.get("alice", std::time::Duration::ZERO), None);
+        for i in 0..Expiring::<String, u32>::MAX {
+            cache.insert(format!("user{i}"), 0);
+        }
+        assert_eq!(cache.get("alice", minute), None, "cleared at the bound");
+        assert!(cache.map.len() <= Expiring::<String, u32>::MAX);
+
+        let greetings = Greetings::default();
+        greetings.remember(b"packet", bytes::Bytes::from_static(b"R"), true);
+        assert_eq!(
+            greetings.recall(b"packet", false, minute),
+            None,
+            "proven greetings need proof"
+        );
+        assert!(greetings.recall(b"packet", true, minute).is_some());
     }
 
     #[test]
