@@ -913,10 +913,15 @@ async fn take_connection(
     let wait = generation.config.pooling.wait_timeout;
     let deadline = tokio::time::Instant::now() + wait;
     let mut failures = Vec::new();
-    let mut full;
+    let first = &candidates[0];
+    // The node whose cap was met, and the cap, for the error if the wait
+    // ends with none free.
+    let mut full = first
+        .slots()
+        .cap()
+        .map(|cap| (first.addr().to_string(), cap));
     // Sessions already waiting go first: one that just gave a connection
     // back must not take it again ahead of them.
-    let first = &candidates[0];
     let mut my_turn = !first.slots().anyone_waiting();
     loop {
         // Enabled before looking, so that a connection given back while
@@ -924,13 +929,9 @@ async fn take_connection(
         let freed = first.slots().freed().notified();
         tokio::pin!(freed);
         freed.as_mut().enable();
-        full = None;
         let looked_at = if my_turn { &candidates[..] } else { &[] };
-        if !my_turn {
-            full = first
-                .slots()
-                .cap()
-                .map(|cap| (first.addr().to_string(), cap));
+        if my_turn {
+            full = None;
         }
         for node in looked_at {
             // A node connection kept from a client that logged in the same
@@ -1033,10 +1034,11 @@ async fn take_connection(
                 ),
             }
         }
-        if full.is_none() {
+        if my_turn && full.is_none() {
             break;
         }
-        // Every node is at its cap: wait, in turn, for a slot at any.
+        // Every node is at its cap (or others wait): wait, in turn, for a
+        // slot at any.
         let _waiting = first.wait_for_slot();
         tokio::select! {
             woken = tokio::time::timeout_at(deadline, freed) => {
